@@ -1,0 +1,533 @@
+//! [`ObsBuilder`]: configuration in code and from the environment.
+
+use std::fmt;
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use http::HeaderName;
+use tracing_subscriber::EnvFilter;
+
+use crate::error::Error;
+use crate::logging::{DEFAULT_SENSITIVE, LogFormat};
+use crate::obs::{Obs, ObsGuard};
+
+/// The default bucket boundaries of `http_server_request_duration_seconds` (OTel HTTP semconv).
+pub const DEFAULT_DURATION_BUCKETS: &[f64] =
+    &[0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
+
+/// The default request headers written on the access line.
+pub const DEFAULT_LOG_HEADERS: &[&str] = &["user-agent"];
+
+/// Environment variables read by [`ObsBuilder::from_env`].
+pub mod env {
+    /// Service name (wins over `service.name` in `OTEL_RESOURCE_ATTRIBUTES`).
+    pub const OTEL_SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
+    /// `key=value,key=value` resource attributes (values percent-encoded).
+    pub const OTEL_RESOURCE_ATTRIBUTES: &str = "OTEL_RESOURCE_ATTRIBUTES";
+    /// `json` or `pretty`.
+    pub const MERCENARY_OBS_LOG_FORMAT: &str = "MERCENARY_OBS_LOG_FORMAT";
+    /// The log filter, in `tracing-subscriber`'s `EnvFilter` syntax.
+    pub const RUST_LOG: &str = "RUST_LOG";
+}
+
+/// Configuration of an [`Obs`] instance.
+///
+/// Values set in code win over the environment (read by [`from_env`](Self::from_env)), which
+/// wins over the defaults. Nothing is validated until [`build`](Self::build) or
+/// [`init`](Self::init), which return an [`Error`] naming the first bad setting or variable.
+///
+/// ```
+/// let obs = mercenary_obs::Obs::builder()
+///     .service_name("mercenary-api")
+///     .log_writer(std::io::sink())
+///     .build()
+///     .unwrap();
+/// assert!(obs.render_metrics().contains("target_info"));
+/// ```
+pub struct ObsBuilder {
+    pub(crate) service_name: Option<String>,
+    pub(crate) service_version: Option<String>,
+    pub(crate) environment: Option<String>,
+    pub(crate) request_id_header: Option<String>,
+    pub(crate) log_format: Option<LogFormat>,
+    pub(crate) log_filter: Option<String>,
+    pub(crate) log_writer: Option<Box<dyn Write + Send>>,
+    pub(crate) log_queue_bytes: Option<usize>,
+    pub(crate) log_value_max_bytes: Option<usize>,
+    pub(crate) redact_fields: Option<Vec<String>>,
+    pub(crate) log_headers: Option<Vec<String>>,
+    pub(crate) duration_buckets: Option<Vec<f64>>,
+    pub(crate) registry: Option<prometheus::Registry>,
+    pub(crate) catch_panics: Option<bool>,
+    pub(crate) shutdown_timeout: Option<Duration>,
+    pub(crate) process_metrics: Option<bool>,
+    env: EnvValues,
+}
+
+/// Values read from the environment, kept apart so that code settings win.
+#[derive(Default, Debug)]
+struct EnvValues {
+    service_name: Option<String>,
+    service_version: Option<String>,
+    environment: Option<String>,
+    log_format: Option<LogFormat>,
+    log_filter: Option<String>,
+    errors: Vec<Error>,
+}
+
+impl fmt::Debug for ObsBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ObsBuilder")
+            .field("service_name", &self.service_name)
+            .field("service_version", &self.service_version)
+            .field("environment", &self.environment)
+            .field("log_format", &self.log_format)
+            .field("log_filter", &self.log_filter)
+            .field("env", &self.env)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ObsBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ObsBuilder {
+    /// A builder with every setting at its default. Same as [`Obs::builder`].
+    pub fn new() -> Self {
+        Self {
+            service_name: None,
+            service_version: None,
+            environment: None,
+            request_id_header: None,
+            log_format: None,
+            log_filter: None,
+            log_writer: None,
+            log_queue_bytes: None,
+            log_value_max_bytes: None,
+            redact_fields: None,
+            log_headers: None,
+            duration_buckets: None,
+            registry: None,
+            catch_panics: None,
+            shutdown_timeout: None,
+            process_metrics: None,
+            env: EnvValues::default(),
+        }
+    }
+
+    /// The service name, written on every log line (`service`) and in `target_info`.
+    ///
+    /// Env: `OTEL_SERVICE_NAME`, else `service.name` in `OTEL_RESOURCE_ATTRIBUTES`. Default: the
+    /// file name of the running executable.
+    pub fn service_name(mut self, name: impl Into<String>) -> Self {
+        self.service_name = Some(name.into());
+        self
+    }
+
+    /// The service version (`target_info{service_version}`).
+    ///
+    /// Env: `service.version` in `OTEL_RESOURCE_ATTRIBUTES`. Default: `unknown`.
+    pub fn service_version(mut self, version: impl Into<String>) -> Self {
+        self.service_version = Some(version.into());
+        self
+    }
+
+    /// The deployment environment (`target_info{deployment_environment}`).
+    ///
+    /// Env: `deployment.environment.name` (or the older `deployment.environment`) in
+    /// `OTEL_RESOURCE_ATTRIBUTES`. Default: `unknown`.
+    pub fn environment(mut self, environment: impl Into<String>) -> Self {
+        self.environment = Some(environment.into());
+        self
+    }
+
+    /// The request header that carries the correlation ID, echoed on the response.
+    ///
+    /// `x-correlation-id` is accepted on requests as well. Default: `x-request-id`.
+    pub fn request_id_header(mut self, name: impl Into<String>) -> Self {
+        self.request_id_header = Some(name.into());
+        self
+    }
+
+    /// JSON lines or the human format. Env: `MERCENARY_OBS_LOG_FORMAT` (`json`, `pretty`).
+    /// Default: JSON.
+    pub fn log_format(mut self, format: LogFormat) -> Self {
+        self.log_format = Some(format);
+        self
+    }
+
+    /// The log filter in `RUST_LOG` syntax (`info,my_crate=debug`). Env: `RUST_LOG`.
+    /// Default: `info`.
+    pub fn log_filter(mut self, directives: impl Into<String>) -> Self {
+        self.log_filter = Some(directives.into());
+        self
+    }
+
+    /// Where log lines go. A writer thread owns it, so writing never blocks requests.
+    /// Default: standard output.
+    pub fn log_writer(mut self, writer: impl Write + Send + 'static) -> Self {
+        self.log_writer = Some(Box::new(writer));
+        self
+    }
+
+    /// The size of the log queue in bytes. When it is full, application lines are dropped and
+    /// counted in `mercenary_obs_log_lines_dropped_total`. Default: 8 MiB.
+    pub fn log_queue_bytes(mut self, bytes: usize) -> Self {
+        self.log_queue_bytes = Some(bytes);
+        self
+    }
+
+    /// The longest value (message or field) written on a log line, in bytes; longer values are
+    /// cut and marked `…[truncated]`. Default: 8192.
+    pub fn log_value_max_bytes(mut self, bytes: usize) -> Self {
+        self.log_value_max_bytes = Some(bytes);
+        self
+    }
+
+    /// The words that make a field or header name sensitive; its value is written as
+    /// `[REDACTED]`. Matching ignores case, `-`, `_` and `.`, and finds the word anywhere in the
+    /// name. Replaces the default list ([`DEFAULT_SENSITIVE`]).
+    pub fn redact_fields<I, S>(mut self, words: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.redact_fields = Some(words.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Request headers written on the access line as `http.request.header.<name>` (sensitive
+    /// ones redacted). Default: `user-agent`.
+    pub fn log_headers<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.log_headers = Some(names.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Bucket boundaries of `http_server_request_duration_seconds`, in seconds, strictly
+    /// increasing. Default: [`DEFAULT_DURATION_BUCKETS`].
+    pub fn duration_buckets(mut self, buckets: impl Into<Vec<f64>>) -> Self {
+        self.duration_buckets = Some(buckets.into());
+        self
+    }
+
+    /// Registers every metric in this registry instead of a new one.
+    pub fn registry(mut self, registry: prometheus::Registry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// Whether a handler panic becomes a 500 response (`true`, the default) or is re-raised
+    /// after being recorded.
+    pub fn catch_panics(mut self, catch: bool) -> Self {
+        self.catch_panics = Some(catch);
+        self
+    }
+
+    /// How long [`ObsGuard`] waits on drop for buffered logs (and, later, traces and error
+    /// reports) to be written. Default: 5 s.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = Some(timeout);
+        self
+    }
+
+    /// Whether to register the `process_*` metrics (Linux only). Default: `true`.
+    pub fn process_metrics(mut self, enabled: bool) -> Self {
+        self.process_metrics = Some(enabled);
+        self
+    }
+
+    /// Reads the environment variables of DESIGN §8 (see the [`env`] module).
+    ///
+    /// Values set in code win over these. A value that does not parse makes `build()` and
+    /// `init()` return [`Error::InvalidEnv`].
+    pub fn from_env(self) -> Self {
+        self.from_vars(std::env::vars_os().filter_map(|(k, v)| {
+            Some((k.into_string().ok()?, v.to_string_lossy().into_owned()))
+        }))
+    }
+
+    /// Like [`from_env`](Self::from_env), reading from the given pairs instead of the process
+    /// environment (for configuration files, and for tests, which cannot safely change the
+    /// process environment).
+    pub fn from_vars<I, K, V>(mut self, vars: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let mut resource: Option<String> = None;
+        for (key, value) in vars {
+            let value = value.as_ref();
+            match key.as_ref() {
+                env::OTEL_SERVICE_NAME if !value.trim().is_empty() => {
+                    self.env.service_name = Some(value.trim().to_string());
+                }
+                env::OTEL_RESOURCE_ATTRIBUTES => resource = Some(value.to_string()),
+                env::MERCENARY_OBS_LOG_FORMAT => match value.trim().to_ascii_lowercase().as_str() {
+                    "" => {}
+                    "json" => self.env.log_format = Some(LogFormat::Json),
+                    "pretty" => self.env.log_format = Some(LogFormat::Pretty),
+                    _ => self.env.errors.push(Error::InvalidEnv {
+                        variable: env::MERCENARY_OBS_LOG_FORMAT,
+                        value: value.to_string(),
+                        expected: "`json` or `pretty`".into(),
+                    }),
+                },
+                env::RUST_LOG if !value.trim().is_empty() => {
+                    self.env.log_filter = Some(value.to_string());
+                }
+                _ => {}
+            }
+        }
+        if let Some(resource) = resource {
+            match parse_resource_attributes(&resource) {
+                Ok(attrs) => {
+                    for (k, v) in attrs {
+                        match k.as_str() {
+                            "service.name" if self.env.service_name.is_none() => {
+                                self.env.service_name = Some(v)
+                            }
+                            "service.version" => self.env.service_version = Some(v),
+                            "deployment.environment.name" => self.env.environment = Some(v),
+                            "deployment.environment" if self.env.environment.is_none() => {
+                                self.env.environment = Some(v)
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                Err(expected) => self.env.errors.push(Error::InvalidEnv {
+                    variable: env::OTEL_RESOURCE_ATTRIBUTES,
+                    value: resource,
+                    expected,
+                }),
+            }
+        }
+        self
+    }
+
+    /// Builds an instance with its own registry, log pipeline and (later) exporters. Installs
+    /// nothing global: its layer scopes its own subscriber around each request, so several
+    /// instances can live in one process (tests use this).
+    pub fn build(self) -> Result<Obs, Error> {
+        Obs::from_config(self.resolve()?, false)
+    }
+
+    /// [`build`](Self::build), then installs the instance globally: its subscriber becomes the
+    /// global `tracing` subscriber, and [`crate::layer()`] and the metric macros use it.
+    ///
+    /// Returns [`Error::AlreadyInitialized`] when called twice, and
+    /// [`Error::GlobalSubscriberAlreadySet`] when another global subscriber exists. The
+    /// returned guard flushes logs when dropped: keep it alive for the whole of `main`.
+    pub fn init(self) -> Result<ObsGuard, Error> {
+        let config = self.resolve()?;
+        crate::obs::install_global(config)
+    }
+
+    fn resolve(mut self) -> Result<Config, Error> {
+        if let Some(err) = self.env.errors.drain(..).next() {
+            return Err(err);
+        }
+        let env = std::mem::take(&mut self.env);
+
+        let filter_text = self.log_filter.clone().or(env.log_filter.clone()).unwrap_or_else(|| "info".into());
+        let filter = EnvFilter::builder().parse(&filter_text).map_err(|e| {
+            if self.log_filter.is_some() {
+                Error::InvalidSetting {
+                    setting: "ObsBuilder::log_filter",
+                    value: filter_text.clone(),
+                    expected: format!("RUST_LOG directives such as `info,my_crate=debug` ({e})"),
+                }
+            } else {
+                Error::InvalidEnv {
+                    variable: env::RUST_LOG,
+                    value: filter_text.clone(),
+                    expected: format!("directives such as `info,my_crate=debug` ({e})"),
+                }
+            }
+        })?;
+
+        let request_id_header = match self.request_id_header.take() {
+            None => HeaderName::from_static("x-request-id"),
+            Some(name) => HeaderName::try_from(name.to_ascii_lowercase()).map_err(|_| {
+                Error::InvalidSetting {
+                    setting: "ObsBuilder::request_id_header",
+                    value: name,
+                    expected: "a valid HTTP header name".into(),
+                }
+            })?,
+        };
+
+        let mut log_headers = Vec::new();
+        for name in self
+            .log_headers
+            .take()
+            .unwrap_or_else(|| DEFAULT_LOG_HEADERS.iter().map(|s| s.to_string()).collect())
+        {
+            let header = HeaderName::try_from(name.to_ascii_lowercase()).map_err(|_| {
+                Error::InvalidSetting {
+                    setting: "ObsBuilder::log_headers",
+                    value: name.clone(),
+                    expected: "valid HTTP header names".into(),
+                }
+            })?;
+            log_headers.push(header);
+        }
+
+        let buckets = self.duration_buckets.take().unwrap_or_else(|| DEFAULT_DURATION_BUCKETS.to_vec());
+        if buckets.is_empty()
+            || buckets.iter().any(|b| !b.is_finite() || *b <= 0.0)
+            || buckets.windows(2).any(|w| w[0] >= w[1])
+        {
+            return Err(Error::InvalidSetting {
+                setting: "ObsBuilder::duration_buckets",
+                value: format!("{buckets:?}"),
+                expected: "a non-empty list of positive, finite, strictly increasing seconds".into(),
+            });
+        }
+
+        let log_queue_bytes = self.log_queue_bytes.unwrap_or(8 << 20);
+        if log_queue_bytes < 1024 {
+            return Err(Error::InvalidSetting {
+                setting: "ObsBuilder::log_queue_bytes",
+                value: log_queue_bytes.to_string(),
+                expected: "at least 1024 bytes".into(),
+            });
+        }
+        let log_value_max_bytes = self.log_value_max_bytes.unwrap_or(8192);
+        if log_value_max_bytes < 16 {
+            return Err(Error::InvalidSetting {
+                setting: "ObsBuilder::log_value_max_bytes",
+                value: log_value_max_bytes.to_string(),
+                expected: "at least 16 bytes".into(),
+            });
+        }
+
+        let service_name = self
+            .service_name
+            .take()
+            .or(env.service_name)
+            .filter(|s| !s.trim().is_empty())
+            .unwrap_or_else(default_service_name);
+
+        let (log_writer, sink_is_terminal) = match self.log_writer.take() {
+            Some(w) => (w, false),
+            None => (Box::new(std::io::stdout()) as Box<dyn Write + Send>, std::io::stdout().is_terminal()),
+        };
+
+        Ok(Config {
+            service_name,
+            service_version: self.service_version.take().or(env.service_version).unwrap_or_else(|| "unknown".into()),
+            environment: self.environment.take().or(env.environment).unwrap_or_else(|| "unknown".into()),
+            request_id_header,
+            log_format: self.log_format.or(env.log_format).unwrap_or_default(),
+            log_filter: filter,
+            log_writer,
+            sink_is_terminal,
+            log_queue_bytes,
+            log_value_max_bytes,
+            redact_fields: self
+                .redact_fields
+                .take()
+                .unwrap_or_else(|| DEFAULT_SENSITIVE.iter().map(|s| s.to_string()).collect()),
+            log_headers,
+            duration_buckets: buckets,
+            registry: self.registry.take(),
+            catch_panics: self.catch_panics.unwrap_or(true),
+            shutdown_timeout: self.shutdown_timeout.unwrap_or(Duration::from_secs(5)),
+            process_metrics: self.process_metrics.unwrap_or(true),
+        })
+    }
+}
+
+/// A validated configuration.
+pub(crate) struct Config {
+    pub(crate) service_name: String,
+    pub(crate) service_version: String,
+    pub(crate) environment: String,
+    pub(crate) request_id_header: HeaderName,
+    pub(crate) log_format: LogFormat,
+    pub(crate) log_filter: EnvFilter,
+    pub(crate) log_writer: Box<dyn Write + Send>,
+    pub(crate) sink_is_terminal: bool,
+    pub(crate) log_queue_bytes: usize,
+    pub(crate) log_value_max_bytes: usize,
+    pub(crate) redact_fields: Vec<String>,
+    pub(crate) log_headers: Vec<HeaderName>,
+    pub(crate) duration_buckets: Vec<f64>,
+    pub(crate) registry: Option<prometheus::Registry>,
+    pub(crate) catch_panics: bool,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) process_metrics: bool,
+}
+
+fn default_service_name() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown_service".into())
+}
+
+/// Parses `k=v,k2=v2` with percent-encoded values (W3C Baggage octets, as the OTel spec says).
+fn parse_resource_attributes(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for item in text.split(',') {
+        let item = item.trim();
+        if item.is_empty() {
+            continue;
+        }
+        let Some((key, value)) = item.split_once('=') else {
+            return Err(format!("comma-separated `key=value` pairs; `{item}` has no `=`"));
+        };
+        let key = key.trim();
+        if key.is_empty() {
+            return Err("comma-separated `key=value` pairs with non-empty keys".into());
+        }
+        out.push((key.to_string(), percent_decode(value.trim())?));
+    }
+    Ok(out)
+}
+
+fn percent_decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("percent-encoded values; `{s}` has a bad `%` escape"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("UTF-8 values; `{s}` decodes to invalid UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_attributes() {
+        let attrs = parse_resource_attributes("service.name=api, service.version=1.2%2C3 ,x=").unwrap();
+        assert_eq!(attrs[0], ("service.name".into(), "api".into()));
+        assert_eq!(attrs[1], ("service.version".into(), "1.2,3".into()));
+        assert_eq!(attrs[2], ("x".into(), "".into()));
+        assert!(parse_resource_attributes("novalue").is_err());
+        assert!(parse_resource_attributes("a=%zz").is_err());
+    }
+}

@@ -1,0 +1,127 @@
+//! One outcome classification, used by metrics, logs, sampling and error reporting alike.
+
+use http::StatusCode;
+
+/// How a request ended, as every part of the crate sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A response below 400 (and below 500 for 4xx, see [`Outcome::ClientError`]).
+    Success(StatusCode),
+    /// A 4xx response. Not an error for metrics' `error_type`, logged at WARNING.
+    ClientError(StatusCode),
+    /// A 5xx response.
+    ServerError(StatusCode),
+    /// The inner service returned `Err`; `error_type` is the error's type name.
+    Failed(&'static str),
+    /// The handler panicked; the layer answered 500.
+    Panicked,
+    /// The response future was dropped before a response head was produced (client went away).
+    Cancelled,
+}
+
+/// How severe an outcome is for the access log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    /// INFO: 1xx, 2xx, 3xx.
+    Info,
+    /// WARNING: 4xx and cancelled requests.
+    Warning,
+    /// ERROR: 5xx, `Err`, panic.
+    Error,
+}
+
+impl Outcome {
+    /// Classifies a response status.
+    pub fn from_status(status: StatusCode) -> Self {
+        if status.is_server_error() {
+            Outcome::ServerError(status)
+        } else if status.is_client_error() {
+            Outcome::ClientError(status)
+        } else {
+            Outcome::Success(status)
+        }
+    }
+
+    /// The status sent to the client, if a response was sent.
+    pub fn status(self) -> Option<StatusCode> {
+        match self {
+            Outcome::Success(s) | Outcome::ClientError(s) | Outcome::ServerError(s) => Some(s),
+            Outcome::Panicked => Some(StatusCode::INTERNAL_SERVER_ERROR),
+            Outcome::Failed(_) | Outcome::Cancelled => None,
+        }
+    }
+
+    /// The value of the `error_type` label and `error.type` field; empty when not an error.
+    ///
+    /// It is the status code for 5xx, `panic`, `cancelled`, or the error type's name: all
+    /// low-cardinality by construction.
+    pub fn error_type(self) -> &'static str {
+        match self {
+            Outcome::Success(_) | Outcome::ClientError(_) => "",
+            Outcome::ServerError(s) => status_str(s),
+            Outcome::Failed(name) => name,
+            Outcome::Panicked => "panic",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether this is an error for sampling, error reporting and alerting (5xx, `Err`, panic).
+    pub fn is_error(self) -> bool {
+        matches!(self, Outcome::ServerError(_) | Outcome::Failed(_) | Outcome::Panicked)
+    }
+
+    /// The access-log severity.
+    pub fn severity(self) -> Severity {
+        match self {
+            Outcome::Success(_) => Severity::Info,
+            Outcome::ClientError(_) | Outcome::Cancelled => Severity::Warning,
+            Outcome::ServerError(_) | Outcome::Failed(_) | Outcome::Panicked => Severity::Error,
+        }
+    }
+}
+
+/// The decimal form of a status code as a `'static` string, without allocating.
+pub(crate) fn status_str(status: StatusCode) -> &'static str {
+    static CODES: [[u8; 3]; 900] = {
+        let mut out = [[0u8; 3]; 900];
+        let mut i = 0;
+        while i < 900 {
+            let code = i + 100;
+            out[i] = [b'0' + (code / 100) as u8, b'0' + (code / 10 % 10) as u8, b'0' + (code % 10) as u8];
+            i += 1;
+        }
+        out
+    };
+    let code = status.as_u16() as usize;
+    match CODES.get(code.wrapping_sub(100)) {
+        Some(bytes) => std::str::from_utf8(bytes).unwrap_or("_OTHER"),
+        None => "_OTHER",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_strings() {
+        assert_eq!(status_str(StatusCode::OK), "200");
+        assert_eq!(status_str(StatusCode::CONTINUE), "100");
+        assert_eq!(status_str(StatusCode::from_u16(599).unwrap()), "599");
+        for code in 100..1000u16 {
+            assert_eq!(status_str(StatusCode::from_u16(code).unwrap()), code.to_string());
+        }
+    }
+
+    #[test]
+    fn classification() {
+        assert_eq!(Outcome::from_status(StatusCode::OK).error_type(), "");
+        assert_eq!(Outcome::from_status(StatusCode::NOT_FOUND).severity(), Severity::Warning);
+        let e = Outcome::from_status(StatusCode::BAD_GATEWAY);
+        assert!(e.is_error());
+        assert_eq!(e.error_type(), "502");
+        assert_eq!(Outcome::Panicked.status(), Some(StatusCode::INTERNAL_SERVER_ERROR));
+        assert_eq!(Outcome::Cancelled.error_type(), "cancelled");
+        assert!(!Outcome::Cancelled.is_error());
+    }
+}

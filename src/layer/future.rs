@@ -1,0 +1,269 @@
+//! [`ResponseFuture`]: classify, record, log; and record a dropped request once, as cancelled.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http::{HeaderValue, Response, StatusCode, Uri, header};
+use pin_project_lite::pin_project;
+
+use super::{ResponseBody, Route};
+use crate::Obs;
+use crate::classify::{Outcome, Severity, status_str};
+use crate::logging::json::{ACCESS_TARGET, with_access_extra};
+
+/// Keeps `http_server_active_requests{http_request_method}` raised while alive.
+pub(crate) struct InFlight {
+    obs: Obs,
+    method_idx: usize,
+}
+
+impl InFlight {
+    fn start(obs: Obs, method_idx: usize) -> Self {
+        obs.inner.red.active[method_idx].inc();
+        Self { obs, method_idx }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.obs.inner.red.active[self.method_idx].dec();
+    }
+}
+
+/// Everything needed to record a request once it ends, whichever way it ends.
+pub(crate) struct RequestRecord {
+    obs: Obs,
+    start: Instant,
+    header_value: HeaderValue,
+    method: &'static str,
+    route: Route,
+    uri: Uri,
+    header_entries: String,
+    span: tracing::Span,
+    in_flight: InFlight,
+}
+
+impl RequestRecord {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        obs: Obs,
+        start: Instant,
+        header_value: HeaderValue,
+        method: &'static str,
+        method_idx: usize,
+        route: Route,
+        uri: Uri,
+        header_entries: String,
+        span: tracing::Span,
+    ) -> Self {
+        let in_flight = InFlight::start(obs.clone(), method_idx);
+        Self { obs, start, header_value, method, route, uri, header_entries, span, in_flight }
+    }
+
+    /// Runs `f` inside the request span, with the instance's subscriber current.
+    pub(crate) fn in_span<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.obs.in_scope(|| self.span.in_scope(f))
+    }
+
+    /// Records the outcome everywhere (histogram, span, access line) and hands back the
+    /// in-flight guard, which the response body keeps.
+    fn finish(self, outcome: Outcome, panic_message: Option<&str>) -> InFlight {
+        let elapsed = self.start.elapsed();
+        let status = outcome.status();
+        let status_label = status.map_or("", status_str);
+        let error_type = outcome.error_type();
+        self.obs
+            .inner
+            .red
+            .duration
+            .with_label_values(&[self.method, self.route.as_str(), status_label, error_type])
+            .observe(elapsed.as_secs_f64());
+
+        if let Some(status) = status {
+            self.span.record("http.response.status_code", status.as_u16());
+        }
+        if !error_type.is_empty() {
+            self.span.record("error.type", error_type);
+        }
+        self.in_span(|| self.log_access(outcome, elapsed, panic_message));
+        let RequestRecord { in_flight, span, .. } = self;
+        // The request span ends at the response head, like the duration.
+        drop(span);
+        in_flight
+    }
+
+    fn log_access(&self, outcome: Outcome, elapsed: Duration, panic_message: Option<&str>) {
+        let method = self.method;
+        let route = self.route.as_str();
+        let path = self.uri.path();
+        let status = outcome.status().map(|s| s.as_u16());
+        let error_type = Some(outcome.error_type()).filter(|e| !e.is_empty());
+        // Whole microseconds, so the number prints short.
+        let duration_ms = elapsed.as_micros() as f64 / 1000.0;
+        with_access_extra(&self.header_entries, || match outcome.severity() {
+            Severity::Info => tracing::event!(
+                target: ACCESS_TARGET,
+                tracing::Level::INFO,
+                {
+                    "http.request.method" = method,
+                    "http.route" = route,
+                    "url.path" = path,
+                    "http.response.status_code" = status,
+                    duration_ms,
+                },
+                "request completed"
+            ),
+            Severity::Warning => tracing::event!(
+                target: ACCESS_TARGET,
+                tracing::Level::WARN,
+                {
+                    "http.request.method" = method,
+                    "http.route" = route,
+                    "url.path" = path,
+                    "http.response.status_code" = status,
+                    duration_ms,
+                    "error.type" = error_type,
+                },
+                "request completed"
+            ),
+            Severity::Error => tracing::event!(
+                target: ACCESS_TARGET,
+                tracing::Level::ERROR,
+                {
+                    "http.request.method" = method,
+                    "http.route" = route,
+                    "url.path" = path,
+                    "http.response.status_code" = status,
+                    duration_ms,
+                    "error.type" = error_type,
+                    "exception.message" = panic_message,
+                },
+                "request completed"
+            ),
+        });
+    }
+
+    fn decorate<B>(&self, response: &mut Response<B>) {
+        response
+            .headers_mut()
+            .insert(self.obs.inner.request_id_header.clone(), self.header_value.clone());
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Pending { #[pin] future: F },
+        Panicked { payload: Option<Box<dyn Any + Send>> },
+        Done,
+    }
+}
+
+pin_project! {
+    /// The response future of [`super::ObsService`].
+    ///
+    /// When the inner future completes it records the request; when it panics it answers 500
+    /// (or re-raises, see `ObsBuilder::catch_panics`); when it is dropped before completing (the
+    /// client went away) it records the request once as `cancelled`. Polling it again after it
+    /// completed returns `Pending` instead of panicking.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+        record: Option<RequestRecord>,
+    }
+
+    impl<F> PinnedDrop for ResponseFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(record) = this.project().record.take() {
+                drop(record.finish(Outcome::Cancelled, None));
+            }
+        }
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn pending(future: F, record: RequestRecord) -> Self {
+        Self { state: State::Pending { future }, record: Some(record) }
+    }
+
+    pub(crate) fn panicked(payload: Box<dyn Any + Send>, record: RequestRecord) -> Self {
+        Self { state: State::Panicked { payload: Some(payload) }, record: Some(record) }
+    }
+}
+
+impl<F> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").field("done", &self.record.is_none()).finish()
+    }
+}
+
+fn panic_text(payload: &(dyn Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "Box<dyn Any>"
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<ResponseBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let Some(record) = this.record.as_ref() else {
+            return Poll::Pending;
+        };
+        let payload = match this.state.as_mut().project() {
+            StateProj::Pending { future } => {
+                match record.in_span(|| catch_unwind(AssertUnwindSafe(|| future.poll(cx)))) {
+                    Ok(Poll::Pending) => return Poll::Pending,
+                    Ok(Poll::Ready(result)) => {
+                        this.state.set(State::Done);
+                        let Some(record) = this.record.take() else { return Poll::Pending };
+                        return Poll::Ready(match result {
+                            Ok(mut response) => {
+                                record.decorate(&mut response);
+                                let outcome = Outcome::from_status(response.status());
+                                let in_flight = record.finish(outcome, None);
+                                Ok(response.map(|b| ResponseBody::new(b, in_flight)))
+                            }
+                            Err(err) => {
+                                let outcome = Outcome::Failed(std::any::type_name::<E>());
+                                drop(record.finish(outcome, None));
+                                Err(err)
+                            }
+                        });
+                    }
+                    Err(payload) => payload,
+                }
+            }
+            StateProj::Panicked { payload } => match payload.take() {
+                Some(p) => p,
+                None => return Poll::Pending,
+            },
+            StateProj::Done => return Poll::Pending,
+        };
+        this.state.set(State::Done);
+        let Some(record) = this.record.take() else { return Poll::Pending };
+        let catch = record.obs.inner.catch_panics;
+        let mut response = Response::new(());
+        *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+        response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        record.decorate(&mut response);
+        let in_flight = record.finish(Outcome::Panicked, Some(panic_text(&*payload)));
+        if !catch {
+            drop(in_flight);
+            std::panic::resume_unwind(payload);
+        }
+        Poll::Ready(Ok(response.map(|()| ResponseBody::empty(in_flight))))
+    }
+}

@@ -1,0 +1,157 @@
+//! The tower layer: [`ObsLayer`] → [`ObsService`] → [`ResponseFuture`] → [`ResponseBody`].
+
+mod body;
+mod future;
+mod service;
+
+use std::fmt;
+use std::sync::Arc;
+
+pub use self::body::ResponseBody;
+pub use self::future::ResponseFuture;
+pub use self::service::ObsService;
+
+use crate::Obs;
+
+/// The route template of a request (`/users/{id}`), never the raw path.
+///
+/// Returned by a [`RouteExtractor`]; with the `axum` feature the layer takes it from axum's
+/// `MatchedPath`. Requests without one get the empty route.
+#[derive(Clone)]
+pub struct Route(RouteRepr);
+
+#[derive(Clone)]
+enum RouteRepr {
+    Static(&'static str),
+    Shared(Arc<str>),
+    #[cfg(feature = "axum")]
+    Matched(axum::extract::MatchedPath),
+}
+
+impl Route {
+    /// The empty route, used for requests that matched no route.
+    pub const UNMATCHED: Route = Route(RouteRepr::Static(""));
+
+    /// The template as text.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            RouteRepr::Static(s) => s,
+            RouteRepr::Shared(s) => s,
+            #[cfg(feature = "axum")]
+            RouteRepr::Matched(m) => m.as_str(),
+        }
+    }
+}
+
+impl fmt::Debug for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Route").field(&self.as_str()).finish()
+    }
+}
+
+impl From<&'static str> for Route {
+    fn from(s: &'static str) -> Self {
+        Route(RouteRepr::Static(s))
+    }
+}
+
+impl From<Arc<str>> for Route {
+    fn from(s: Arc<str>) -> Self {
+        Route(RouteRepr::Shared(s))
+    }
+}
+
+impl From<String> for Route {
+    fn from(s: String) -> Self {
+        Route(RouteRepr::Shared(Arc::from(s)))
+    }
+}
+
+#[cfg(feature = "axum")]
+impl From<axum::extract::MatchedPath> for Route {
+    fn from(m: axum::extract::MatchedPath) -> Self {
+        Route(RouteRepr::Matched(m))
+    }
+}
+
+/// Supplies the route template of a request, for frameworks other than axum (or to override
+/// axum's `MatchedPath`).
+///
+/// It must return a template from a fixed set (`/users/{id}`), never the raw path: the route is
+/// a metric label, and raw paths chosen by clients would create one series per path. Return
+/// `None` for requests that matched no route.
+///
+/// Any `Fn(&http::request::Parts) -> Option<Route>` is an extractor:
+///
+/// ```
+/// use mercenary_obs::Route;
+///
+/// let layer = mercenary_obs::layer().route_extractor(|parts: &http::request::Parts| {
+///     parts.uri.path().starts_with("/users/").then(|| Route::from("/users/{id}"))
+/// });
+/// # let _ = layer;
+/// ```
+pub trait RouteExtractor: Send + Sync + 'static {
+    /// The route template of the request, or `None` when it matched no route.
+    fn route(&self, parts: &http::request::Parts) -> Option<Route>;
+}
+
+impl<F> RouteExtractor for F
+where
+    F: Fn(&http::request::Parts) -> Option<Route> + Send + Sync + 'static,
+{
+    fn route(&self, parts: &http::request::Parts) -> Option<Route> {
+        self(parts)
+    }
+}
+
+/// The tower layer that observes every request: correlation ID, RED metrics, access line, and
+/// the request span that handler logs and child spans inherit.
+///
+/// Get one from [`crate::layer()`] (the global instance) or [`Obs::layer`]. With axum, add it
+/// with `Router::layer` (not `route_layer`, which skips unmatched requests) so the route label
+/// comes from `MatchedPath`.
+///
+/// ```
+/// use axum::{Router, routing::get};
+///
+/// let app: Router = Router::new()
+///     .route("/users/{id}", get(|| async { "ok" }))
+///     .layer(mercenary_obs::layer());
+/// # let _ = app;
+/// ```
+#[derive(Clone)]
+pub struct ObsLayer {
+    obs: Obs,
+    routes: Option<Arc<dyn RouteExtractor>>,
+}
+
+impl fmt::Debug for ObsLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ObsLayer")
+            .field("obs", &self.obs)
+            .field("custom_routes", &self.routes.is_some())
+            .finish()
+    }
+}
+
+impl ObsLayer {
+    /// A layer bound to `obs`.
+    pub fn new(obs: Obs) -> Self {
+        Self { obs, routes: None }
+    }
+
+    /// Uses `extractor` for the route template instead of axum's `MatchedPath`.
+    pub fn route_extractor(mut self, extractor: impl RouteExtractor) -> Self {
+        self.routes = Some(Arc::new(extractor));
+        self
+    }
+}
+
+impl<S> tower::Layer<S> for ObsLayer {
+    type Service = ObsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ObsService::new(inner, self.obs.clone(), self.routes.clone())
+    }
+}

@@ -1,0 +1,149 @@
+//! [`ObsService`]: what happens when a request arrives.
+
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+
+use super::future::{RequestRecord, ResponseFuture};
+use super::{Route, RouteExtractor};
+use crate::Obs;
+use crate::correlation::CorrelationId;
+use crate::logging::escape::push_json_str;
+use crate::logging::filter::REQUEST_TARGET;
+use crate::logging::redact::REDACTED;
+use crate::metrics::red::method_label;
+
+/// The second header a correlation ID is accepted from.
+static ALT_HEADER: HeaderName = HeaderName::from_static("x-correlation-id");
+
+/// The service [`super::ObsLayer`] wraps around the inner service.
+///
+/// Its error type is the inner service's: nothing the crate does on the request path fails.
+#[derive(Clone)]
+pub struct ObsService<S> {
+    inner: S,
+    obs: Obs,
+    routes: Option<Arc<dyn RouteExtractor>>,
+}
+
+impl<S> fmt::Debug for ObsService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ObsService").field("obs", &self.obs).finish_non_exhaustive()
+    }
+}
+
+impl<S> ObsService<S> {
+    pub(crate) fn new(inner: S, obs: Obs, routes: Option<Arc<dyn RouteExtractor>>) -> Self {
+        Self { inner, obs, routes }
+    }
+
+    fn route_of(&self, parts: &http::request::Parts) -> Route {
+        if let Some(extractor) = &self.routes {
+            return extractor.route(parts).unwrap_or(Route::UNMATCHED);
+        }
+        #[cfg(feature = "axum")]
+        if let Some(matched) = parts.extensions.get::<axum::extract::MatchedPath>() {
+            return Route::from(matched.clone());
+        }
+        Route::UNMATCHED
+    }
+}
+
+/// The correlation ID of a request: a valid incoming one, else a fresh one.
+fn correlation_of(headers: &HeaderMap, primary: &HeaderName) -> (CorrelationId, HeaderValue) {
+    for name in [primary, &ALT_HEADER] {
+        if let Some(value) = headers.get(name) {
+            if let Some(id) = CorrelationId::parse_bytes(value.as_bytes()) {
+                return (id, value.clone());
+            }
+        }
+    }
+    let id = CorrelationId::generate();
+    let value = id.to_header_value();
+    (id, value)
+}
+
+/// Pre-renders the configured request headers as access-line entries.
+fn render_headers(obs: &Obs, headers: &HeaderMap) -> String {
+    let inner = &obs.inner;
+    let (Some(logs), false) = (&inner.logs, inner.log_headers.is_empty()) else {
+        return String::new();
+    };
+    let settings = &logs.settings;
+    let mut out = String::new();
+    for name in &inner.log_headers {
+        let Some(value) = headers.get(name) else { continue };
+        out.push_str(",\"http.request.header.");
+        out.push_str(name.as_str());
+        out.push_str("\":");
+        if settings.redactor.is_sensitive(name.as_str()) {
+            out.push('"');
+            out.push_str(REDACTED);
+            out.push('"');
+        } else {
+            push_json_str(&mut out, &String::from_utf8_lossy(value.as_bytes()), settings.value_cap);
+        }
+    }
+    out
+}
+
+impl<S, ReqBody, ResBody> tower::Service<Request<ReqBody>> for ObsService<S>
+where
+    S: tower::Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<super::ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let start = Instant::now();
+        let (mut parts, body) = req.into_parts();
+        let (correlation_id, header_value) =
+            correlation_of(&parts.headers, &self.obs.inner.request_id_header);
+        let (method, method_idx) = method_label(&parts.method);
+        let route = self.route_of(&parts);
+        let header_entries = render_headers(&self.obs, &parts.headers);
+        
+
+        let span = self.obs.in_scope(|| {
+            tracing::info_span!(
+                target: REQUEST_TARGET,
+                "request",
+                correlation_id = correlation_id.as_str(),
+                "http.request.method" = method,
+                "http.route" = route.as_str(),
+                "url.path" = parts.uri.path(),
+                "http.response.status_code" = tracing::field::Empty,
+                "error.type" = tracing::field::Empty,
+            )
+        });
+        let path = parts.uri.clone();
+        parts.extensions.insert(correlation_id);
+        let record = RequestRecord::new(
+            self.obs.clone(),
+            start,
+            header_value,
+            method,
+            method_idx,
+            route,
+            path,
+            header_entries,
+            span,
+        );
+        let req = Request::from_parts(parts, body);
+        let inner = &mut self.inner;
+        let called = record.in_span(|| catch_unwind(AssertUnwindSafe(|| inner.call(req))));
+        match called {
+            Ok(future) => ResponseFuture::pending(future, record),
+            Err(payload) => ResponseFuture::panicked(payload, record),
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! JSON string escaping with a length cap.
+//!
+//! Every value a log line carries goes through [`JsonStr`]: quotes, backslashes, C0 and C1
+//! control characters (ANSI escapes included), DEL, and U+2028/U+2029 are escaped, so one event
+//! is always exactly one line and a terminal showing it never interprets it. Values longer than
+//! the cap are cut at a character boundary and marked with `…[truncated]`.
+
+use std::fmt::{self, Write};
+
+/// Appended to a value that was cut at the cap.
+pub const TRUNCATED: &str = "…[truncated]";
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// A `fmt::Write` that appends JSON-escaped text (without the quotes) to a `String`, keeping at
+/// most `budget` bytes of the input.
+pub(crate) struct JsonStr<'a> {
+    out: &'a mut String,
+    budget: usize,
+    truncated: bool,
+}
+
+impl<'a> JsonStr<'a> {
+    pub(crate) fn new(out: &'a mut String, budget: usize) -> Self {
+        Self { out, budget, truncated: false }
+    }
+
+    /// Writes the truncation marker when needed.
+    pub(crate) fn finish(self) {
+        if self.truncated {
+            self.out.push_str(TRUNCATED);
+        }
+    }
+}
+
+impl Write for JsonStr<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if self.truncated {
+            // Stop the formatter: the rest would be thrown away anyway.
+            return Err(fmt::Error);
+        }
+        let take = if s.len() <= self.budget {
+            s.len()
+        } else {
+            self.truncated = true;
+            let mut n = self.budget;
+            while !s.is_char_boundary(n) {
+                n -= 1;
+            }
+            n
+        };
+        self.budget -= take;
+        escape_into(self.out, &s[..take]);
+        if self.truncated { Err(fmt::Error) } else { Ok(()) }
+    }
+}
+
+/// Appends `s` JSON-escaped (no quotes, no cap).
+pub(crate) fn escape_into(out: &mut String, s: &str) {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let escape_len = match b {
+            0x00..=0x1f | b'"' | b'\\' | 0x7f => 1,
+            // U+0080..=U+009F: C1 controls, among them the 8-bit CSI of ANSI escapes.
+            0xc2 if matches!(bytes.get(i + 1), Some(0x80..=0x9f)) => 2,
+            // U+2028 LINE SEPARATOR and U+2029 PARAGRAPH SEPARATOR.
+            0xe2 if bytes.get(i + 1) == Some(&0x80) && matches!(bytes.get(i + 2), Some(0xa8 | 0xa9)) => 3,
+            _ => 0,
+        };
+        if escape_len == 0 {
+            i += 1;
+            continue;
+        }
+        out.push_str(&s[start..i]);
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            _ => {
+                let code: u32 = match escape_len {
+                    1 => u32::from(b),
+                    2 => u32::from(bytes[i + 1]),
+                    _ => 0x2000 | u32::from(bytes[i + 2] & 0x3f),
+                };
+                out.push_str("\\u");
+                for shift in [12, 8, 4, 0] {
+                    out.push(HEX[((code >> shift) & 0xf) as usize] as char);
+                }
+            }
+        }
+        i += escape_len;
+        start = i;
+    }
+    out.push_str(&s[start..]);
+}
+
+/// Appends `"s"` JSON-escaped and capped.
+pub(crate) fn push_json_str(out: &mut String, s: &str, cap: usize) {
+    out.push('"');
+    let mut w = JsonStr::new(out, cap);
+    let _ = w.write_str(s);
+    w.finish();
+    out.push('"');
+}
+
+/// Appends `"{value:?}"` JSON-escaped and capped.
+pub(crate) fn push_json_debug(out: &mut String, value: &dyn fmt::Debug, cap: usize) {
+    out.push('"');
+    let mut w = JsonStr::new(out, cap);
+    let _ = write!(w, "{value:?}");
+    w.finish();
+    out.push('"');
+}
+
+/// Appends lower-case hex.
+pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
+    for b in bytes {
+        out.push(HEX[(b >> 4) as usize] as char);
+        out.push(HEX[(b & 0xf) as usize] as char);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn esc(s: &str) -> String {
+        let mut out = String::new();
+        push_json_str(&mut out, s, 8192);
+        out
+    }
+
+    #[test]
+    fn escapes_what_json_and_terminals_need() {
+        assert_eq!(esc("a\"b\\c"), r#""a\"b\\c""#);
+        assert_eq!(esc("a\r\nb"), r#""a\r\nb""#);
+        assert_eq!(esc("\x1b[31mred"), r#""\u001b[31mred""#);
+        assert_eq!(esc("\u{9b}31m"), r#""\u009b31m""#);
+        assert_eq!(esc("x\u{2028}y\u{2029}"), r#""x\u2028y\u2029""#);
+        assert_eq!(esc("\x7f\0"), r#""\u007f\u0000""#);
+        assert_eq!(esc("héllo ✓"), "\"héllo ✓\"");
+        for s in ["\x1b[31mred\u{2028}", "a\"\\\n\u{85}z", "plain"] {
+            let parsed: String = serde_json::from_str(&esc(s)).unwrap();
+            assert_eq!(parsed, s);
+        }
+    }
+
+    #[test]
+    fn caps_at_a_char_boundary() {
+        let mut out = String::new();
+        push_json_str(&mut out, &"é".repeat(10), 5);
+        assert_eq!(out, format!("\"éé{TRUNCATED}\""));
+        let mut out = String::new();
+        push_json_debug(&mut out, &"x".repeat(100), 10);
+        assert_eq!(out, format!("\"\\\"xxxxxxxx{TRUNCATED}\""));
+    }
+}

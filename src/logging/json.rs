@@ -1,0 +1,258 @@
+//! The JSON formatter: one event, one line, fields in the order of DESIGN §6.
+//!
+//! `{"timestamp":…,"level":…,"target":…,"message":…,"service":…,"correlation_id":…,"trace_id":…,
+//! "span_id":…, <event fields>, <span fields>}`. The span part is pre-rendered when the span is
+//! created (see [`super::context`]), so an event costs its own fields plus a few copies.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::sync::Arc;
+
+use tracing_core::field::{Field, Visit};
+use tracing_core::{Event, Level, Subscriber};
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
+
+use super::context::{RenderSettings, SpanContext};
+use super::escape::{JsonStr, push_json_str};
+use super::redact::REDACTED;
+use super::time::push_now;
+use super::writer::LineWriter;
+
+/// The target of the access line.
+pub(crate) const ACCESS_TARGET: &str = "mercenary_obs::access";
+
+/// The field that turns an ERROR event into a CRITICAL one (see [`crate::critical!`]).
+const CRITICAL_FIELD: &str = "critical";
+
+#[derive(Default)]
+struct Buffers {
+    line: String,
+    message: String,
+    fields: String,
+    keys: Vec<&'static str>,
+}
+
+thread_local! {
+    static BUFFERS: RefCell<Buffers> = RefCell::new(Buffers::default());
+    /// Extra pre-rendered entries for the access line being emitted on this thread (the
+    /// configured request headers). Set and cleared around the access event by the tower layer.
+    static ACCESS_EXTRA: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// Runs `emit` with `extra` (`,"k":"v"…`, already escaped) appended to the access line.
+pub(crate) fn with_access_extra(extra: &str, emit: impl FnOnce()) {
+    if extra.is_empty() {
+        emit();
+        return;
+    }
+    let set = ACCESS_EXTRA.with(|e| match e.try_borrow_mut() {
+        Ok(mut e) => {
+            e.clear();
+            e.push_str(extra);
+            true
+        }
+        Err(_) => false,
+    });
+    emit();
+    if set {
+        ACCESS_EXTRA.with(|e| {
+            if let Ok(mut e) = e.try_borrow_mut() {
+                e.clear();
+            }
+        });
+    }
+}
+
+/// The tracing layer that writes events as JSON lines.
+pub(crate) struct JsonLayer {
+    pub(crate) settings: Arc<RenderSettings>,
+    /// `,"service":"…"`
+    pub(crate) service_json: String,
+    pub(crate) writer: LineWriter,
+}
+
+impl JsonLayer {
+    pub(crate) fn new(settings: Arc<RenderSettings>, service: &str, writer: LineWriter) -> Self {
+        let mut service_json = String::from(",\"service\":");
+        push_json_str(&mut service_json, service, settings.value_cap);
+        Self { settings, service_json, writer }
+    }
+
+    fn format<S>(&self, b: &mut Buffers, event: &Event<'_>, ctx: &Context<'_, S>)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        b.line.clear();
+        b.message.clear();
+        b.fields.clear();
+        b.keys.clear();
+        let meta = event.metadata();
+        let mut visitor = EventVisitor {
+            settings: &self.settings,
+            message: &mut b.message,
+            fields: &mut b.fields,
+            keys: &mut b.keys,
+            critical: false,
+        };
+        event.record(&mut visitor);
+        let critical = visitor.critical;
+
+        let line = &mut b.line;
+        line.push_str("{\"timestamp\":\"");
+        push_now(line);
+        line.push_str("\",\"level\":\"");
+        line.push_str(match *meta.level() {
+            Level::TRACE => "TRACE",
+            Level::DEBUG => "DEBUG",
+            Level::INFO => "INFO",
+            Level::WARN => "WARNING",
+            Level::ERROR if critical => "CRITICAL",
+            Level::ERROR => "ERROR",
+        });
+        line.push_str("\",\"target\":");
+        push_json_str(line, meta.target(), self.settings.value_cap);
+        line.push_str(",\"message\":\"");
+        line.push_str(&b.message);
+        line.push('"');
+        line.push_str(&self.service_json);
+
+        let span = ctx.event_span(event);
+        let ext = span.as_ref().map(|s| s.extensions());
+        let span_ctx = ext.as_ref().and_then(|e| e.get::<SpanContext>());
+        if let Some(sc) = span_ctx {
+            line.push_str(&sc.ids_json);
+        }
+        line.push_str(&b.fields);
+        if meta.target() == ACCESS_TARGET {
+            ACCESS_EXTRA.with(|e| {
+                if let Ok(e) = e.try_borrow() {
+                    line.push_str(&e);
+                }
+            });
+        }
+        if let Some(sc) = span_ctx {
+            if b.keys.is_empty() {
+                line.push_str(&sc.fields_json);
+            } else {
+                for &(key, start, end) in &sc.keys {
+                    if !b.keys.contains(&key) {
+                        line.push_str(&sc.fields_json[start as usize..end as usize]);
+                    }
+                }
+            }
+        }
+        line.push_str("}\n");
+    }
+}
+
+impl<S> tracing_subscriber::Layer<S> for JsonLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        BUFFERS.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut b) => {
+                self.format(&mut b, event, &ctx);
+                self.writer.push(b.line.as_bytes());
+            }
+            // An event logged while formatting another (from a `Debug` impl): fresh buffers.
+            Err(_) => {
+                let mut b = Buffers::default();
+                self.format(&mut b, event, &ctx);
+                self.writer.push(b.line.as_bytes());
+            }
+        });
+    }
+}
+
+struct EventVisitor<'a> {
+    settings: &'a RenderSettings,
+    message: &'a mut String,
+    fields: &'a mut String,
+    keys: &'a mut Vec<&'static str>,
+    critical: bool,
+}
+
+impl EventVisitor<'_> {
+    /// Writes `,"name":` and returns true when the value should follow (false: redacted).
+    fn key(&mut self, field: &Field) -> bool {
+        let name = field.name();
+        self.keys.push(name);
+        self.fields.push(',');
+        push_json_str(self.fields, name, self.settings.value_cap);
+        self.fields.push(':');
+        if self.settings.redactor.is_sensitive_static(name) {
+            self.fields.push('"');
+            self.fields.push_str(REDACTED);
+            self.fields.push('"');
+            return false;
+        }
+        true
+    }
+
+    fn number(&mut self, field: &Field, value: impl fmt::Display) {
+        if self.key(field) {
+            use fmt::Write;
+            let _ = write!(self.fields, "{value}");
+        }
+    }
+}
+
+impl Visit for EventVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            let mut w = JsonStr::new(self.message, self.settings.value_cap);
+            let _ = fmt::Write::write_str(&mut w, value);
+            w.finish();
+        } else if self.key(field) {
+            push_json_str(self.fields, value, self.settings.value_cap);
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == "message" {
+            let mut w = JsonStr::new(self.message, self.settings.value_cap);
+            let _ = fmt::write(&mut w, format_args!("{value:?}"));
+            w.finish();
+        } else if self.key(field) {
+            super::escape::push_json_debug(self.fields, value, self.settings.value_cap);
+        }
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if field.name() == CRITICAL_FIELD {
+            self.critical = value;
+            return;
+        }
+        self.number(field, value);
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.number(field, value);
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.number(field, value);
+    }
+
+    fn record_i128(&mut self, field: &Field, value: i128) {
+        self.number(field, value);
+    }
+
+    fn record_u128(&mut self, field: &Field, value: u128) {
+        self.number(field, value);
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if value.is_finite() {
+            self.number(field, value);
+        } else {
+            self.record_str(field, &value.to_string());
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.record_debug(field, &format_args!("{value}"));
+    }
+}

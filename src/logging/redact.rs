@@ -1,0 +1,134 @@
+//! Redaction of sensitive field and header names.
+//!
+//! A name is sensitive when, lower-cased and with `-`, `_` and `.` removed, it contains one of the
+//! configured words (also normalized). So `password` covers `user_password` and `Password`,
+//! `api_key` covers `x-api-key` and `apiKey`, and `cookie` covers `set-cookie`. Matching by
+//! substring errs on the side of hiding: a `tokens_used` field is redacted too.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// What a redacted value is written as.
+pub const REDACTED: &str = "[REDACTED]";
+
+/// The default list of sensitive words (DESIGN §6).
+pub const DEFAULT_SENSITIVE: &[&str] = &[
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "authorization",
+    "cookie",
+    "set-cookie",
+    "api_key",
+    "x-api-key",
+    "card_number",
+];
+
+static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
+
+thread_local! {
+    /// (redactor id, name pointer, name length) → sensitive. Field names are `'static`, so their
+    /// address identifies them; the cache only avoids repeating the normalization.
+    static CACHE: RefCell<HashMap<(usize, usize, usize), bool>> = RefCell::new(HashMap::new());
+}
+
+/// Decides which names are sensitive.
+#[derive(Debug)]
+pub(crate) struct Redactor {
+    id: usize,
+    words: Vec<Vec<u8>>,
+}
+
+impl Redactor {
+    pub(crate) fn new<I, S>(words: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let words = words
+            .into_iter()
+            .map(|w| normalize(w.as_ref()))
+            .filter(|w| !w.is_empty())
+            .collect();
+        Self { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), words }
+    }
+
+    /// Whether a name (of any origin) is sensitive.
+    pub(crate) fn is_sensitive(&self, name: &str) -> bool {
+        if self.words.is_empty() {
+            return false;
+        }
+        let norm = normalize(name);
+        self.words.iter().any(|w| contains(&norm, w))
+    }
+
+    /// Whether a `'static` field name is sensitive, cached per thread.
+    pub(crate) fn is_sensitive_static(&self, name: &'static str) -> bool {
+        let key = (self.id, name.as_ptr() as usize, name.len());
+        CACHE.with(|cache| {
+            if let Ok(mut cache) = cache.try_borrow_mut() {
+                if let Some(&hit) = cache.get(&key) {
+                    return hit;
+                }
+                let value = self.is_sensitive(name);
+                if cache.len() > 4096 {
+                    cache.clear();
+                }
+                cache.insert(key, value);
+                value
+            } else {
+                self.is_sensitive(name)
+            }
+        })
+    }
+}
+
+fn normalize(name: &str) -> Vec<u8> {
+    name.bytes()
+        .filter(|b| !matches!(b, b'-' | b'_' | b'.'))
+        .map(|b| b.to_ascii_lowercase())
+        .collect()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.len() <= haystack.len() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_words_match_their_variants() {
+        let r = Redactor::new(DEFAULT_SENSITIVE);
+        for name in [
+            "password",
+            "user_password",
+            "Authorization",
+            "x-api-key",
+            "apiKey",
+            "set-cookie",
+            "Cookie",
+            "card_number",
+            "cardNumber",
+            "access_token",
+            "client.secret",
+            "passwd",
+        ] {
+            assert!(r.is_sensitive(name), "{name}");
+            assert!(r.is_sensitive_static(Box::leak(name.to_string().into_boxed_str())), "{name}");
+        }
+        for name in ["user_id", "plan", "amount", "http.route", "correlation_id"] {
+            assert!(!r.is_sensitive(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn custom_list_replaces_the_default() {
+        let r = Redactor::new(["ssn"]);
+        assert!(r.is_sensitive("user_ssn"));
+        assert!(!r.is_sensitive("password"));
+    }
+}

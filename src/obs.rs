@@ -1,0 +1,297 @@
+//! [`Obs`], the instance, and [`ObsGuard`], which flushes it at the end of `main`.
+
+use std::fmt;
+use std::sync::{Arc, LazyLock, OnceLock};
+use std::time::Duration;
+
+use http::HeaderName;
+use tracing_core::Dispatch;
+
+use crate::builder::{Config, ObsBuilder};
+use crate::error::Error;
+use crate::layer::ObsLayer;
+use crate::logging::{self, LogConfig, LogPipeline};
+use crate::metrics::business::BusinessMetrics;
+use crate::metrics::exposition::{self, MetricsService};
+use crate::metrics::red::{self, RedMetrics};
+use crate::metrics::{Counter, Gauge, Histogram};
+
+/// One observability instance: a metrics registry, the RED metrics, a log pipeline, and the
+/// settings its tower layer applies.
+///
+/// Cheap to clone (an `Arc`). Made by [`ObsBuilder::build`] (nothing global) or
+/// [`ObsBuilder::init`] (installed globally).
+///
+/// ```
+/// let obs = mercenary_obs::Obs::builder().log_writer(std::io::sink()).build().unwrap();
+/// let layer = obs.layer(); // for `Router::layer`
+/// # let _ = layer;
+/// assert!(obs.render_metrics().contains("# TYPE http_server_active_requests gauge"));
+/// ```
+#[derive(Clone)]
+pub struct Obs {
+    pub(crate) inner: Arc<ObsInner>,
+}
+
+pub(crate) struct ObsInner {
+    pub(crate) registry: prometheus::Registry,
+    pub(crate) red: RedMetrics,
+    pub(crate) business: BusinessMetrics,
+    /// `None` for the metrics-only default instance.
+    pub(crate) logs: Option<LogPipeline>,
+    /// Whether the layer must make this instance's subscriber current around each request
+    /// (instances from `build()`); `false` when it is the global subscriber.
+    pub(crate) scoped: bool,
+    pub(crate) request_id_header: HeaderName,
+    pub(crate) log_headers: Vec<HeaderName>,
+    pub(crate) catch_panics: bool,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) service_name: String,
+}
+
+impl fmt::Debug for Obs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Obs")
+            .field("service_name", &self.inner.service_name)
+            .field("logs", &self.inner.logs.is_some())
+            .field("global", &!self.inner.scoped)
+            .finish_non_exhaustive()
+    }
+}
+
+static GLOBAL: OnceLock<Obs> = OnceLock::new();
+
+/// The instance used before `init()`: metrics only, logs go to whatever subscriber is current.
+static DEFAULT: LazyLock<Obs> = LazyLock::new(Obs::metrics_only);
+
+impl Obs {
+    /// A builder with every setting at its default.
+    pub fn builder() -> ObsBuilder {
+        ObsBuilder::new()
+    }
+
+    /// The instance installed by `init()`, else the metrics-only default.
+    pub fn global() -> Obs {
+        GLOBAL.get().unwrap_or(&DEFAULT).clone()
+    }
+
+    pub(crate) fn from_config(config: Config, global: bool) -> Result<Obs, Error> {
+        let registry = config.registry.unwrap_or_default();
+        let red = RedMetrics::register(
+            &registry,
+            &config.duration_buckets,
+            &config.service_name,
+            &config.service_version,
+            &config.environment,
+        )?;
+        if config.process_metrics {
+            red::register_process_metrics(&registry)?;
+        }
+        let dropped = red.log_lines_dropped.clone();
+        let logs = logging::start(
+            LogConfig {
+                format: config.log_format,
+                filter: config.log_filter,
+                sink: config.log_writer,
+                sink_is_terminal: config.sink_is_terminal,
+                queue_bytes: config.log_queue_bytes,
+                value_cap: config.log_value_max_bytes,
+                redact: config.redact_fields,
+                service: config.service_name.clone(),
+            },
+            Box::new(move || dropped.inc()),
+        )
+        .map_err(Error::WriterThread)?;
+        Ok(Obs {
+            inner: Arc::new(ObsInner {
+                registry,
+                red,
+                business: BusinessMetrics::default(),
+                logs: Some(logs),
+                scoped: !global,
+                request_id_header: config.request_id_header,
+                log_headers: config.log_headers,
+                catch_panics: config.catch_panics,
+                shutdown_timeout: config.shutdown_timeout,
+                service_name: config.service_name,
+            }),
+        })
+    }
+
+    fn metrics_only() -> Obs {
+        let registry = prometheus::Registry::new();
+        let red = RedMetrics::register(
+            &registry,
+            crate::builder::DEFAULT_DURATION_BUCKETS,
+            "unknown_service",
+            "unknown",
+            "unknown",
+        )
+        .unwrap_or_else(|_| unreachable_registration());
+        Obs {
+            inner: Arc::new(ObsInner {
+                registry,
+                red,
+                business: BusinessMetrics::default(),
+                logs: None,
+                scoped: false,
+                request_id_header: HeaderName::from_static("x-request-id"),
+                log_headers: Vec::new(),
+                catch_panics: true,
+                shutdown_timeout: Duration::from_secs(5),
+                service_name: "unknown_service".into(),
+            }),
+        }
+    }
+
+    /// The tower layer bound to this instance.
+    pub fn layer(&self) -> ObsLayer {
+        ObsLayer::new(self.clone())
+    }
+
+    /// The registry every metric of this instance is registered in. Register your own
+    /// collectors here to expose them on the same `/metrics`.
+    pub fn registry(&self) -> &prometheus::Registry {
+        &self.inner.registry
+    }
+
+    /// The Prometheus text exposition of the registry.
+    pub fn render_metrics(&self) -> String {
+        exposition::render(&self.inner.registry)
+    }
+
+    /// A tower `Service` answering `GET /metrics` with this instance's exposition.
+    pub fn metrics_service(&self) -> MetricsService {
+        MetricsService { obs: self.clone() }
+    }
+
+    /// This instance's `tracing` dispatcher (JSON or pretty logs), for code that installs it
+    /// itself, for example `tracing::dispatcher::with_default` in a test. `None` for the
+    /// metrics-only default instance.
+    pub fn dispatch(&self) -> Option<&Dispatch> {
+        self.inner.logs.as_ref().map(|l| &l.dispatch)
+    }
+
+    /// Runs `f` with this instance's subscriber current (a no-op wrapper for the global one).
+    pub fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R {
+        match (&self.inner.logs, self.inner.scoped) {
+            (Some(logs), true) => tracing_core::dispatcher::with_default(&logs.dispatch, f),
+            _ => f(),
+        }
+    }
+
+    /// Waits until every log line emitted so far has been written (at most the shutdown timeout).
+    /// Returns whether everything was written in time.
+    pub fn flush(&self) -> bool {
+        match &self.inner.logs {
+            Some(logs) => logs.writer.flush(self.inner.shutdown_timeout),
+            None => true,
+        }
+    }
+
+    /// Application log lines dropped so far because the log queue was full.
+    pub fn log_lines_dropped(&self) -> u64 {
+        self.inner.logs.as_ref().map_or(0, |l| l.writer.dropped())
+    }
+
+    /// A business counter on this instance (what [`crate::counter!`] does on the global one).
+    pub fn counter(&self, name: &str, labels: &[(&str, &dyn fmt::Display)]) -> Counter {
+        self.inner.business.counter(&self.inner.registry, name, labels)
+    }
+
+    /// A business gauge on this instance.
+    pub fn gauge(&self, name: &str, labels: &[(&str, &dyn fmt::Display)]) -> Gauge {
+        self.inner.business.gauge(&self.inner.registry, name, labels)
+    }
+
+    /// A business histogram on this instance.
+    pub fn histogram(&self, name: &str, labels: &[(&str, &dyn fmt::Display)]) -> Histogram {
+        self.inner.business.histogram(&self.inner.registry, name, labels)
+    }
+
+    pub(crate) fn shutdown_logs(&self) -> bool {
+        match &self.inner.logs {
+            Some(logs) => logs.writer.shutdown(self.inner.shutdown_timeout),
+            None => true,
+        }
+    }
+}
+
+impl Drop for ObsInner {
+    fn drop(&mut self) {
+        if let Some(logs) = &self.logs {
+            logs.writer.shutdown(self.shutdown_timeout);
+        }
+    }
+}
+
+#[cold]
+fn unreachable_registration() -> RedMetrics {
+    // A fresh registry with the crate's own, valid names cannot refuse a registration.
+    panic!("registering the RED metrics in a fresh registry failed")
+}
+
+/// Builds, then installs as the global subscriber and instance.
+pub(crate) fn install_global(config: Config) -> Result<ObsGuard, Error> {
+    if GLOBAL.get().is_some() {
+        return Err(Error::AlreadyInitialized);
+    }
+    let obs = Obs::from_config(config, true)?;
+    let dispatch = obs.dispatch().cloned().ok_or(Error::GlobalSubscriberAlreadySet)?;
+    tracing_core::dispatcher::set_global_default(dispatch).map_err(|_| Error::GlobalSubscriberAlreadySet)?;
+    if GLOBAL.set(obs.clone()).is_err() {
+        return Err(Error::AlreadyInitialized);
+    }
+    Ok(ObsGuard { obs: Some(obs) })
+}
+
+/// Flushes and shuts down the global instance when dropped. Keep it alive for all of `main`:
+///
+/// ```no_run
+/// fn main() -> Result<(), mercenary_obs::Error> {
+///     let _guard = mercenary_obs::Obs::builder().service_name("api").from_env().init()?;
+///     // ... run the server ...
+///     Ok(())
+/// }
+/// ```
+///
+/// Shutting down is bounded by [`ObsBuilder::shutdown_timeout`]: it never hangs, on any
+/// runtime flavour, because it waits on a plain thread, not on the async runtime. Lines logged
+/// after shutdown are written synchronously.
+#[must_use = "dropping the guard at once shuts the log writer down at once"]
+pub struct ObsGuard {
+    obs: Option<Obs>,
+}
+
+impl fmt::Debug for ObsGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ObsGuard").finish_non_exhaustive()
+    }
+}
+
+impl ObsGuard {
+    /// The installed instance.
+    pub fn obs(&self) -> Option<&Obs> {
+        self.obs.as_ref()
+    }
+
+    /// Flushes and shuts down now, reporting whether everything was written in time.
+    pub fn shutdown(mut self) -> Result<(), Error> {
+        self.shutdown_inner()
+    }
+
+    fn shutdown_inner(&mut self) -> Result<(), Error> {
+        match self.obs.take() {
+            Some(obs) if !obs.shutdown_logs() => {
+                Err(Error::ShutdownTimedOut { timeout: obs.inner.shutdown_timeout })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for ObsGuard {
+    fn drop(&mut self) {
+        let _ = self.shutdown_inner();
+    }
+}

@@ -1,0 +1,157 @@
+//! Helpers shared by the integration tests: a capturing log writer, a loopback server, and a raw
+//! HTTP/1.1 client that can send bytes a well-behaved client would refuse to.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A log sink the test can read back.
+#[derive(Clone, Default)]
+pub struct Capture(pub Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Capture {
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).expect("log output is UTF-8")
+    }
+
+    /// Every line, parsed as JSON (panics with the line when one does not parse).
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.text()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    }
+}
+
+/// Serves `app` on a free loopback port until the test ends.
+pub async fn serve(app: axum::Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    addr
+}
+
+/// A parsed response.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+}
+
+/// Sends `head` (request line and headers, without the final blank line) with `Connection:
+/// close`, and reads the whole response. Bounded by a 10 s timeout.
+pub async fn raw(addr: SocketAddr, head: &[u8]) -> RawResponse {
+    let mut req = head.to_vec();
+    req.extend_from_slice(b"\r\nhost: localhost\r\nconnection: close\r\n\r\n");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&req).await.unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.unwrap();
+        parse(&buf)
+    })
+    .await
+    .expect("response within 10 s")
+}
+
+pub fn parse(buf: &[u8]) -> RawResponse {
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete response head");
+    let head = &buf[..split];
+    let body = buf[split + 4..].to_vec();
+    let mut lines = head.split(|&b| b == b'\n');
+    let status_line = String::from_utf8_lossy(lines.next().unwrap()).into_owned();
+    let status = status_line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let headers = lines
+        .filter_map(|l| {
+            let l = l.strip_suffix(b"\r").unwrap_or(l);
+            let i = l.iter().position(|&b| b == b':')?;
+            Some((
+                String::from_utf8_lossy(&l[..i]).trim().to_string(),
+                l[i + 1..].trim_ascii().to_vec(),
+            ))
+        })
+        .collect();
+    RawResponse { status, headers, body }
+}
+
+/// `GET path` with extra header lines.
+pub async fn get(addr: SocketAddr, path: &str, headers: &[&str]) -> RawResponse {
+    let mut head = format!("GET {path} HTTP/1.1");
+    for h in headers {
+        head.push_str("\r\n");
+        head.push_str(h);
+    }
+    raw(addr, head.as_bytes()).await
+}
+
+/// A keep-alive HTTP/1.1 client for many requests.
+pub type Client = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
+pub fn client() -> Client {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http()
+}
+
+/// Sends one request through `client` and returns (status, body).
+pub async fn send(client: &Client, method: &str, url: &str, body: &str) -> (u16, String) {
+    use http_body_util::BodyExt;
+    let req = http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+        .await
+        .expect("response within 10 s")
+        .expect("request succeeds");
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Samples of one metric from an exposition: (labels as text, value).
+pub fn samples(exposition: &str, name: &str) -> Vec<(String, f64)> {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, labels) = match series.find('{') {
+                Some(i) => (&series[..i], &series[i..]),
+                None => (series, ""),
+            };
+            (metric == name).then(|| (labels.to_string(), value.parse().unwrap()))
+        })
+        .collect()
+}

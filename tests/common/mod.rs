@@ -155,3 +155,29 @@ pub fn samples(exposition: &str, name: &str) -> Vec<(String, f64)> {
         })
         .collect()
 }
+
+/// Runs `promtool check metrics` on an exposition; fails the test with promtool's output.
+pub fn promtool_check(exposition: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "promtool is needed for this test ({e}); install it with `apt-get install -y \
+                 prometheus` or run the README's test command, which does"
+            )
+        });
+    child.stdin.take().unwrap().write_all(exposition.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -21,7 +21,11 @@ use mercenary_obs::Obs;
 const CORRELATION_ID: &str = "3f0c2a4e-6a7b-4c1d-9e8f-0123456789ab";
 
 fn request_span() -> tracing::Span {
-    tracing::info_span!("request", correlation_id = CORRELATION_ID, http.route = "/users/{id}")
+    tracing::info_span!(
+        "request",
+        correlation_id = CORRELATION_ID,
+        http.route = "/users/{id}"
+    )
 }
 
 fn emit() {
@@ -30,7 +34,10 @@ fn emit() {
 
 fn logging(c: &mut Criterion) {
     let mut group = c.benchmark_group("log_event");
-    group.warm_up_time(Duration::from_secs(2)).measurement_time(Duration::from_secs(5)).sample_size(50);
+    group
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(5))
+        .sample_size(50);
 
     let obs = Obs::builder()
         .service_name("bench")
@@ -46,7 +53,10 @@ fn logging(c: &mut Criterion) {
     });
     obs.flush();
 
-    let subscriber = tracing_subscriber::fmt().json().with_writer(std::io::sink).finish();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_writer(std::io::sink)
+        .finish();
     tracing::subscriber::with_default(subscriber, || {
         let span = request_span();
         let _entered = span.enter();
@@ -54,7 +64,10 @@ fn logging(c: &mut Criterion) {
     });
     group.finish();
 
-    println!("mercenary_obs_json: log lines dropped = {}", obs.log_lines_dropped());
+    println!(
+        "mercenary_obs_json: log lines dropped = {}",
+        obs.log_lines_dropped()
+    );
 }
 
 criterion_group!(benches, logging);

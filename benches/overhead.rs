@@ -52,15 +52,17 @@ fn router(handler_info: bool) -> Router {
     }
 }
 
-/// `PrometheusMetricLayer::pair()` installs a global recorder: once per process.
-fn prometheus_layer() -> PrometheusMetricLayer<'static> {
+/// `PrometheusMetricLayer::pair()` installs a global recorder (once per process) and spawns its
+/// upkeep task on `rt` (as in a real server).
+fn prometheus_layer(rt: &tokio::runtime::Runtime) -> PrometheusMetricLayer<'static> {
     static PAIR: OnceLock<(PrometheusMetricLayer<'static>, PrometheusHandle)> = OnceLock::new();
+    let _runtime = rt.enter();
     PAIR.get_or_init(PrometheusMetricLayer::pair).0.clone()
 }
 
-fn off_the_shelf(handler_info: bool) -> Router {
+fn off_the_shelf(rt: &tokio::runtime::Runtime, handler_info: bool) -> Router {
     router(handler_info)
-        .layer(prometheus_layer())
+        .layer(prometheus_layer(rt))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(
             TraceLayer::new_for_http()
@@ -95,7 +97,10 @@ async fn one_request(app: &Router) {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
 }
 
 /// `iters` requests inside one `block_on`, timed.
@@ -112,13 +117,19 @@ fn run(rt: &tokio::runtime::Runtime, app: &Router, iters: u64) -> Duration {
 fn overhead(c: &mut Criterion) {
     let rt = runtime();
     let mut group = c.benchmark_group("overhead");
-    group.warm_up_time(Duration::from_secs(2)).measurement_time(Duration::from_secs(5)).sample_size(50);
+    group
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(5))
+        .sample_size(50);
 
     let bare = router(false);
     group.bench_function("bare", |b| b.iter_custom(|iters| run(&rt, &bare, iters)));
 
     let mut dropped = Vec::new();
-    for (name, handler_info) in [("mercenary_obs", false), ("mercenary_obs+handler_info", true)] {
+    for (name, handler_info) in [
+        ("mercenary_obs", false),
+        ("mercenary_obs+handler_info", true),
+    ] {
         let obs = obs_instance();
         let app = router(handler_info).layer(obs.layer());
         let dispatch = obs.dispatch().expect("a JSON log pipeline").clone();
@@ -129,9 +140,15 @@ fn overhead(c: &mut Criterion) {
         dropped.push((name, obs.log_lines_dropped()));
     }
 
-    for (name, handler_info) in [("off_the_shelf", false), ("off_the_shelf+handler_info", true)] {
-        let app = off_the_shelf(handler_info);
-        let subscriber = tracing_subscriber::fmt().json().with_writer(std::io::sink).finish();
+    for (name, handler_info) in [
+        ("off_the_shelf", false),
+        ("off_the_shelf+handler_info", true),
+    ] {
+        let app = off_the_shelf(&rt, handler_info);
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_writer(std::io::sink)
+            .finish();
         tracing::subscriber::with_default(subscriber, || {
             group.bench_function(name, |b| b.iter_custom(|iters| run(&rt, &app, iters)));
         });

@@ -112,10 +112,10 @@ async fn main() -> ExitCode {
     };
 
     let served = serve(port).await;
-    if let Err(message) = &served {
-        tracing::error!(error = %message, "server failed");
+    match &served {
+        Ok(()) => tracing::info!("stopped"),
+        Err(message) => tracing::error!(error = %message, "server failed"),
     }
-    tracing::info!("stopped");
 
     // Flush every buffered log line before the process exits (dropping the guard would do the
     // same; calling `shutdown` lets us report a flush that timed out).
@@ -126,16 +126,20 @@ async fn main() -> ExitCode {
     if let Err(err) = &flushed {
         eprintln!("mercenary demo: {err}");
     }
-    if served.is_ok() && flushed.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if served.is_ok() && flushed.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// Reads `PORT`, defaulting to 3000.
 fn port_from_env() -> Result<u16, String> {
     match std::env::var("PORT") {
         Err(std::env::VarError::NotPresent) => Ok(DEFAULT_PORT),
-        Err(std::env::VarError::NotUnicode(raw)) => {
-            Err(format!("invalid PORT {raw:?}: expected a port number from 0 to 65535"))
-        }
+        Err(std::env::VarError::NotUnicode(raw)) => Err(format!(
+            "invalid PORT {raw:?}: expected a port number from 0 to 65535"
+        )),
         Ok(text) => text
             .trim()
             .parse()
@@ -149,7 +153,9 @@ async fn serve(port: u16) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(requested)
         .await
         .map_err(|e| format!("cannot listen on {requested}: {e}"))?;
-    let addr = listener.local_addr().map_err(|e| format!("cannot read the listening address: {e}"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the listening address: {e}"))?;
 
     tracing::info!(address = %addr, url = %format_args!("http://{addr}"), "listening");
     eprintln!("mercenary demo listening on http://{addr}");
@@ -256,7 +262,11 @@ fn app() -> Router {
 /// A JSON error body carrying the request's correlation ID, so a client can quote it.
 fn json_error(status: StatusCode, message: &str) -> Response {
     let correlation_id = mercenary_obs::correlation_id().map(|id| id.to_string());
-    (status, Json(json!({ "error": message, "correlation_id": correlation_id }))).into_response()
+    (
+        status,
+        Json(json!({ "error": message, "correlation_id": correlation_id })),
+    )
+        .into_response()
 }
 
 async fn healthz() -> &'static str {
@@ -283,7 +293,11 @@ async fn get_user(Path(id): Path<String>) -> Response {
     };
 
     let user = load_user(id)
-        .instrument(tracing::info_span!("db.query", db.system = "postgresql", db.operation = "SELECT"))
+        .instrument(tracing::info_span!(
+            "db.query",
+            db.system = "postgresql",
+            db.operation = "SELECT"
+        ))
         .await;
     tracing::info!(user_id = id, plan = user.plan, "user loaded");
     Json(user).into_response()
@@ -315,14 +329,24 @@ async fn signup(
 ) -> Response {
     let Some(plan) = PLANS.iter().copied().find(|p| *p == body.plan) else {
         tracing::info!("unknown plan");
-        return json_error(StatusCode::UNPROCESSABLE_ENTITY, "plan must be one of: free, pro, team");
+        return json_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "plan must be one of: free, pro, team",
+        );
     };
     let Some((_, email_domain)) = body.email.split_once('@') else {
-        return json_error(StatusCode::UNPROCESSABLE_ENTITY, "email is not an email address");
+        return json_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "email is not an email address",
+        );
     };
 
     async { tokio::time::sleep(Duration::from_millis(1)).await }
-        .instrument(tracing::info_span!("db.query", db.system = "postgresql", db.operation = "INSERT"))
+        .instrument(tracing::info_span!(
+            "db.query",
+            db.system = "postgresql",
+            db.operation = "INSERT"
+        ))
         .await;
 
     // The password is logged on purpose: the field name is sensitive, so the line says
@@ -343,17 +367,32 @@ struct NewProject {
     name: String,
 }
 
-async fn create_project(State(state): State<Arc<AppState>>, Json(body): Json<NewProject>) -> Response {
+async fn create_project(
+    State(state): State<Arc<AppState>>,
+    Json(body): Json<NewProject>,
+) -> Response {
     if body.name.trim().is_empty() {
         return json_error(StatusCode::UNPROCESSABLE_ENTITY, "name must not be empty");
     }
     let id = state.next_project_id.fetch_add(1, Ordering::Relaxed) + 1;
     async { tokio::time::sleep(Duration::from_millis(1)).await }
-        .instrument(tracing::info_span!("db.query", db.system = "postgresql", db.operation = "INSERT"))
+        .instrument(tracing::info_span!(
+            "db.query",
+            db.system = "postgresql",
+            db.operation = "INSERT"
+        ))
         .await;
-    tracing::info!(project_id = id, name_len = body.name.len(), "project created");
+    tracing::info!(
+        project_id = id,
+        name_len = body.name.len(),
+        "project created"
+    );
     counter!("projects_created_total").inc();
-    (StatusCode::CREATED, Json(json!({ "id": id, "name": body.name }))).into_response()
+    (
+        StatusCode::CREATED,
+        Json(json!({ "id": id, "name": body.name })),
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -361,12 +400,23 @@ struct NewProposal {
     project_id: u64,
 }
 
-async fn submit_proposal(State(state): State<Arc<AppState>>, Json(body): Json<NewProposal>) -> Response {
+async fn submit_proposal(
+    State(state): State<Arc<AppState>>,
+    Json(body): Json<NewProposal>,
+) -> Response {
     let id = state.next_proposal_id.fetch_add(1, Ordering::Relaxed) + 1;
     async { tokio::time::sleep(Duration::from_millis(1)).await }
-        .instrument(tracing::info_span!("db.query", db.system = "postgresql", db.operation = "INSERT"))
+        .instrument(tracing::info_span!(
+            "db.query",
+            db.system = "postgresql",
+            db.operation = "INSERT"
+        ))
         .await;
-    tracing::info!(proposal_id = id, project_id = body.project_id, "proposal submitted");
+    tracing::info!(
+        proposal_id = id,
+        project_id = body.project_id,
+        "proposal submitted"
+    );
     counter!("proposals_submitted_total").inc();
     let body = json!({ "id": id, "project_id": body.project_id });
     (StatusCode::CREATED, Json(body)).into_response()
@@ -381,20 +431,33 @@ struct Payment {
 async fn create_payment(Json(body): Json<Payment>) -> Response {
     let currency = body.currency.to_ascii_uppercase();
     let Some(currency) = CURRENCIES.iter().copied().find(|c| *c == currency) else {
-        return json_error(StatusCode::UNPROCESSABLE_ENTITY, "currency must be one of: USD, EUR, GBP");
+        return json_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "currency must be one of: USD, EUR, GBP",
+        );
     };
     if !(body.amount.is_finite() && body.amount > 0.0) {
-        return json_error(StatusCode::UNPROCESSABLE_ENTITY, "amount must be a positive number");
+        return json_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "amount must be a positive number",
+        );
     }
     let amount = body.amount;
 
     let approved = authorize(amount)
-        .instrument(tracing::info_span!("payment.authorize", payment.provider = "sandbox", currency))
+        .instrument(tracing::info_span!(
+            "payment.authorize",
+            payment.provider = "sandbox",
+            currency
+        ))
         .await;
     if !approved {
         tracing::warn!(amount, currency, limit = PAYMENT_LIMIT, "payment declined");
         counter!("payments_total", "currency" => currency, "outcome" => "declined").inc();
-        return json_error(StatusCode::PAYMENT_REQUIRED, "payment declined: amount over the limit");
+        return json_error(
+            StatusCode::PAYMENT_REQUIRED,
+            "payment declined: amount over the limit",
+        );
     }
 
     tracing::info!(amount, currency, "payment accepted");
@@ -413,7 +476,10 @@ async fn authorize(amount: f64) -> bool {
 }
 
 async fn fail() -> Response {
-    tracing::error!(error.kind = "upstream_unavailable", "simulated failure: inventory service unavailable");
+    tracing::error!(
+        error.kind = "upstream_unavailable",
+        "simulated failure: inventory service unavailable"
+    );
     json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
 }
 

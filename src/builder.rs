@@ -12,8 +12,9 @@ use crate::logging::{DEFAULT_SENSITIVE, LogFormat};
 use crate::obs::{Obs, ObsGuard};
 
 /// The default bucket boundaries of `http_server_request_duration_seconds` (OTel HTTP semconv).
-pub const DEFAULT_DURATION_BUCKETS: &[f64] =
-    &[0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
+pub const DEFAULT_DURATION_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
 
 /// The default request headers written on the access line.
 pub const DEFAULT_LOG_HEADERS: &[&str] = &["user-agent"];
@@ -248,9 +249,11 @@ impl ObsBuilder {
     /// Values set in code win over these. A value that does not parse makes `build()` and
     /// `init()` return [`Error::InvalidEnv`].
     pub fn from_env(self) -> Self {
-        self.from_vars(std::env::vars_os().filter_map(|(k, v)| {
-            Some((k.into_string().ok()?, v.to_string_lossy().into_owned()))
-        }))
+        self.from_vars(
+            std::env::vars_os().filter_map(|(k, v)| {
+                Some((k.into_string().ok()?, v.to_string_lossy().into_owned()))
+            }),
+        )
     }
 
     /// Like [`from_env`](Self::from_env), reading from the given pairs instead of the process
@@ -337,7 +340,11 @@ impl ObsBuilder {
         }
         let env = std::mem::take(&mut self.env);
 
-        let filter_text = self.log_filter.clone().or(env.log_filter.clone()).unwrap_or_else(|| "info".into());
+        let filter_text = self
+            .log_filter
+            .clone()
+            .or(env.log_filter.clone())
+            .unwrap_or_else(|| "info".into());
         let filter = EnvFilter::builder().parse(&filter_text).map_err(|e| {
             if self.log_filter.is_some() {
                 Error::InvalidSetting {
@@ -381,7 +388,10 @@ impl ObsBuilder {
             log_headers.push(header);
         }
 
-        let buckets = self.duration_buckets.take().unwrap_or_else(|| DEFAULT_DURATION_BUCKETS.to_vec());
+        let buckets = self
+            .duration_buckets
+            .take()
+            .unwrap_or_else(|| DEFAULT_DURATION_BUCKETS.to_vec());
         if buckets.is_empty()
             || buckets.iter().any(|b| !b.is_finite() || *b <= 0.0)
             || buckets.windows(2).any(|w| w[0] >= w[1])
@@ -389,7 +399,8 @@ impl ObsBuilder {
             return Err(Error::InvalidSetting {
                 setting: "ObsBuilder::duration_buckets",
                 value: format!("{buckets:?}"),
-                expected: "a non-empty list of positive, finite, strictly increasing seconds".into(),
+                expected: "a non-empty list of positive, finite, strictly increasing seconds"
+                    .into(),
             });
         }
 
@@ -419,13 +430,24 @@ impl ObsBuilder {
 
         let (log_writer, sink_is_terminal) = match self.log_writer.take() {
             Some(w) => (w, false),
-            None => (Box::new(std::io::stdout()) as Box<dyn Write + Send>, std::io::stdout().is_terminal()),
+            None => (
+                Box::new(std::io::stdout()) as Box<dyn Write + Send>,
+                std::io::stdout().is_terminal(),
+            ),
         };
 
         Ok(Config {
             service_name,
-            service_version: self.service_version.take().or(env.service_version).unwrap_or_else(|| "unknown".into()),
-            environment: self.environment.take().or(env.environment).unwrap_or_else(|| "unknown".into()),
+            service_version: self
+                .service_version
+                .take()
+                .or(env.service_version)
+                .unwrap_or_else(|| "unknown".into()),
+            environment: self
+                .environment
+                .take()
+                .or(env.environment)
+                .unwrap_or_else(|| "unknown".into()),
             request_id_header,
             log_format: self.log_format.or(env.log_format).unwrap_or_default(),
             log_filter: filter,
@@ -485,7 +507,9 @@ fn parse_resource_attributes(text: &str) -> Result<Vec<(String, String)>, String
             continue;
         }
         let Some((key, value)) = item.split_once('=') else {
-            return Err(format!("comma-separated `key=value` pairs; `{item}` has no `=`"));
+            return Err(format!(
+                "comma-separated `key=value` pairs; `{item}` has no `=`"
+            ));
         };
         let key = key.trim();
         if key.is_empty() {
@@ -523,7 +547,8 @@ mod tests {
 
     #[test]
     fn resource_attributes() {
-        let attrs = parse_resource_attributes("service.name=api, service.version=1.2%2C3 ,x=").unwrap();
+        let attrs =
+            parse_resource_attributes("service.name=api, service.version=1.2%2C3 ,x=").unwrap();
         assert_eq!(attrs[0], ("service.name".into(), "api".into()));
         assert_eq!(attrs[1], ("service.version".into(), "1.2,3".into()));
         assert_eq!(attrs[2], ("x".into(), "".into()));

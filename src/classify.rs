@@ -67,7 +67,10 @@ impl Outcome {
 
     /// Whether this is an error for sampling, error reporting and alerting (5xx, `Err`, panic).
     pub fn is_error(self) -> bool {
-        matches!(self, Outcome::ServerError(_) | Outcome::Failed(_) | Outcome::Panicked)
+        matches!(
+            self,
+            Outcome::ServerError(_) | Outcome::Failed(_) | Outcome::Panicked
+        )
     }
 
     /// The access-log severity.
@@ -87,7 +90,11 @@ pub(crate) fn status_str(status: StatusCode) -> &'static str {
         let mut i = 0;
         while i < 900 {
             let code = i + 100;
-            out[i] = [b'0' + (code / 100) as u8, b'0' + (code / 10 % 10) as u8, b'0' + (code % 10) as u8];
+            out[i] = [
+                b'0' + (code / 100) as u8,
+                b'0' + (code / 10 % 10) as u8,
+                b'0' + (code % 10) as u8,
+            ];
             i += 1;
         }
         out
@@ -109,18 +116,27 @@ mod tests {
         assert_eq!(status_str(StatusCode::CONTINUE), "100");
         assert_eq!(status_str(StatusCode::from_u16(599).unwrap()), "599");
         for code in 100..1000u16 {
-            assert_eq!(status_str(StatusCode::from_u16(code).unwrap()), code.to_string());
+            assert_eq!(
+                status_str(StatusCode::from_u16(code).unwrap()),
+                code.to_string()
+            );
         }
     }
 
     #[test]
     fn classification() {
         assert_eq!(Outcome::from_status(StatusCode::OK).error_type(), "");
-        assert_eq!(Outcome::from_status(StatusCode::NOT_FOUND).severity(), Severity::Warning);
+        assert_eq!(
+            Outcome::from_status(StatusCode::NOT_FOUND).severity(),
+            Severity::Warning
+        );
         let e = Outcome::from_status(StatusCode::BAD_GATEWAY);
         assert!(e.is_error());
         assert_eq!(e.error_type(), "502");
-        assert_eq!(Outcome::Panicked.status(), Some(StatusCode::INTERNAL_SERVER_ERROR));
+        assert_eq!(
+            Outcome::Panicked.status(),
+            Some(StatusCode::INTERNAL_SERVER_ERROR)
+        );
         assert_eq!(Outcome::Cancelled.error_type(), "cancelled");
         assert!(!Outcome::Cancelled.is_error());
     }

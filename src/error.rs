@@ -55,19 +55,35 @@ fn cut(value: &str) -> String {
         end -= 1;
     }
     let shown: String = value[..end].escape_debug().collect();
-    if end < value.len() { format!("{shown}…") } else { shown }
+    if end < value.len() {
+        format!("{shown}…")
+    } else {
+        shown
+    }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::InvalidEnv { variable, value, expected } => write!(
+            Error::InvalidEnv {
+                variable,
+                value,
+                expected,
+            } => write!(
                 f,
                 "environment variable {variable} has an invalid value \"{}\": expected {expected}",
                 cut(value)
             ),
-            Error::InvalidSetting { setting, value, expected } => {
-                write!(f, "{setting} has an invalid value \"{}\": expected {expected}", cut(value))
+            Error::InvalidSetting {
+                setting,
+                value,
+                expected,
+            } => {
+                write!(
+                    f,
+                    "{setting} has an invalid value \"{}\": expected {expected}",
+                    cut(value)
+                )
             }
             Error::MetricRegistration { metric, reason } => {
                 write!(f, "metric {metric} could not be registered: {reason}")

@@ -196,17 +196,23 @@ impl Obs {
 
     /// A business counter on this instance (what [`crate::counter!`] does on the global one).
     pub fn counter(&self, name: &str, labels: &[(&str, &dyn fmt::Display)]) -> Counter {
-        self.inner.business.counter(&self.inner.registry, name, labels)
+        self.inner
+            .business
+            .counter(&self.inner.registry, name, labels)
     }
 
     /// A business gauge on this instance.
     pub fn gauge(&self, name: &str, labels: &[(&str, &dyn fmt::Display)]) -> Gauge {
-        self.inner.business.gauge(&self.inner.registry, name, labels)
+        self.inner
+            .business
+            .gauge(&self.inner.registry, name, labels)
     }
 
     /// A business histogram on this instance.
     pub fn histogram(&self, name: &str, labels: &[(&str, &dyn fmt::Display)]) -> Histogram {
-        self.inner.business.histogram(&self.inner.registry, name, labels)
+        self.inner
+            .business
+            .histogram(&self.inner.registry, name, labels)
     }
 
     pub(crate) fn shutdown_logs(&self) -> bool {
@@ -237,8 +243,12 @@ pub(crate) fn install_global(config: Config) -> Result<ObsGuard, Error> {
         return Err(Error::AlreadyInitialized);
     }
     let obs = Obs::from_config(config, true)?;
-    let dispatch = obs.dispatch().cloned().ok_or(Error::GlobalSubscriberAlreadySet)?;
-    tracing_core::dispatcher::set_global_default(dispatch).map_err(|_| Error::GlobalSubscriberAlreadySet)?;
+    let dispatch = obs
+        .dispatch()
+        .cloned()
+        .ok_or(Error::GlobalSubscriberAlreadySet)?;
+    tracing_core::dispatcher::set_global_default(dispatch)
+        .map_err(|_| Error::GlobalSubscriberAlreadySet)?;
     if GLOBAL.set(obs.clone()).is_err() {
         return Err(Error::AlreadyInitialized);
     }
@@ -282,9 +292,9 @@ impl ObsGuard {
 
     fn shutdown_inner(&mut self) -> Result<(), Error> {
         match self.obs.take() {
-            Some(obs) if !obs.shutdown_logs() => {
-                Err(Error::ShutdownTimedOut { timeout: obs.inner.shutdown_timeout })
-            }
+            Some(obs) if !obs.shutdown_logs() => Err(Error::ShutdownTimedOut {
+                timeout: obs.inner.shutdown_timeout,
+            }),
             _ => Ok(()),
         }
     }

@@ -13,7 +13,9 @@ fn app(obs: &Obs) -> Router {
             "/work",
             get(|id: CorrelationId| async move {
                 tracing::info!(step = 1, "handler started");
-                let from_fn = mercenary_obs::correlation_id().map(|c| c.to_string()).unwrap_or_default();
+                let from_fn = mercenary_obs::correlation_id()
+                    .map(|c| c.to_string())
+                    .unwrap_or_default();
                 {
                     let span = tracing::info_span!("db.query", db.system = "postgresql");
                     let _e = span.enter();
@@ -58,7 +60,10 @@ async fn valid_id_is_kept_echoed_and_on_every_line() {
     let resp = http_get(addr, "/work", &["x-request-id: req-42.abc:7"]).await;
     assert_eq!(resp.status, 200);
     assert_eq!(resp.header("x-request-id").as_deref(), Some("req-42.abc:7"));
-    assert_eq!(String::from_utf8_lossy(&resp.body), "req-42.abc:7|req-42.abc:7");
+    assert_eq!(
+        String::from_utf8_lossy(&resp.body),
+        "req-42.abc:7|req-42.abc:7"
+    );
     assert!(obs.flush());
     let lines = logs.json_lines();
     println!("{}", logs.text());
@@ -71,10 +76,18 @@ async fn valid_id_is_kept_echoed_and_on_every_line() {
     for line in &request_lines {
         assert_eq!(line["correlation_id"], "req-42.abc:7", "{line}");
     }
-    let messages: Vec<_> = request_lines.iter().map(|l| l["message"].as_str().unwrap()).collect();
+    let messages: Vec<_> = request_lines
+        .iter()
+        .map(|l| l["message"].as_str().unwrap())
+        .collect();
     assert_eq!(
         messages,
-        ["handler started", "slow query", "in an instrumented child future", "request completed"]
+        [
+            "handler started",
+            "slow query",
+            "in an instrumented child future",
+            "request completed"
+        ]
     );
     // trace ids agree across the request, span ids differ for the child span
     let trace = request_lines[0]["trace_id"].as_str().unwrap();
@@ -104,10 +117,17 @@ async fn missing_id_is_generated_as_uuid_v4() {
     for id in [&ida, &idb] {
         assert_eq!(id.len(), 36);
         assert_eq!(&id[14..15], "4", "version nibble of {id}");
-        assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "variant of {id}");
+        assert!(
+            matches!(&id[19..20], "8" | "9" | "a" | "b"),
+            "variant of {id}"
+        );
     }
     assert!(obs.flush());
-    assert!(logs.json_lines().iter().any(|l| l["correlation_id"] == ida.as_str()));
+    assert!(
+        logs.json_lines()
+            .iter()
+            .any(|l| l["correlation_id"] == ida.as_str())
+    );
 }
 
 /// Each hostile value is replaced by a fresh ID, and never appears raw in any log line.
@@ -119,22 +139,41 @@ async fn hostile_ids_are_replaced_and_never_logged() {
     let mut obs_text = b"GET /work HTTP/1.1\r\nx-request-id: caf".to_vec();
     obs_text.extend_from_slice(&[0x80, 0xff, 0xe9]);
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("10 KB", format!("GET /work HTTP/1.1\r\nx-request-id: {long}").into_bytes()),
+        (
+            "10 KB",
+            format!("GET /work HTTP/1.1\r\nx-request-id: {long}").into_bytes(),
+        ),
         ("obs-text bytes 0x80-0xFF", obs_text),
-        ("space inside", b"GET /work HTTP/1.1\r\nx-request-id: a b".to_vec()),
-        ("quote", b"GET /work HTTP/1.1\r\nx-request-id: a\"},\"level\":\"ERROR".to_vec()),
+        (
+            "space inside",
+            b"GET /work HTTP/1.1\r\nx-request-id: a b".to_vec(),
+        ),
+        (
+            "quote",
+            b"GET /work HTTP/1.1\r\nx-request-id: a\"},\"level\":\"ERROR".to_vec(),
+        ),
     ];
     for (what, head) in &cases {
         let resp = raw(addr, head).await;
         assert_eq!(resp.status, 200, "{what}");
         let echoed = resp.header("x-request-id").unwrap();
-        assert_eq!(echoed.len(), 36, "{what}: replaced by a UUID, got {echoed:?}");
+        assert_eq!(
+            echoed.len(),
+            36,
+            "{what}: replaced by a UUID, got {echoed:?}"
+        );
     }
     // CR/LF and ANSI escapes cannot even reach the service: hyper refuses the request. Check
     // that whatever comes back, nothing of it is logged.
     for (what, head) in [
-        ("CRLF injection", b"GET /work HTTP/1.1\r\nx-request-id: a\r\nb".to_vec()),
-        ("ANSI escape", b"GET /work HTTP/1.1\r\nx-request-id: \x1b[31mred".to_vec()),
+        (
+            "CRLF injection",
+            b"GET /work HTTP/1.1\r\nx-request-id: a\r\nb".to_vec(),
+        ),
+        (
+            "ANSI escape",
+            b"GET /work HTTP/1.1\r\nx-request-id: \x1b[31mred".to_vec(),
+        ),
     ] {
         let resp = raw(addr, &head).await;
         if resp.status == 200 {
@@ -149,8 +188,14 @@ async fn hostile_ids_are_replaced_and_never_logged() {
     assert!(!text.contains("caf\u{fffd}"), "obs-text id was logged");
     assert!(!text.contains("a b"), "id with a space was logged");
     assert!(!text.contains("\x1b"), "raw ESC in the log");
-    assert!(!text.contains("\\u001b[31mred"), "the ANSI id was logged, even escaped");
-    assert!(!text.contains("\"level\":\"ERROR"), "injected JSON was logged");
+    assert!(
+        !text.contains("\\u001b[31mred"),
+        "the ANSI id was logged, even escaped"
+    );
+    assert!(
+        !text.contains("\"level\":\"ERROR"),
+        "injected JSON was logged"
+    );
     for line in logs.json_lines() {
         if let Some(id) = line["correlation_id"].as_str() {
             assert_eq!(id.len(), 36, "{line}");

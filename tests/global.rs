@@ -29,7 +29,8 @@ async fn init_installs_once_and_the_guard_flushes_on_drop() {
             get(|| async {
                 mercenary_obs::counter!("user_signups_total", "plan" => "pro").inc();
                 mercenary_obs::gauge!("active_sessions").set(3.0);
-                mercenary_obs::histogram!("payment_amount_dollars", "currency" => "EUR").observe(49.0);
+                mercenary_obs::histogram!("payment_amount_dollars", "currency" => "EUR")
+                    .observe(49.0);
                 // Same name, other labels: ignored (logged once), never a panic.
                 mercenary_obs::counter!("user_signups_total").inc();
                 tracing::info!("signed up");
@@ -41,13 +42,24 @@ async fn init_installs_once_and_the_guard_flushes_on_drop() {
     let addr = serve(app).await;
     let c = client();
     for _ in 0..3 {
-        assert_eq!(send(&c, "GET", &format!("http://{addr}/signup"), "").await.0, 200);
+        assert_eq!(
+            send(&c, "GET", &format!("http://{addr}/signup"), "")
+                .await
+                .0,
+            200
+        );
     }
     let (status, body) = send(&c, "GET", &format!("http://{addr}/metrics"), "").await;
     assert_eq!(status, 200);
-    assert!(body.contains("user_signups_total{plan=\"pro\"} 3"), "{body}");
+    assert!(
+        body.contains("user_signups_total{plan=\"pro\"} 3"),
+        "{body}"
+    );
     assert!(body.contains("active_sessions 3"), "{body}");
-    assert!(body.contains("payment_amount_dollars_count{currency=\"EUR\"} 3"), "{body}");
+    assert!(
+        body.contains("payment_amount_dollars_count{currency=\"EUR\"} 3"),
+        "{body}"
+    );
     assert!(body.contains(
         "http_server_request_duration_seconds_count{error_type=\"\",http_request_method=\"GET\",http_response_status_code=\"200\",http_route=\"/signup\"} 3"
     ), "{body}");
@@ -59,8 +71,17 @@ async fn init_installs_once_and_the_guard_flushes_on_drop() {
     }
     drop(guard);
     let lines = capture.json_lines();
-    assert_eq!(lines.iter().filter(|l| l["message"] == "last words").count(), 500);
-    assert_eq!(lines.iter().filter(|l| l["message"] == "signed up").count(), 3);
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l["message"] == "last words")
+            .count(),
+        500
+    );
+    assert_eq!(
+        lines.iter().filter(|l| l["message"] == "signed up").count(),
+        3
+    );
     let misuse: Vec<_> = lines
         .iter()
         .filter(|l| l["target"] == "mercenary_obs::metrics")

@@ -11,8 +11,16 @@ use common::{Capture, get as http_get, serve};
 use mercenary_obs::{Error, LogFormat, Obs};
 use tracing::dispatcher::with_default;
 
-const ORDER: [&str; 8] =
-    ["timestamp", "level", "target", "message", "service", "correlation_id", "trace_id", "span_id"];
+const ORDER: [&str; 8] = [
+    "timestamp",
+    "level",
+    "target",
+    "message",
+    "service",
+    "correlation_id",
+    "trace_id",
+    "span_id",
+];
 
 fn instance(vars: &[(&str, &str)]) -> (Obs, Capture) {
     let capture = Capture::default();
@@ -31,20 +39,36 @@ fn instance(vars: &[(&str, &str)]) -> (Obs, Capture) {
 fn assert_schema(line: &serde_json::Value) {
     let obj = line.as_object().expect("a JSON object");
     let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
-    let head: Vec<&str> = ORDER.iter().copied().filter(|k| obj.contains_key(*k)).collect();
+    let head: Vec<&str> = ORDER
+        .iter()
+        .copied()
+        .filter(|k| obj.contains_key(*k))
+        .collect();
     assert_eq!(&keys[..head.len()], &head[..], "key order of {line}");
     for k in ["timestamp", "level", "target", "message", "service"] {
         assert!(obj.contains_key(k), "{k} missing in {line}");
     }
     let ts = line["timestamp"].as_str().unwrap();
     assert_eq!(ts.len(), 27, "{ts}");
-    assert!(ts.ends_with('Z') && ts.as_bytes()[10] == b'T' && ts.as_bytes()[19] == b'.', "{ts}");
-    assert!(["TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"].contains(&line["level"].as_str().unwrap()));
+    assert!(
+        ts.ends_with('Z') && ts.as_bytes()[10] == b'T' && ts.as_bytes()[19] == b'.',
+        "{ts}"
+    );
+    assert!(
+        ["TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+            .contains(&line["level"].as_str().unwrap())
+    );
     if let Some(t) = line.get("trace_id") {
         let t = t.as_str().unwrap();
-        assert!(t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()), "{t}");
+        assert!(
+            t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{t}"
+        );
         let s = line["span_id"].as_str().unwrap();
-        assert!(s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit()), "{s}");
+        assert!(
+            s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{s}"
+        );
     }
 }
 
@@ -55,7 +79,12 @@ async fn access_line_and_handler_lines_follow_the_schema() {
         .route(
             "/signup",
             get(|| async {
-                tracing::info!(plan = "pro", password = "hunter2", api_key = "k-123", "user signed up");
+                tracing::info!(
+                    plan = "pro",
+                    password = "hunter2",
+                    api_key = "k-123",
+                    "user signed up"
+                );
                 "ok"
             }),
         )
@@ -64,18 +93,28 @@ async fn access_line_and_handler_lines_follow_the_schema() {
     let resp = http_get(
         addr,
         "/signup?token=sekret-query",
-        &["user-agent: curl/8.0", "authorization: Bearer abc.def", "x-api-key: key-999"],
+        &[
+            "user-agent: curl/8.0",
+            "authorization: Bearer abc.def",
+            "x-api-key: key-999",
+        ],
     )
     .await;
     assert_eq!(resp.status, 200);
     assert!(obs.flush());
     let text = logs.text();
     for secret in ["hunter2", "k-123", "abc.def", "key-999", "sekret-query"] {
-        assert!(!text.contains(secret), "`{secret}` leaked into the log:\n{text}");
+        assert!(
+            !text.contains(secret),
+            "`{secret}` leaked into the log:\n{text}"
+        );
     }
     let lines = logs.json_lines();
     lines.iter().for_each(assert_schema);
-    let handler = lines.iter().find(|l| l["message"] == "user signed up").unwrap();
+    let handler = lines
+        .iter()
+        .find(|l| l["message"] == "user signed up")
+        .unwrap();
     assert_eq!(handler["level"], "INFO");
     assert_eq!(handler["service"], "logs-test");
     assert_eq!(handler["plan"], "pro");
@@ -83,7 +122,10 @@ async fn access_line_and_handler_lines_follow_the_schema() {
     assert_eq!(handler["api_key"], "[REDACTED]");
     assert_eq!(handler["http.route"], "/signup");
 
-    let access = lines.iter().find(|l| l["message"] == "request completed").unwrap();
+    let access = lines
+        .iter()
+        .find(|l| l["message"] == "request completed")
+        .unwrap();
     assert_eq!(access["target"], "mercenary_obs::access");
     assert_eq!(access["http.request.method"], "GET");
     assert_eq!(access["http.route"], "/signup");
@@ -103,7 +145,10 @@ async fn access_levels_follow_the_outcome() {
     let (obs, logs) = instance(&[]);
     let app = Router::new()
         .route("/ok", get(|| async { "ok" }))
-        .route("/fail", get(|| async { (http::StatusCode::SERVICE_UNAVAILABLE, "down") }))
+        .route(
+            "/fail",
+            get(|| async { (http::StatusCode::SERVICE_UNAVAILABLE, "down") }),
+        )
         .route(
             "/panic",
             get(|| async {
@@ -124,7 +169,10 @@ async fn access_levels_follow_the_outcome() {
             .iter()
             .find(|l| l["url.path"] == path && l["message"] == "request completed")
             .unwrap_or_else(|| panic!("no access line for {path}"));
-        (l["level"].as_str().unwrap().to_string(), l.get("error.type").cloned())
+        (
+            l["level"].as_str().unwrap().to_string(),
+            l.get("error.type").cloned(),
+        )
     };
     assert_eq!(level_of("/ok"), ("INFO".into(), None));
     assert_eq!(level_of("/nope"), ("WARNING".into(), None));
@@ -161,7 +209,12 @@ fn levels_critical_escaping_and_value_cap() {
     let lines = logs.json_lines();
     lines.iter().for_each(assert_schema);
     let levels: Vec<_> = lines.iter().map(|l| l["level"].as_str().unwrap()).collect();
-    assert_eq!(levels, ["TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "INFO"]);
+    assert_eq!(
+        levels,
+        [
+            "TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "INFO"
+        ]
+    );
     assert!(lines[5].get("critical").is_none());
     assert_eq!(lines[5]["db"], "primary");
     let last = &lines[6];
@@ -175,7 +228,11 @@ fn levels_critical_escaping_and_value_cap() {
     assert_eq!(last["nan"], "NaN");
     assert_eq!(last["ok"], true);
     assert!(!text.contains('\u{1b}') && !text.contains('\u{2028}'));
-    assert!(lines.iter().all(|l| l.get("correlation_id").is_none() && l.get("trace_id").is_none()));
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.get("correlation_id").is_none() && l.get("trace_id").is_none())
+    );
 }
 
 #[tokio::test]
@@ -200,12 +257,20 @@ async fn rust_log_filters_events_but_never_the_correlation_id() {
     let shown = lines.iter().find(|l| l["message"] == "shown").unwrap();
     assert_eq!(shown["correlation_id"], "filtered-1");
     // The INFO access line of /x is filtered, the WARNING one of the 404 is not.
-    let access: Vec<_> = lines.iter().filter(|l| l["message"] == "request completed").collect();
+    let access: Vec<_> = lines
+        .iter()
+        .filter(|l| l["message"] == "request completed")
+        .collect();
     assert_eq!(access.len(), 1);
     assert_eq!(access[0]["http.response.status_code"], 404);
 
     let (obs, logs) = instance(&[("RUST_LOG", "info,mercenary_obs::access=off")]);
-    let addr = serve(Router::new().route("/y", get(|| async { "y" })).layer(obs.layer())).await;
+    let addr = serve(
+        Router::new()
+            .route("/y", get(|| async { "y" }))
+            .layer(obs.layer()),
+    )
+    .await;
     http_get(addr, "/y", &[]).await;
     assert!(obs.flush());
     assert!(logs.text().is_empty(), "access lines can be switched off");
@@ -230,8 +295,14 @@ async fn pretty_format_is_for_terminals_and_still_redacts() {
     println!("{text}");
     assert!(text.contains("pretty line"), "{text}");
     assert!(text.contains("pretty-1"), "correlation id shown: {text}");
-    assert!(text.contains("[REDACTED]") && !text.contains("hunter2"), "{text}");
-    assert!(!text.contains('\u{1b}'), "no raw ESC (the sink is not a terminal)");
+    assert!(
+        text.contains("[REDACTED]") && !text.contains("hunter2"),
+        "{text}"
+    );
+    assert!(
+        !text.contains('\u{1b}'),
+        "no raw ESC (the sink is not a terminal)"
+    );
     assert!(serde_json::from_str::<serde_json::Value>(text.lines().next().unwrap()).is_err());
 }
 
@@ -258,7 +329,10 @@ impl Write for StalledSink {
 
 #[test]
 fn a_stalled_sink_never_blocks_logging_and_drops_are_counted() {
-    let sink = StalledSink { gate: Arc::new((Mutex::new(false), Condvar::new())), out: Capture::default() };
+    let sink = StalledSink {
+        gate: Arc::new((Mutex::new(false), Condvar::new())),
+        out: Capture::default(),
+    };
     let obs = Obs::builder()
         .log_writer(sink.clone())
         .log_queue_bytes(64 * 1024)
@@ -285,25 +359,67 @@ fn a_stalled_sink_never_blocks_logging_and_drops_are_counted() {
     }
     assert!(obs.flush());
     let written = sink.out.text().lines().count() as u64;
-    assert_eq!(written + dropped, N as u64, "every line is written or counted");
+    assert_eq!(
+        written + dropped,
+        N as u64,
+        "every line is written or counted"
+    );
 }
 
 #[test]
 fn bad_configuration_is_an_error_naming_the_setting() {
-    let err = Obs::builder().from_vars([("MERCENARY_OBS_LOG_FORMAT", "xml")]).build().unwrap_err();
-    assert!(matches!(err, Error::InvalidEnv { variable: "MERCENARY_OBS_LOG_FORMAT", .. }), "{err:?}");
-    assert!(err.to_string().contains("MERCENARY_OBS_LOG_FORMAT") && err.to_string().contains("xml"));
+    let err = Obs::builder()
+        .from_vars([("MERCENARY_OBS_LOG_FORMAT", "xml")])
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidEnv {
+                variable: "MERCENARY_OBS_LOG_FORMAT",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("MERCENARY_OBS_LOG_FORMAT") && err.to_string().contains("xml")
+    );
 
-    let err = Obs::builder().from_vars([("RUST_LOG", "info,foo=notalevel")]).build().unwrap_err();
-    assert!(matches!(err, Error::InvalidEnv { variable: "RUST_LOG", .. }), "{err:?}");
+    let err = Obs::builder()
+        .from_vars([("RUST_LOG", "info,foo=notalevel")])
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidEnv {
+                variable: "RUST_LOG",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("RUST_LOG"));
 
-    let err = Obs::builder().from_vars([("OTEL_RESOURCE_ATTRIBUTES", "service.version")]).build().unwrap_err();
-    assert!(err.to_string().contains("OTEL_RESOURCE_ATTRIBUTES"), "{err}");
+    let err = Obs::builder()
+        .from_vars([("OTEL_RESOURCE_ATTRIBUTES", "service.version")])
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("OTEL_RESOURCE_ATTRIBUTES"),
+        "{err}"
+    );
 
-    let err = Obs::builder().duration_buckets(vec![1.0, 0.5]).build().unwrap_err();
+    let err = Obs::builder()
+        .duration_buckets(vec![1.0, 0.5])
+        .build()
+        .unwrap_err();
     assert!(err.to_string().contains("duration_buckets"), "{err}");
-    let err = Obs::builder().request_id_header("bad header").build().unwrap_err();
+    let err = Obs::builder()
+        .request_id_header("bad header")
+        .build()
+        .unwrap_err();
     assert!(err.to_string().contains("request_id_header"), "{err}");
     let err = Obs::builder().log_filter("=[").build().unwrap_err();
     assert!(err.to_string().contains("log_filter"), "{err}");
@@ -318,7 +434,10 @@ fn bad_configuration_is_an_error_naming_the_setting() {
         .from_vars([
             ("MERCENARY_OBS_LOG_FORMAT", "pretty"),
             ("OTEL_SERVICE_NAME", "from-env"),
-            ("OTEL_RESOURCE_ATTRIBUTES", "service.version=9.9,deployment.environment.name=prod"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "service.version=9.9,deployment.environment.name=prod",
+            ),
         ])
         .build()
         .unwrap();

@@ -29,7 +29,10 @@ fn app(obs: &Obs) -> Router {
         .route("/ok", get(|| async { "ok" }))
         .route("/users/{id}", get(|| async { "user" }))
         .route("/teapot", get(|| async { StatusCode::IM_A_TEAPOT }))
-        .route("/boom", get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "boom") }))
+        .route(
+            "/boom",
+            get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "boom") }),
+        )
         .route(
             "/panic",
             get(|| async {
@@ -79,7 +82,10 @@ fn counts(exposition: &str) -> HashMap<String, f64> {
 }
 
 fn active(exposition: &str) -> f64 {
-    samples(exposition, "http_server_active_requests").iter().map(|(_, v)| v).sum()
+    samples(exposition, "http_server_active_requests")
+        .iter()
+        .map(|(_, v)| v)
+        .sum()
 }
 
 async fn wait_for_idle(obs: &Obs) {
@@ -100,7 +106,10 @@ async fn request_mix_is_counted_exactly_with_bounded_series() {
         assert_eq!(send(&c, "GET", &format!("{base}/ok"), "").await.0, 200);
     }
     for i in 0..30 {
-        assert_eq!(send(&c, "GET", &format!("{base}/users/{i}"), "").await.0, 200);
+        assert_eq!(
+            send(&c, "GET", &format!("{base}/users/{i}"), "").await.0,
+            200
+        );
     }
     for _ in 0..5 {
         assert_eq!(send(&c, "GET", &format!("{base}/teapot"), "").await.0, 418);
@@ -118,18 +127,34 @@ async fn request_mix_is_counted_exactly_with_bounded_series() {
     // Cancelled: the client sends a request to a slow route and goes away.
     for _ in 0..2 {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        s.write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         drop(s);
     }
     // A scanner: 100 distinct unmatched paths, then 9,900 more.
     for i in 0..100 {
-        assert_eq!(send(&c, "GET", &format!("{base}/scan/{i}/admin.php"), "").await.0, 404);
+        assert_eq!(
+            send(&c, "GET", &format!("{base}/scan/{i}/admin.php"), "")
+                .await
+                .0,
+            404
+        );
     }
     wait_for_idle(&obs).await;
-    let series_after_100 = samples(&obs.render_metrics(), "http_server_request_duration_seconds_count").len();
+    let series_after_100 = samples(
+        &obs.render_metrics(),
+        "http_server_request_duration_seconds_count",
+    )
+    .len();
     for i in 100..10_000 {
-        assert_eq!(send(&c, "GET", &format!("{base}/scan/{i}/admin.php"), "").await.0, 404);
+        assert_eq!(
+            send(&c, "GET", &format!("{base}/scan/{i}/admin.php"), "")
+                .await
+                .0,
+            404
+        );
     }
     wait_for_idle(&obs).await;
 
@@ -148,7 +173,11 @@ async fn request_mix_is_counted_exactly_with_bounded_series() {
     for (key, n) in expect {
         assert_eq!(counts.get(key), Some(&n), "count of `{key}` in {counts:#?}");
     }
-    assert_eq!(counts.len(), expect.len(), "unexpected label sets: {counts:#?}");
+    assert_eq!(
+        counts.len(),
+        expect.len(),
+        "unexpected label sets: {counts:#?}"
+    );
     let series = samples(&exposition, "http_server_request_duration_seconds_count").len();
     assert_eq!(series, series_after_100, "series grew with distinct paths");
     assert!(!exposition.contains("/scan/"), "a raw path became a label");
@@ -164,7 +193,10 @@ async fn request_mix_is_counted_exactly_with_bounded_series() {
         "# TYPE mercenary_obs_log_lines_dropped_total counter",
         "process_resident_memory_bytes",
     ] {
-        assert!(exposition.contains(needle), "missing `{needle}` in\n{exposition}");
+        assert!(
+            exposition.contains(needle),
+            "missing `{needle}` in\n{exposition}"
+        );
     }
     promtool_check(&exposition);
 
@@ -192,39 +224,60 @@ async fn active_gauge_follows_the_body() {
             "/stream",
             get(move || {
                 let rx = rx.lock().unwrap().take().unwrap();
-                async move {
-                    axum::body::Body::new(ChannelBody(rx))
-                }
+                async move { axum::body::Body::new(ChannelBody(rx)) }
             }),
         )
         .layer(obs.layer());
 
     let resp = stream_app
         .clone()
-        .oneshot(http::Request::get("/stream").body(axum::body::Body::empty()).unwrap())
+        .oneshot(
+            http::Request::get("/stream")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(active(&obs.render_metrics()), 1.0, "counted while the body streams");
+    assert_eq!(
+        active(&obs.render_metrics()),
+        1.0,
+        "counted while the body streams"
+    );
     // Duration is recorded at the response head already.
-    assert_eq!(counts(&obs.render_metrics()).get("GET /stream 200 "), Some(&1.0));
+    assert_eq!(
+        counts(&obs.render_metrics()).get("GET /stream 200 "),
+        Some(&1.0)
+    );
     tx.send(Ok("chunk".into())).await.unwrap();
     drop(tx);
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"chunk");
-    assert_eq!(active(&obs.render_metrics()), 0.0, "released at the end of the body");
+    assert_eq!(
+        active(&obs.render_metrics()),
+        0.0,
+        "released at the end of the body"
+    );
 
     // A body dropped half-way releases it too.
     let app2 = Router::new()
         .route("/big", get(|| async { "x".repeat(1 << 16) }))
         .layer(obs.layer());
     let resp = app2
-        .oneshot(http::Request::get("/big").body(axum::body::Body::empty()).unwrap())
+        .oneshot(
+            http::Request::get("/big")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(active(&obs.render_metrics()), 1.0);
     drop(resp);
-    assert_eq!(active(&obs.render_metrics()), 0.0, "released when the body is dropped");
+    assert_eq!(
+        active(&obs.render_metrics()),
+        0.0,
+        "released when the body is dropped"
+    );
 }
 
 /// A body fed by a channel, to hold a response open.
@@ -238,7 +291,9 @@ impl http_body::Body for ChannelBody {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        self.0.poll_recv(cx).map(|o| o.map(|r| r.map(http_body::Frame::data)))
+        self.0
+            .poll_recv(cx)
+            .map(|o| o.map(|r| r.map(http_body::Frame::data)))
     }
 }
 
@@ -249,11 +304,11 @@ async fn dropped_future_is_recorded_once_as_cancelled() {
 
     let (obs, logs) = instance();
     let mut svc = app(&obs).into_service::<axum::body::Body>();
-    let fut = svc
-        .ready()
-        .await
-        .unwrap()
-        .call(http::Request::get("/slow").body(axum::body::Body::empty()).unwrap());
+    let fut = svc.ready().await.unwrap().call(
+        http::Request::get("/slow")
+            .body(axum::body::Body::empty())
+            .unwrap(),
+    );
     let timed_out = tokio::time::timeout(Duration::from_millis(50), fut).await;
     assert!(timed_out.is_err());
     let exposition = obs.render_metrics();
@@ -261,7 +316,10 @@ async fn dropped_future_is_recorded_once_as_cancelled() {
     assert_eq!(active(&exposition), 0.0);
     assert!(obs.flush());
     let lines = logs.json_lines();
-    let cancelled: Vec<_> = lines.iter().filter(|l| l["error.type"] == "cancelled").collect();
+    let cancelled: Vec<_> = lines
+        .iter()
+        .filter(|l| l["error.type"] == "cancelled")
+        .collect();
     assert_eq!(cancelled.len(), 1);
     assert_eq!(cancelled[0]["level"], "WARNING");
     assert!(cancelled[0].get("http.response.status_code").is_none());

@@ -22,17 +22,25 @@ pin_project! {
 
 impl<B> ResponseBody<B> {
     pub(crate) fn new(inner: B, in_flight: InFlight) -> Self {
-        Self { inner: Some(inner), in_flight: Some(in_flight) }
+        Self {
+            inner: Some(inner),
+            in_flight: Some(in_flight),
+        }
     }
 
     pub(crate) fn empty(in_flight: InFlight) -> Self {
-        Self { inner: None, in_flight: Some(in_flight) }
+        Self {
+            inner: None,
+            in_flight: Some(in_flight),
+        }
     }
 }
 
 impl<B> std::fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseBody").field("empty", &self.inner.is_none()).finish()
+        f.debug_struct("ResponseBody")
+            .field("empty", &self.inner.is_none())
+            .finish()
     }
 }
 
@@ -65,6 +73,8 @@ impl<B: Body> Body for ResponseBody<B> {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
     }
 }

@@ -61,7 +61,17 @@ impl RequestRecord {
         span: tracing::Span,
     ) -> Self {
         let in_flight = InFlight::start(obs.clone(), method_idx);
-        Self { obs, start, header_value, method, route, uri, header_entries, span, in_flight }
+        Self {
+            obs,
+            start,
+            header_value,
+            method,
+            route,
+            uri,
+            header_entries,
+            span,
+            in_flight,
+        }
     }
 
     /// Runs `f` inside the request span, with the instance's subscriber current.
@@ -84,13 +94,16 @@ impl RequestRecord {
             .observe(elapsed.as_secs_f64());
 
         if let Some(status) = status {
-            self.span.record("http.response.status_code", status.as_u16());
+            self.span
+                .record("http.response.status_code", status.as_u16());
         }
         if !error_type.is_empty() {
             self.span.record("error.type", error_type);
         }
         self.in_span(|| self.log_access(outcome, elapsed, panic_message));
-        let RequestRecord { in_flight, span, .. } = self;
+        let RequestRecord {
+            in_flight, span, ..
+        } = self;
         // The request span ends at the response head, like the duration.
         drop(span);
         in_flight
@@ -148,9 +161,10 @@ impl RequestRecord {
     }
 
     fn decorate<B>(&self, response: &mut Response<B>) {
-        response
-            .headers_mut()
-            .insert(self.obs.inner.request_id_header.clone(), self.header_value.clone());
+        response.headers_mut().insert(
+            self.obs.inner.request_id_header.clone(),
+            self.header_value.clone(),
+        );
     }
 }
 
@@ -187,17 +201,27 @@ pin_project! {
 
 impl<F> ResponseFuture<F> {
     pub(crate) fn pending(future: F, record: RequestRecord) -> Self {
-        Self { state: State::Pending { future }, record: Some(record) }
+        Self {
+            state: State::Pending { future },
+            record: Some(record),
+        }
     }
 
     pub(crate) fn panicked(payload: Box<dyn Any + Send>, record: RequestRecord) -> Self {
-        Self { state: State::Panicked { payload: Some(payload) }, record: Some(record) }
+        Self {
+            state: State::Panicked {
+                payload: Some(payload),
+            },
+            record: Some(record),
+        }
     }
 }
 
 impl<F> std::fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseFuture").field("done", &self.record.is_none()).finish()
+        f.debug_struct("ResponseFuture")
+            .field("done", &self.record.is_none())
+            .finish()
     }
 }
 
@@ -228,7 +252,9 @@ where
                     Ok(Poll::Pending) => return Poll::Pending,
                     Ok(Poll::Ready(result)) => {
                         this.state.set(State::Done);
-                        let Some(record) = this.record.take() else { return Poll::Pending };
+                        let Some(record) = this.record.take() else {
+                            return Poll::Pending;
+                        };
                         return Poll::Ready(match result {
                             Ok(mut response) => {
                                 record.decorate(&mut response);
@@ -253,11 +279,15 @@ where
             StateProj::Done => return Poll::Pending,
         };
         this.state.set(State::Done);
-        let Some(record) = this.record.take() else { return Poll::Pending };
+        let Some(record) = this.record.take() else {
+            return Poll::Pending;
+        };
         let catch = record.obs.inner.catch_panics;
         let mut response = Response::new(());
         *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-        response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
         record.decorate(&mut response);
         let in_flight = record.finish(Outcome::Panicked, Some(panic_text(&*payload)));
         if !catch {

@@ -32,7 +32,9 @@ pub struct ObsService<S> {
 
 impl<S> fmt::Debug for ObsService<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ObsService").field("obs", &self.obs).finish_non_exhaustive()
+        f.debug_struct("ObsService")
+            .field("obs", &self.obs)
+            .finish_non_exhaustive()
     }
 }
 
@@ -56,10 +58,10 @@ impl<S> ObsService<S> {
 /// The correlation ID of a request: a valid incoming one, else a fresh one.
 fn correlation_of(headers: &HeaderMap, primary: &HeaderName) -> (CorrelationId, HeaderValue) {
     for name in [primary, &ALT_HEADER] {
-        if let Some(value) = headers.get(name) {
-            if let Some(id) = CorrelationId::parse_bytes(value.as_bytes()) {
-                return (id, value.clone());
-            }
+        if let Some(value) = headers.get(name)
+            && let Some(id) = CorrelationId::parse_bytes(value.as_bytes())
+        {
+            return (id, value.clone());
         }
     }
     let id = CorrelationId::generate();
@@ -76,7 +78,9 @@ fn render_headers(obs: &Obs, headers: &HeaderMap) -> String {
     let settings = &logs.settings;
     let mut out = String::new();
     for name in &inner.log_headers {
-        let Some(value) = headers.get(name) else { continue };
+        let Some(value) = headers.get(name) else {
+            continue;
+        };
         out.push_str(",\"http.request.header.");
         out.push_str(name.as_str());
         out.push_str("\":");
@@ -85,7 +89,11 @@ fn render_headers(obs: &Obs, headers: &HeaderMap) -> String {
             out.push_str(REDACTED);
             out.push('"');
         } else {
-            push_json_str(&mut out, &String::from_utf8_lossy(value.as_bytes()), settings.value_cap);
+            push_json_str(
+                &mut out,
+                &String::from_utf8_lossy(value.as_bytes()),
+                settings.value_cap,
+            );
         }
     }
     out
@@ -111,7 +119,6 @@ where
         let (method, method_idx) = method_label(&parts.method);
         let route = self.route_of(&parts);
         let header_entries = render_headers(&self.obs, &parts.headers);
-        
 
         let span = self.obs.in_scope(|| {
             tracing::info_span!(

@@ -90,9 +90,19 @@ where
         }
         let Some(span) = ctx.span(id) else { return };
         let mut ext = span.extensions_mut();
-        let Some(data) = ext.get_mut::<SpanContext>() else { return };
+        let Some(data) = ext.get_mut::<SpanContext>() else {
+            return;
+        };
         let mut visitor = FieldRenderer::new(&self.settings);
         values.record(&mut visitor);
+        let fresh = visitor.keys.iter().all(|(k, _, _)| data.keys.iter().all(|(dk, _, _)| dk != k));
+        if fresh {
+            // The usual case (a field declared `Empty`, recorded once): append.
+            let base = data.fields_json.len() as u32;
+            data.fields_json.push_str(&visitor.out);
+            data.keys.extend(visitor.keys.into_iter().map(|(k, s, e)| (k, s + base, e + base)));
+            return;
+        }
         // Later values of a key replace earlier ones: rebuild without the re-recorded keys.
         let mut rebuilt = SpanContext {
             correlation_id: data.correlation_id.clone(),
@@ -114,7 +124,9 @@ fn inherit_fields(child: &mut SpanContext, parent: &SpanContext) {
             continue;
         }
         let from = child.fields_json.len() as u32;
-        child.fields_json.push_str(&parent.fields_json[start as usize..end as usize]);
+        child
+            .fields_json
+            .push_str(&parent.fields_json[start as usize..end as usize]);
         child.keys.push((key, from, child.fields_json.len() as u32));
     }
 }
@@ -163,7 +175,12 @@ pub(crate) struct FieldRenderer<'a> {
 
 impl<'a> FieldRenderer<'a> {
     pub(crate) fn new(settings: &'a RenderSettings) -> Self {
-        Self { settings, out: String::new(), keys: Vec::new(), correlation_id: None }
+        Self {
+            settings,
+            out: String::new(),
+            keys: Vec::new(),
+            correlation_id: None,
+        }
     }
 
     /// Starts an entry; returns false when the value must be written as `[REDACTED]` (already

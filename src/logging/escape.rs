@@ -22,7 +22,11 @@ pub(crate) struct JsonStr<'a> {
 
 impl<'a> JsonStr<'a> {
     pub(crate) fn new(out: &'a mut String, budget: usize) -> Self {
-        Self { out, budget, truncated: false }
+        Self {
+            out,
+            budget,
+            truncated: false,
+        }
     }
 
     /// Writes the truncation marker when needed.
@@ -51,7 +55,11 @@ impl Write for JsonStr<'_> {
         };
         self.budget -= take;
         escape_into(self.out, &s[..take]);
-        if self.truncated { Err(fmt::Error) } else { Ok(()) }
+        if self.truncated {
+            Err(fmt::Error)
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -67,7 +75,11 @@ pub(crate) fn escape_into(out: &mut String, s: &str) {
             // U+0080..=U+009F: C1 controls, among them the 8-bit CSI of ANSI escapes.
             0xc2 if matches!(bytes.get(i + 1), Some(0x80..=0x9f)) => 2,
             // U+2028 LINE SEPARATOR and U+2029 PARAGRAPH SEPARATOR.
-            0xe2 if bytes.get(i + 1) == Some(&0x80) && matches!(bytes.get(i + 2), Some(0xa8 | 0xa9)) => 3,
+            0xe2 if bytes.get(i + 1) == Some(&0x80)
+                && matches!(bytes.get(i + 2), Some(0xa8 | 0xa9)) =>
+            {
+                3
+            }
             _ => 0,
         };
         if escape_len == 0 {

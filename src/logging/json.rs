@@ -76,7 +76,11 @@ impl JsonLayer {
     pub(crate) fn new(settings: Arc<RenderSettings>, service: &str, writer: LineWriter) -> Self {
         let mut service_json = String::from(",\"service\":");
         push_json_str(&mut service_json, service, settings.value_cap);
-        Self { settings, service_json, writer }
+        Self {
+            settings,
+            service_json,
+            writer,
+        }
     }
 
     fn format<S>(&self, b: &mut Buffers, event: &Event<'_>, ctx: &Context<'_, S>)

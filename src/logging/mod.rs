@@ -64,20 +64,38 @@ pub(crate) fn start(
         json: config.format == LogFormat::Json,
     });
     let writer = LineWriter::spawn(config.sink, config.queue_bytes, on_drop)?;
-    let context = ContextLayer { settings: settings.clone() };
+    let context = ContextLayer {
+        settings: settings.clone(),
+    };
     let filter = ObsFilter { env: config.filter };
     let dispatch = match config.format {
         LogFormat::Json => {
             let json = JsonLayer::new(settings.clone(), &config.service, writer.clone());
-            Dispatch::new(tracing_subscriber::registry().with(filter).with(context).with(json))
+            Dispatch::new(
+                tracing_subscriber::registry()
+                    .with(filter)
+                    .with(context)
+                    .with(json),
+            )
         }
         LogFormat::Pretty => {
             let fmt = tracing_subscriber::fmt::layer()
                 .with_ansi(config.sink_is_terminal)
-                .fmt_fields(pretty::PrettyFields { settings: settings.clone() })
+                .fmt_fields(pretty::PrettyFields {
+                    settings: settings.clone(),
+                })
                 .with_writer(pretty::PrettySinkMaker(writer.clone()));
-            Dispatch::new(tracing_subscriber::registry().with(filter).with(context).with(fmt))
+            Dispatch::new(
+                tracing_subscriber::registry()
+                    .with(filter)
+                    .with(context)
+                    .with(fmt),
+            )
         }
     };
-    Ok(LogPipeline { writer, dispatch, settings })
+    Ok(LogPipeline {
+        writer,
+        dispatch,
+        settings,
+    })
 }

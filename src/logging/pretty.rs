@@ -21,7 +21,12 @@ pub(crate) struct PrettyFields {
 
 impl<'w> FormatFields<'w> for PrettyFields {
     fn format_fields<R: RecordFields>(&self, writer: Writer<'w>, fields: R) -> fmt::Result {
-        let mut visitor = PrettyVisitor { settings: &self.settings, writer, first: true, result: Ok(()) };
+        let mut visitor = PrettyVisitor {
+            settings: &self.settings,
+            writer,
+            first: true,
+            result: Ok(()),
+        };
         fields.record(&mut visitor);
         visitor.result
     }

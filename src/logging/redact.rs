@@ -52,7 +52,10 @@ impl Redactor {
             .map(|w| normalize(w.as_ref()))
             .filter(|w| !w.is_empty())
             .collect();
-        Self { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), words }
+        Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            words,
+        }
     }
 
     /// Whether a name (of any origin) is sensitive.
@@ -118,7 +121,10 @@ mod tests {
             "passwd",
         ] {
             assert!(r.is_sensitive(name), "{name}");
-            assert!(r.is_sensitive_static(Box::leak(name.to_string().into_boxed_str())), "{name}");
+            assert!(
+                r.is_sensitive_static(Box::leak(name.to_string().into_boxed_str())),
+                "{name}"
+            );
         }
         for name in ["user_id", "plan", "amount", "http.route", "correlation_id"] {
             assert!(!r.is_sensitive(name), "{name}");

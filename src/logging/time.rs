@@ -10,7 +10,9 @@ thread_local! {
 
 /// Appends the current time as `2026-11-27T15:17:33.123456Z`.
 pub(crate) fn push_now(out: &mut String) {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     push_timestamp(out, now.as_secs(), now.subsec_micros());
 }
 

@@ -73,7 +73,10 @@ impl LineWriter {
         let handle = std::thread::Builder::new()
             .name("mercenary-obs-log".into())
             .spawn(move || run(worker, sink))?;
-        Ok(Self { shared, thread: Arc::new(Mutex::new(Some(handle))) })
+        Ok(Self {
+            shared,
+            thread: Arc::new(Mutex::new(Some(handle))),
+        })
     }
 
     /// Appends one line; drops it (counted) when the buffer is full.
@@ -109,7 +112,11 @@ impl LineWriter {
             }
             state.flush_requested = true;
             self.shared.wake.notify_one();
-            state = self.shared.done.wait(state).unwrap_or_else(|e| e.into_inner());
+            state = self
+                .shared
+                .done
+                .wait(state)
+                .unwrap_or_else(|e| e.into_inner());
         }
         self.append(state, line);
     }
@@ -164,10 +171,8 @@ impl LineWriter {
             self.shared.wake.notify_one();
         }
         let flushed = self.flush(timeout);
-        if flushed {
-            if let Some(handle) = lock(&self.thread).take() {
-                let _ = handle.join();
-            }
+        if flushed && let Some(handle) = lock(&self.thread).take() {
+            let _ = handle.join();
         }
         flushed
     }
@@ -246,7 +251,11 @@ mod tests {
         assert_eq!(lines[999], "999");
         assert!(w.shutdown(Duration::from_secs(5)));
         w.push(b"after\n");
-        assert!(String::from_utf8(sink.0.lock().unwrap().clone()).unwrap().ends_with("after\n"));
+        assert!(
+            String::from_utf8(sink.0.lock().unwrap().clone())
+                .unwrap()
+                .ends_with("after\n")
+        );
     }
 
     /// A sink that blocks until released, to fill the buffer.

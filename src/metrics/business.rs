@@ -123,7 +123,9 @@ pub(crate) struct BusinessMetrics {
 }
 
 /// Default buckets of business histograms (prometheus' defaults).
-const DEFAULT_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const DEFAULT_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 impl BusinessMetrics {
     fn report(&self, name: &str, problem: fmt::Arguments<'_>) {
@@ -177,19 +179,32 @@ impl BusinessMetrics {
                 v.insert(family)
             }
         };
-        if family.kind() != kind || family.labels().iter().map(String::as_str).ne(keys.iter().copied()) {
+        if family.kind() != kind
+            || family
+                .labels()
+                .iter()
+                .map(String::as_str)
+                .ne(keys.iter().copied())
+        {
             let existing = format!("{} with labels {:?}", family.kind(), family.labels());
             drop(families);
             self.report(
                 name,
-                format_args!("`{name}` is already a {existing}; used as a {kind} with labels {keys:?}"),
+                format_args!(
+                    "`{name}` is already a {existing}; used as a {kind} with labels {keys:?}"
+                ),
             );
             return None;
         }
         pick(family, &value_refs)
     }
 
-    pub(crate) fn counter(&self, registry: &Registry, name: &str, labels: &[(&str, &dyn Display)]) -> Counter {
+    pub(crate) fn counter(
+        &self,
+        registry: &Registry,
+        name: &str,
+        labels: &[(&str, &dyn Display)],
+    ) -> Counter {
         Counter(self.resolve(
             registry,
             "counter",
@@ -197,7 +212,10 @@ impl BusinessMetrics {
             labels,
             |keys| {
                 let help = format!("Business counter {name}.");
-                Ok(Family::Counter(IntCounterVec::new(Opts::new(name, help), keys)?, own(keys)))
+                Ok(Family::Counter(
+                    IntCounterVec::new(Opts::new(name, help), keys)?,
+                    own(keys),
+                ))
             },
             |f, v| match f {
                 Family::Counter(c, _) => c.get_metric_with_label_values(v).ok(),
@@ -206,7 +224,12 @@ impl BusinessMetrics {
         ))
     }
 
-    pub(crate) fn gauge(&self, registry: &Registry, name: &str, labels: &[(&str, &dyn Display)]) -> Gauge {
+    pub(crate) fn gauge(
+        &self,
+        registry: &Registry,
+        name: &str,
+        labels: &[(&str, &dyn Display)],
+    ) -> Gauge {
         Gauge(self.resolve(
             registry,
             "gauge",
@@ -214,7 +237,10 @@ impl BusinessMetrics {
             labels,
             |keys| {
                 let help = format!("Business gauge {name}.");
-                Ok(Family::Gauge(GaugeVec::new(Opts::new(name, help), keys)?, own(keys)))
+                Ok(Family::Gauge(
+                    GaugeVec::new(Opts::new(name, help), keys)?,
+                    own(keys),
+                ))
             },
             |f, v| match f {
                 Family::Gauge(g, _) => g.get_metric_with_label_values(v).ok(),
@@ -223,7 +249,12 @@ impl BusinessMetrics {
         ))
     }
 
-    pub(crate) fn histogram(&self, registry: &Registry, name: &str, labels: &[(&str, &dyn Display)]) -> Histogram {
+    pub(crate) fn histogram(
+        &self,
+        registry: &Registry,
+        name: &str,
+        labels: &[(&str, &dyn Display)],
+    ) -> Histogram {
         Histogram(self.resolve(
             registry,
             "histogram",

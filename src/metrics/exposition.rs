@@ -19,7 +19,10 @@ pub(crate) fn render(registry: &Registry) -> String {
     // possible with hand-made collectors) is skipped rather than failing the whole scrape.
     for family in registry.gather() {
         let mut one = Vec::new();
-        if TextEncoder::new().encode(std::slice::from_ref(&family), &mut one).is_ok() {
+        if TextEncoder::new()
+            .encode(std::slice::from_ref(&family), &mut one)
+            .is_ok()
+        {
             out.extend_from_slice(&one);
         }
     }
@@ -55,12 +58,16 @@ impl<B> tower::Service<Request<B>> for MetricsService {
             plain(StatusCode::NOT_FOUND, "not found\n")
         } else if req.method() != Method::GET && req.method() != Method::HEAD {
             let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-            r.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static("GET, HEAD"));
+            r.headers_mut()
+                .insert(header::ALLOW, http::HeaderValue::from_static("GET, HEAD"));
             r
         } else {
             let body = self.obs.render_metrics();
             let mut r = Response::new(Full::new(Bytes::from(body)));
-            r.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static(CONTENT_TYPE));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static(CONTENT_TYPE),
+            );
             r
         };
         ready(Ok(response))
@@ -70,7 +77,9 @@ impl<B> tower::Service<Request<B>> for MetricsService {
 fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }

@@ -15,8 +15,9 @@ pub const TARGET_INFO: &str = "target_info";
 pub const LOG_LINES_DROPPED: &str = "mercenary_obs_log_lines_dropped_total";
 
 /// The method label values: RFC 9110 methods, PATCH, and `_OTHER` for anything else.
-pub(crate) const METHODS: [&str; 10] =
-    ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "_OTHER"];
+pub(crate) const METHODS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "_OTHER",
+];
 
 /// The label value of a method and its index in [`METHODS`]. Clients choose methods, so
 /// anything outside the known set is `_OTHER` (OTel semconv).
@@ -49,15 +50,20 @@ fn register<C: prometheus::core::Collector + Clone + 'static>(
     name: &str,
     c: C,
 ) -> Result<C, Error> {
-    registry.register(Box::new(c.clone())).map_err(|e| Error::MetricRegistration {
-        metric: name.to_string(),
-        reason: e.to_string(),
-    })?;
+    registry
+        .register(Box::new(c.clone()))
+        .map_err(|e| Error::MetricRegistration {
+            metric: name.to_string(),
+            reason: e.to_string(),
+        })?;
     Ok(c)
 }
 
 fn build_err(name: &str, e: prometheus::Error) -> Error {
-    Error::MetricRegistration { metric: name.to_string(), reason: e.to_string() }
+    Error::MetricRegistration {
+        metric: name.to_string(),
+        reason: e.to_string(),
+    }
 }
 
 impl RedMetrics {
@@ -69,15 +75,26 @@ impl RedMetrics {
         environment: &str,
     ) -> Result<Self, Error> {
         let duration = HistogramVec::new(
-            HistogramOpts::new(REQUEST_DURATION, "Duration of HTTP server requests, to the response head.")
-                .buckets(buckets.to_vec()),
-            &["http_request_method", "http_route", "http_response_status_code", "error_type"],
+            HistogramOpts::new(
+                REQUEST_DURATION,
+                "Duration of HTTP server requests, to the response head.",
+            )
+            .buckets(buckets.to_vec()),
+            &[
+                "http_request_method",
+                "http_route",
+                "http_response_status_code",
+                "error_type",
+            ],
         )
         .map_err(|e| build_err(REQUEST_DURATION, e))?;
         let duration = register(registry, REQUEST_DURATION, duration)?;
 
         let active = IntGaugeVec::new(
-            Opts::new(ACTIVE_REQUESTS, "Number of HTTP server requests in flight (until the response body ends)."),
+            Opts::new(
+                ACTIVE_REQUESTS,
+                "Number of HTTP server requests in flight (until the response body ends).",
+            ),
             &["http_request_method"],
         )
         .map_err(|e| build_err(ACTIVE_REQUESTS, e))?;
@@ -85,12 +102,16 @@ impl RedMetrics {
         let active = METHODS.map(|m| active.with_label_values(&[m]));
 
         let info = IntGaugeVec::new(
-            Opts::new(TARGET_INFO, "Target metadata: the service that exposes these metrics."),
+            Opts::new(
+                TARGET_INFO,
+                "Target metadata: the service that exposes these metrics.",
+            ),
             &["service_name", "service_version", "deployment_environment"],
         )
         .map_err(|e| build_err(TARGET_INFO, e))?;
         let info = register(registry, TARGET_INFO, info)?;
-        info.with_label_values(&[service_name, service_version, environment]).set(1);
+        info.with_label_values(&[service_name, service_version, environment])
+            .set(1);
 
         let log_lines_dropped = IntCounter::new(
             LOG_LINES_DROPPED,
@@ -99,7 +120,11 @@ impl RedMetrics {
         .map_err(|e| build_err(LOG_LINES_DROPPED, e))?;
         let log_lines_dropped = register(registry, LOG_LINES_DROPPED, log_lines_dropped)?;
 
-        Ok(Self { duration, active, log_lines_dropped })
+        Ok(Self {
+            duration,
+            active,
+            log_lines_dropped,
+        })
     }
 }
 
@@ -108,10 +133,12 @@ pub(crate) fn register_process_metrics(registry: &Registry) -> Result<(), Error>
     #[cfg(target_os = "linux")]
     {
         let pc = prometheus::process_collector::ProcessCollector::for_self();
-        registry.register(Box::new(pc)).map_err(|e| Error::MetricRegistration {
-            metric: "process_*".into(),
-            reason: e.to_string(),
-        })?;
+        registry
+            .register(Box::new(pc))
+            .map_err(|e| Error::MetricRegistration {
+                metric: "process_*".into(),
+                reason: e.to_string(),
+            })?;
     }
     #[cfg(not(target_os = "linux"))]
     let _ = registry;
@@ -126,7 +153,13 @@ mod tests {
     fn methods_outside_the_known_set_are_other() {
         assert_eq!(method_label(&Method::GET).0, "GET");
         assert_eq!(method_label(&Method::PATCH).0, "PATCH");
-        assert_eq!(method_label(&Method::from_bytes(b"FOO").unwrap()).0, "_OTHER");
-        assert_eq!(method_label(&Method::from_bytes(b"get").unwrap()).0, "_OTHER");
+        assert_eq!(
+            method_label(&Method::from_bytes(b"FOO").unwrap()).0,
+            "_OTHER"
+        );
+        assert_eq!(
+            method_label(&Method::from_bytes(b"get").unwrap()).0,
+            "_OTHER"
+        );
     }
 }

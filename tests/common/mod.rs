@@ -82,12 +82,20 @@ pub async fn raw(addr: SocketAddr, head: &[u8]) -> RawResponse {
 }
 
 pub fn parse(buf: &[u8]) -> RawResponse {
-    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete response head");
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete response head");
     let head = &buf[..split];
     let body = buf[split + 4..].to_vec();
     let mut lines = head.split(|&b| b == b'\n');
     let status_line = String::from_utf8_lossy(lines.next().unwrap()).into_owned();
-    let status = status_line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers = lines
         .filter_map(|l| {
             let l = l.strip_suffix(b"\r").unwrap_or(l);
@@ -98,7 +106,11 @@ pub fn parse(buf: &[u8]) -> RawResponse {
             ))
         })
         .collect();
-    RawResponse { status, headers, body }
+    RawResponse {
+        status,
+        headers,
+        body,
+    }
 }
 
 /// `GET path` with extra header lines.
@@ -118,8 +130,7 @@ pub type Client = hyper_util::client::legacy::Client<
 >;
 
 pub fn client() -> Client {
-    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http()
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
 }
 
 /// Sends one request through `client` and returns (status, body).
@@ -129,7 +140,9 @@ pub async fn send(client: &Client, method: &str, url: &str, body: &str) -> (u16,
         .method(method)
         .uri(url)
         .header("content-type", "application/json")
-        .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_string(),
+        )))
         .unwrap();
     let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
         .await
@@ -172,7 +185,12 @@ pub fn promtool_check(exposition: &str) {
                  prometheus` or run the README's test command, which does"
             )
         });
-    child.stdin.take().unwrap().write_all(exposition.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),

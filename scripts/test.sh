@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine with only Rust installed.
+# Installs what the tests need (Prometheus and promtool), then runs: rustfmt check, clippy with
+# -D warnings, rustdoc with -D warnings, and every test (unit, integration, doc), among them the
+# tests against a real Prometheus server and promtool.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_install=()
+command -v promtool >/dev/null 2>&1 || need_install+=(prometheus)
+command -v prometheus >/dev/null 2>&1 || need_install+=(prometheus)
+if [ ${#need_install[@]} -gt 0 ]; then
+    echo "==> installing Prometheus (promtool and the server) for the tests"
+    SUDO=""
+    if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    # Debian's package may start a server on :9090; the tests start their own on free ports.
+    if pgrep -x prometheus >/dev/null 2>&1; then $SUDO pkill -x prometheus || true; fi
+fi
+promtool --version | head -1
+prometheus --version 2>&1 | head -1
+
+if ! rustup component list --installed 2>/dev/null | grep -q rustfmt; then rustup component add rustfmt; fi
+if ! rustup component list --installed 2>/dev/null | grep -q clippy; then rustup component add clippy; fi
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "==> cargo clippy -D warnings"
+cargo clippy --all-targets --all-features -- -D warnings
+
+echo "==> cargo doc -D warnings"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features
+
+echo "==> build the demo (the tests spawn it)"
+cargo build --example demo
+
+echo "==> tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --all-features --no-fail-fast
+else
+    cargo test --all-features --no-fail-fast --lib --tests
+fi
+echo "==> doc tests"
+cargo test --all-features --doc

@@ -244,7 +244,7 @@ impl ObsBuilder {
         self
     }
 
-    /// Reads the environment variables of DESIGN §8 (see the [`env`] module).
+    /// Reads the environment variables of DESIGN §8 (see the [`env`](mod@crate::env) module).
     ///
     /// Values set in code win over these. A value that does not parse makes `build()` and
     /// `init()` return [`Error::InvalidEnv`].

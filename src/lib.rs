@@ -10,7 +10,7 @@
 //! # async fn user() -> &'static str { "ok" }
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let _guard = mercenary_obs::Obs::builder().service_name("mercenary-api").from_env().init()?;
-//! let app = Router::new()
+//! let app: Router = Router::new()
 //!     .route("/users/{id}", get(user))
 //!     .merge(mercenary_obs::axum::metrics_router())
 //!     .layer(mercenary_obs::layer());

@@ -43,7 +43,7 @@ pub(crate) struct ObsInner {
     /// (instances from `build()`); `false` when it is the global subscriber.
     pub(crate) scoped: bool,
     pub(crate) request_id_header: HeaderName,
-    pub(crate) log_headers: Vec<HeaderName>,
+    pub(crate) log_headers: Vec<LoggedHeader>,
     pub(crate) catch_panics: bool,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) service_name: String,
@@ -57,6 +57,14 @@ impl fmt::Debug for Obs {
             .field("global", &!self.inner.scoped)
             .finish_non_exhaustive()
     }
+}
+
+/// A request header written on the access line, prepared once.
+pub(crate) struct LoggedHeader {
+    pub(crate) name: HeaderName,
+    /// `,"http.request.header.<name>":`
+    pub(crate) prefix: String,
+    pub(crate) sensitive: bool,
 }
 
 static GLOBAL: OnceLock<Obs> = OnceLock::new();
@@ -102,6 +110,25 @@ impl Obs {
             Box::new(move || dropped.inc()),
         )
         .map_err(Error::WriterThread)?;
+        let log_headers = config
+            .log_headers
+            .into_iter()
+            .map(|name| {
+                let mut prefix = String::from(",");
+                crate::logging::escape::push_json_str(
+                    &mut prefix,
+                    &format!("http.request.header.{}", name.as_str()),
+                    usize::MAX,
+                );
+                prefix.push(':');
+                let sensitive = logs.settings.redactor.is_sensitive(name.as_str());
+                LoggedHeader {
+                    name,
+                    prefix,
+                    sensitive,
+                }
+            })
+            .collect();
         Ok(Obs {
             inner: Arc::new(ObsInner {
                 registry,
@@ -110,7 +137,7 @@ impl Obs {
                 logs: Some(logs),
                 scoped: !global,
                 request_id_header: config.request_id_header,
-                log_headers: config.log_headers,
+                log_headers,
                 catch_panics: config.catch_panics,
                 shutdown_timeout: config.shutdown_timeout,
                 service_name: config.service_name,

@@ -15,7 +15,12 @@ use common::{client, get as http_get, send};
 /// Builds the demo (a no-op when it is up to date) and returns the executable's path.
 fn demo_binary() -> PathBuf {
     let out = Command::new(env!("CARGO"))
-        .args(["build", "--example", "demo", "--message-format=json-render-diagnostics"])
+        .args([
+            "build",
+            "--example",
+            "demo",
+            "--message-format=json-render-diagnostics",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stderr(Stdio::inherit())
         .output()
@@ -30,7 +35,11 @@ fn demo_binary() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A running demo; killed when dropped.
@@ -76,10 +85,17 @@ impl Demo {
             if let Some(status) = child.try_wait().unwrap() {
                 panic!("the demo exited early with {status}");
             }
-            assert!(Instant::now() < deadline, "the demo did not listen within 60 s");
+            assert!(
+                Instant::now() < deadline,
+                "the demo did not listen within 60 s"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Demo { child, addr, stdout }
+        Demo {
+            child,
+            addr,
+            stdout,
+        }
     }
 
     fn lines(&self) -> Vec<String> {
@@ -95,7 +111,10 @@ impl Demo {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "the demo did not exit within 15 s of SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "the demo did not exit within 15 s of SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -114,34 +133,84 @@ async fn traffic(addr: SocketAddr) {
     let base = format!("http://{addr}");
     assert_eq!(send(&c, "GET", &format!("{base}/healthz"), "").await.0, 200);
     for id in 1..=5 {
-        assert_eq!(send(&c, "GET", &format!("{base}/users/{id}"), "").await.0, 200);
+        assert_eq!(
+            send(&c, "GET", &format!("{base}/users/{id}"), "").await.0,
+            200
+        );
     }
     let signup = r#"{"plan":"pro","email":"a@example.com","password":"hunter2"}"#;
     assert!(send(&c, "POST", &format!("{base}/signup"), signup).await.0 < 300);
-    assert!(send(&c, "POST", &format!("{base}/projects"), r#"{"name":"p"}"#).await.0 < 300);
-    assert!(send(&c, "POST", &format!("{base}/proposals"), r#"{"project_id":1}"#).await.0 < 300);
+    assert!(
+        send(&c, "POST", &format!("{base}/projects"), r#"{"name":"p"}"#)
+            .await
+            .0
+            < 300
+    );
+    assert!(
+        send(
+            &c,
+            "POST",
+            &format!("{base}/proposals"),
+            r#"{"project_id":1}"#
+        )
+        .await
+        .0 < 300
+    );
     let ok = r#"{"amount":49.0,"currency":"USD"}"#;
-    assert_eq!(send(&c, "POST", &format!("{base}/payments"), ok).await.0, 200);
+    assert_eq!(
+        send(&c, "POST", &format!("{base}/payments"), ok).await.0,
+        200
+    );
     let big = r#"{"amount":20000.0,"currency":"USD"}"#;
-    assert_eq!(send(&c, "POST", &format!("{base}/payments"), big).await.0, 402);
+    assert_eq!(
+        send(&c, "POST", &format!("{base}/payments"), big).await.0,
+        402
+    );
     assert_eq!(send(&c, "GET", &format!("{base}/fail"), "").await.0, 500);
-    assert_eq!(send(&c, "GET", &format!("{base}/slow?ms=20"), "").await.0, 200);
+    assert_eq!(
+        send(&c, "GET", &format!("{base}/slow?ms=20"), "").await.0,
+        200
+    );
     assert_eq!(send(&c, "GET", &format!("{base}/panic"), "").await.0, 500);
-    assert_eq!(send(&c, "GET", &format!("{base}/no/such/route"), "").await.0, 404);
-    let r = http_get(addr, "/users/7", &["authorization: Bearer top-secret", "x-request-id: demo-req-1"]).await;
+    assert_eq!(
+        send(&c, "GET", &format!("{base}/no/such/route"), "")
+            .await
+            .0,
+        404
+    );
+    let r = http_get(
+        addr,
+        "/users/7",
+        &[
+            "authorization: Bearer top-secret",
+            "x-request-id: demo-req-1",
+        ],
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-request-id").as_deref(), Some("demo-req-1"));
 }
 
-const ORDER: [&str; 8] =
-    ["timestamp", "level", "target", "message", "service", "correlation_id", "trace_id", "span_id"];
+const ORDER: [&str; 8] = [
+    "timestamp",
+    "level",
+    "target",
+    "message",
+    "service",
+    "correlation_id",
+    "trace_id",
+    "span_id",
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_logs_are_json_lines_in_schema_order_with_redaction() {
     let mut demo = Demo::start(&[]).await;
     traffic(demo.addr).await;
     let status = demo.stop();
-    assert!(status.success(), "the demo exits cleanly on SIGTERM: {status}");
+    assert!(
+        status.success(),
+        "the demo exits cleanly on SIGTERM: {status}"
+    );
     let lines = demo.lines();
     assert!(lines.len() > 20, "{lines:#?}");
     let mut parsed = Vec::new();
@@ -150,7 +219,11 @@ async fn demo_logs_are_json_lines_in_schema_order_with_redaction() {
             serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
         let obj = v.as_object().unwrap();
         let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
-        let head: Vec<&str> = ORDER.iter().copied().filter(|k| obj.contains_key(*k)).collect();
+        let head: Vec<&str> = ORDER
+            .iter()
+            .copied()
+            .filter(|k| obj.contains_key(*k))
+            .collect();
         assert_eq!(&keys[..head.len()], &head[..], "field order of {line}");
         assert_eq!(v["service"], "mercenary-api");
         parsed.push(v);
@@ -159,14 +232,27 @@ async fn demo_logs_are_json_lines_in_schema_order_with_redaction() {
     assert!(!all.contains("hunter2"), "password leaked");
     assert!(!all.contains("top-secret"), "authorization header leaked");
 
-    let access: Vec<_> = parsed.iter().filter(|l| l["message"] == "request completed").collect();
+    let access: Vec<_> = parsed
+        .iter()
+        .filter(|l| l["message"] == "request completed")
+        .collect();
     assert_eq!(access.len(), 16, "one access line per request");
     for a in &access {
-        for k in ["http.request.method", "http.route", "url.path", "duration_ms", "correlation_id", "trace_id"] {
+        for k in [
+            "http.request.method",
+            "http.route",
+            "url.path",
+            "duration_ms",
+            "correlation_id",
+            "trace_id",
+        ] {
             assert!(a.get(k).is_some(), "{k} missing on {a}");
         }
     }
-    let traced = access.iter().find(|a| a["correlation_id"] == "demo-req-1").unwrap();
+    let traced = access
+        .iter()
+        .find(|a| a["correlation_id"] == "demo-req-1")
+        .unwrap();
     assert_eq!(traced["http.route"], "/users/{id}");
     assert_eq!(traced["http.request.header.authorization"], "[REDACTED]");
     let fail = access.iter().find(|a| a["url.path"] == "/fail").unwrap();
@@ -174,11 +260,17 @@ async fn demo_logs_are_json_lines_in_schema_order_with_redaction() {
     assert_eq!(fail["error.type"], "500");
     let panic = access.iter().find(|a| a["url.path"] == "/panic").unwrap();
     assert_eq!(panic["error.type"], "panic");
-    let unmatched = access.iter().find(|a| a["url.path"] == "/no/such/route").unwrap();
+    let unmatched = access
+        .iter()
+        .find(|a| a["url.path"] == "/no/such/route")
+        .unwrap();
     assert_eq!(unmatched["http.route"], "");
     assert_eq!(unmatched["level"], "WARNING");
 
-    let signup = parsed.iter().find(|l| l["password"].is_string()).expect("the signup line");
+    let signup = parsed
+        .iter()
+        .find(|l| l["password"].is_string())
+        .expect("the signup line");
     assert_eq!(signup["password"], "[REDACTED]");
     // Handler lines share the request's correlation id with its access line.
     let handler_lines: Vec<_> = parsed
@@ -210,7 +302,11 @@ struct Prometheus {
 
 impl Prometheus {
     fn start(target: SocketAddr) -> Prometheus {
-        let dir = std::env::temp_dir().join(format!("mercenary-obs-prom-{}-{}", std::process::id(), free_port()));
+        let dir = std::env::temp_dir().join(format!(
+            "mercenary-obs-prom-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         let config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: demo\n    static_configs:\n      - targets: ['{target}']\n"
@@ -218,8 +314,14 @@ impl Prometheus {
         std::fs::write(dir.join("prometheus.yml"), config).unwrap();
         let port = free_port();
         let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--log.level=warn")
             .stdout(Stdio::null())
@@ -246,9 +348,17 @@ impl Prometheus {
                 }
             })
             .collect();
-        let url = format!("http://127.0.0.1:{}/api/v1/query?query={encoded}", self.port);
-        let req = http::Request::get(url).body(http_body_util::Full::new(bytes::Bytes::new())).unwrap();
-        let resp = tokio::time::timeout(Duration::from_secs(5), c.request(req)).await.ok()?.ok()?;
+        let url = format!(
+            "http://127.0.0.1:{}/api/v1/query?query={encoded}",
+            self.port
+        );
+        let req = http::Request::get(url)
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(5), c.request(req))
+            .await
+            .ok()?
+            .ok()?;
         use http_body_util::BodyExt;
         let body = resp.into_body().collect().await.ok()?.to_bytes();
         serde_json::from_slice(&body).ok()
@@ -269,15 +379,30 @@ async fn a_real_prometheus_scrapes_the_demo() {
     traffic(demo.addr).await;
     let prom = Prometheus::start(demo.addr);
 
-    let wanted = ["/healthz", "/users/{id}", "/signup", "/payments", "/fail", "/panic", ""];
+    let wanted = [
+        "/healthz",
+        "/users/{id}",
+        "/signup",
+        "/payments",
+        "/fail",
+        "/panic",
+        "",
+    ];
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut last = None;
     loop {
-        if let Some(v) = prom.query("http_server_request_duration_seconds_count").await {
+        if let Some(v) = prom
+            .query("http_server_request_duration_seconds_count")
+            .await
+        {
             let routes: Vec<String> = v["data"]["result"]
                 .as_array()
                 // Prometheus drops empty label values: an absent route is the unmatched route.
-                .map(|r| r.iter().map(|s| s["metric"]["http_route"].as_str().unwrap_or("").to_string()).collect())
+                .map(|r| {
+                    r.iter()
+                        .map(|s| s["metric"]["http_route"].as_str().unwrap_or("").to_string())
+                        .collect()
+                })
                 .unwrap_or_default();
             if wanted.iter().all(|w| routes.iter().any(|r| r == w)) {
                 // The scraped counts are the requests sent.
@@ -301,11 +426,17 @@ async fn a_real_prometheus_scrapes_the_demo() {
             }
             last = Some(v);
         }
-        assert!(Instant::now() < deadline, "Prometheus did not see every route within 90 s; last answer: {last:?}");
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus did not see every route within 90 s; last answer: {last:?}"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let up = prom.query("up").await.unwrap();
     assert_eq!(up["data"]["result"][0]["value"][1], "1", "{up}");
     let info = prom.query("target_info").await.unwrap();
-    assert_eq!(info["data"]["result"][0]["metric"]["service_name"], "mercenary-api", "{info}");
+    assert_eq!(
+        info["data"]["result"][0]["metric"]["service_name"], "mercenary-api",
+        "{info}"
+    );
 }

@@ -72,28 +72,28 @@ fn correlation_of(headers: &HeaderMap, primary: &HeaderName) -> (CorrelationId, 
 /// Pre-renders the configured request headers as access-line entries.
 fn render_headers(obs: &Obs, headers: &HeaderMap) -> String {
     let inner = &obs.inner;
-    let (Some(logs), false) = (&inner.logs, inner.log_headers.is_empty()) else {
+    let Some(logs) = &inner.logs else {
         return String::new();
     };
-    let settings = &logs.settings;
     let mut out = String::new();
-    for name in &inner.log_headers {
-        let Some(value) = headers.get(name) else {
+    for logged in &inner.log_headers {
+        let Some(value) = headers.get(&logged.name) else {
             continue;
         };
-        out.push_str(",\"http.request.header.");
-        out.push_str(name.as_str());
-        out.push_str("\":");
-        if settings.redactor.is_sensitive(name.as_str()) {
+        out.push_str(&logged.prefix);
+        if logged.sensitive {
             out.push('"');
             out.push_str(REDACTED);
             out.push('"');
         } else {
-            push_json_str(
-                &mut out,
-                &String::from_utf8_lossy(value.as_bytes()),
-                settings.value_cap,
-            );
+            match value.to_str() {
+                Ok(text) => push_json_str(&mut out, text, logs.settings.value_cap),
+                Err(_) => push_json_str(
+                    &mut out,
+                    &String::from_utf8_lossy(value.as_bytes()),
+                    logs.settings.value_cap,
+                ),
+            }
         }
     }
     out

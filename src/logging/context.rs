@@ -14,7 +14,7 @@ use tracing_core::{Dispatch, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
-use super::escape::{push_hex, push_json_debug, push_json_str};
+use super::escape::{push_f64, push_hex, push_i64, push_json_debug, push_json_str, push_u64};
 use super::redact::{REDACTED, Redactor};
 
 /// The name of the span field that carries the correlation ID.
@@ -89,18 +89,31 @@ where
             return;
         }
         let Some(span) = ctx.span(id) else { return };
+        if span.metadata().target() == super::filter::REQUEST_TARGET {
+            // The request span's late fields (status, error type) are on the access line, and
+            // no event is logged inside the span after it: rendering them would be wasted.
+            return;
+        }
         let mut ext = span.extensions_mut();
         let Some(data) = ext.get_mut::<SpanContext>() else {
             return;
         };
         let mut visitor = FieldRenderer::new(&self.settings);
         values.record(&mut visitor);
-        let fresh = visitor.keys.iter().all(|(k, _, _)| data.keys.iter().all(|(dk, _, _)| dk != k));
+        let fresh = visitor
+            .keys
+            .iter()
+            .all(|(k, _, _)| data.keys.iter().all(|(dk, _, _)| dk != k));
         if fresh {
             // The usual case (a field declared `Empty`, recorded once): append.
             let base = data.fields_json.len() as u32;
             data.fields_json.push_str(&visitor.out);
-            data.keys.extend(visitor.keys.into_iter().map(|(k, s, e)| (k, s + base, e + base)));
+            data.keys.extend(
+                visitor
+                    .keys
+                    .into_iter()
+                    .map(|(k, s, e)| (k, s + base, e + base)),
+            );
             return;
         }
         // Later values of a key replace earlier ones: rebuild without the re-recorded keys.
@@ -208,10 +221,9 @@ impl<'a> FieldRenderer<'a> {
         self.keys.push((name, start, self.out.len() as u32));
     }
 
-    fn number(&mut self, field: &Field, value: impl fmt::Display) {
+    fn number(&mut self, field: &Field, write: impl FnOnce(&mut String)) {
         if let Some(start) = self.key(field) {
-            use fmt::Write;
-            let _ = write!(self.out, "{value}");
+            write(&mut self.out);
             self.end(field.name(), start);
         }
     }
@@ -246,28 +258,36 @@ impl Visit for FieldRenderer<'_> {
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.number(field, value);
+        self.number(field, |out| push_i64(out, value));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.number(field, value);
+        self.number(field, |out| push_u64(out, value));
     }
 
     fn record_i128(&mut self, field: &Field, value: i128) {
-        self.number(field, value);
+        self.number(field, |out| {
+            use fmt::Write;
+            let _ = write!(out, "{value}");
+        });
     }
 
     fn record_u128(&mut self, field: &Field, value: u128) {
-        self.number(field, value);
+        self.number(field, |out| {
+            use fmt::Write;
+            let _ = write!(out, "{value}");
+        });
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.number(field, value);
+        self.number(field, |out| {
+            out.push_str(if value { "true" } else { "false" })
+        });
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
         if value.is_finite() {
-            self.number(field, value);
+            self.number(field, |out| push_f64(out, value));
         } else {
             self.record_str(field, &value.to_string());
         }

@@ -63,6 +63,23 @@ impl Write for JsonStr<'_> {
     }
 }
 
+/// Bytes that may start something to escape: C0 controls, `"`, `\\`, DEL, and the lead bytes
+/// of U+0080..U+009F (0xC2) and U+2028/U+2029 (0xE2), which need a closer look.
+static FLAGGED: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = true;
+        i += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t[0x7f] = true;
+    t[0xc2] = true;
+    t[0xe2] = true;
+    t
+};
+
 /// Appends `s` JSON-escaped (no quotes, no cap).
 pub(crate) fn escape_into(out: &mut String, s: &str) {
     let bytes = s.as_bytes();
@@ -70,6 +87,10 @@ pub(crate) fn escape_into(out: &mut String, s: &str) {
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
+        if !FLAGGED[b as usize] {
+            i += 1;
+            continue;
+        }
         let escape_len = match b {
             0x00..=0x1f | b'"' | b'\\' | 0x7f => 1,
             // U+0080..=U+009F: C1 controls, among them the 8-bit CSI of ANSI escapes.
@@ -99,16 +120,76 @@ pub(crate) fn escape_into(out: &mut String, s: &str) {
                     2 => u32::from(bytes[i + 1]),
                     _ => 0x2000 | u32::from(bytes[i + 2] & 0x3f),
                 };
-                out.push_str("\\u");
-                for shift in [12, 8, 4, 0] {
-                    out.push(HEX[((code >> shift) & 0xf) as usize] as char);
-                }
+                let hex = [
+                    b'\\',
+                    b'u',
+                    HEX[((code >> 12) & 0xf) as usize],
+                    HEX[((code >> 8) & 0xf) as usize],
+                    HEX[((code >> 4) & 0xf) as usize],
+                    HEX[(code & 0xf) as usize],
+                ];
+                out.push_str(std::str::from_utf8(&hex).unwrap_or("\\ufffd"));
             }
         }
         i += escape_len;
         start = i;
     }
     out.push_str(&s[start..]);
+}
+
+/// Appends a number, fast for the common cases (integers and up to three decimals).
+pub(crate) fn push_f64(out: &mut String, v: f64) {
+    if v.is_finite() && v.abs() < 1e15 {
+        let milli = (v * 1000.0).round();
+        if milli / 1000.0 == v {
+            let neg = milli < 0.0;
+            let m = milli.abs() as u64;
+            if neg {
+                out.push('-');
+            }
+            push_u64(out, m / 1000);
+            let frac = m % 1000;
+            if frac != 0 {
+                let digits = [
+                    b'.',
+                    b'0' + (frac / 100) as u8,
+                    b'0' + (frac / 10 % 10) as u8,
+                    b'0' + (frac % 10) as u8,
+                ];
+                let mut len = 4;
+                while digits[len - 1] == b'0' {
+                    len -= 1;
+                }
+                out.push_str(std::str::from_utf8(&digits[..len]).unwrap_or(""));
+            }
+            return;
+        }
+    }
+    use std::fmt::Write as _;
+    let _ = write!(out, "{v}");
+}
+
+/// Appends an unsigned integer.
+pub(crate) fn push_u64(out: &mut String, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
+}
+
+/// Appends a signed integer.
+pub(crate) fn push_i64(out: &mut String, v: i64) {
+    if v < 0 {
+        out.push('-');
+    }
+    push_u64(out, v.unsigned_abs());
 }
 
 /// Appends `"s"` JSON-escaped and capped.
@@ -131,9 +212,13 @@ pub(crate) fn push_json_debug(out: &mut String, value: &dyn fmt::Debug, cap: usi
 
 /// Appends lower-case hex.
 pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
-    for b in bytes {
-        out.push(HEX[(b >> 4) as usize] as char);
-        out.push(HEX[(b & 0xf) as usize] as char);
+    for chunk in bytes.chunks(16) {
+        let mut buf = [0u8; 32];
+        for (i, b) in chunk.iter().enumerate() {
+            buf[2 * i] = HEX[(b >> 4) as usize];
+            buf[2 * i + 1] = HEX[(b & 0xf) as usize];
+        }
+        out.push_str(std::str::from_utf8(&buf[..2 * chunk.len()]).unwrap_or(""));
     }
 }
 
@@ -163,12 +248,35 @@ mod tests {
     }
 
     #[test]
+    fn numbers() {
+        let f = |v: f64| {
+            let mut s = String::new();
+            push_f64(&mut s, v);
+            s
+        };
+        assert_eq!(f(0.231), "0.231");
+        assert_eq!(f(1.5), "1.5");
+        assert_eq!(f(12.0), "12");
+        assert_eq!(f(-3.25), "-3.25");
+        assert_eq!(f(0.1234), "0.1234");
+        assert_eq!(f(1e300), format!("{}", 1e300));
+        for micros in [0u64, 1, 999, 1000, 123_456, 98_765_432] {
+            let v = micros as f64 / 1000.0;
+            assert_eq!(f(v).parse::<f64>().unwrap(), v, "{micros}");
+        }
+        let mut s = String::new();
+        push_u64(&mut s, u64::MAX);
+        push_i64(&mut s, i64::MIN);
+        assert_eq!(s, format!("{}{}", u64::MAX, i64::MIN));
+    }
+
+    #[test]
     fn caps_at_a_char_boundary() {
         let mut out = String::new();
         push_json_str(&mut out, &"é".repeat(10), 5);
         assert_eq!(out, format!("\"éé{TRUNCATED}\""));
         let mut out = String::new();
         push_json_debug(&mut out, &"x".repeat(100), 10);
-        assert_eq!(out, format!("\"\\\"xxxxxxxx{TRUNCATED}\""));
+        assert_eq!(out, format!("\"\\\"xxxxxxxxx{TRUNCATED}\""));
     }
 }

@@ -14,7 +14,7 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 use super::context::{RenderSettings, SpanContext};
-use super::escape::{JsonStr, push_json_str};
+use super::escape::{JsonStr, push_f64, push_i64, push_json_str, push_u64};
 use super::redact::REDACTED;
 use super::time::push_now;
 use super::writer::LineWriter;
@@ -195,10 +195,9 @@ impl EventVisitor<'_> {
         true
     }
 
-    fn number(&mut self, field: &Field, value: impl fmt::Display) {
+    fn number(&mut self, field: &Field, write: impl FnOnce(&mut String)) {
         if self.key(field) {
-            use fmt::Write;
-            let _ = write!(self.fields, "{value}");
+            write(self.fields);
         }
     }
 }
@@ -229,28 +228,36 @@ impl Visit for EventVisitor<'_> {
             self.critical = value;
             return;
         }
-        self.number(field, value);
+        self.number(field, |out| {
+            out.push_str(if value { "true" } else { "false" })
+        });
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.number(field, value);
+        self.number(field, |out| push_i64(out, value));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.number(field, value);
+        self.number(field, |out| push_u64(out, value));
     }
 
     fn record_i128(&mut self, field: &Field, value: i128) {
-        self.number(field, value);
+        self.number(field, |out| {
+            use fmt::Write;
+            let _ = write!(out, "{value}");
+        });
     }
 
     fn record_u128(&mut self, field: &Field, value: u128) {
-        self.number(field, value);
+        self.number(field, |out| {
+            use fmt::Write;
+            let _ = write!(out, "{value}");
+        });
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
         if value.is_finite() {
-            self.number(field, value);
+            self.number(field, |out| push_f64(out, value));
         } else {
             self.record_str(field, &value.to_string());
         }

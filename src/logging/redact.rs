@@ -6,7 +6,6 @@
 //! substring errs on the side of hiding: a `tokens_used` field is redacted too.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// What a redacted value is written as.
@@ -28,10 +27,16 @@ pub const DEFAULT_SENSITIVE: &[&str] = &[
 
 static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
 
+/// Slots of the per-thread cache.
+const SLOTS: usize = 512;
+
+/// (redactor id, name address, name length, sensitive)
+type Slot = (usize, usize, usize, bool);
+
 thread_local! {
-    /// (redactor id, name pointer, name length) → sensitive. Field names are `'static`, so their
-    /// address identifies them; the cache only avoids repeating the normalization.
-    static CACHE: RefCell<HashMap<(usize, usize, usize), bool>> = RefCell::new(HashMap::new());
+    /// A direct-mapped cache of decisions for `'static` field names: their address identifies
+    /// them, so a hit costs one multiply and one compare. A miss recomputes and overwrites.
+    static CACHE: RefCell<[Slot; SLOTS]> = const { RefCell::new([(0, 0, 0, false); SLOTS]) };
 }
 
 /// Decides which names are sensitive.
@@ -69,21 +74,19 @@ impl Redactor {
 
     /// Whether a `'static` field name is sensitive, cached per thread.
     pub(crate) fn is_sensitive_static(&self, name: &'static str) -> bool {
-        let key = (self.id, name.as_ptr() as usize, name.len());
+        let addr = name.as_ptr() as usize;
+        let slot = (addr.wrapping_mul(0x9E37_79B9_7F4A_7C15_u64 as usize) >> 7) % SLOTS;
         CACHE.with(|cache| {
-            if let Ok(mut cache) = cache.try_borrow_mut() {
-                if let Some(&hit) = cache.get(&key) {
-                    return hit;
-                }
-                let value = self.is_sensitive(name);
-                if cache.len() > 4096 {
-                    cache.clear();
-                }
-                cache.insert(key, value);
-                value
-            } else {
-                self.is_sensitive(name)
+            let Ok(mut cache) = cache.try_borrow_mut() else {
+                return self.is_sensitive(name);
+            };
+            let (id, a, len, hit) = cache[slot];
+            if id == self.id && a == addr && len == name.len() {
+                return hit;
             }
+            let value = self.is_sensitive(name);
+            cache[slot] = (self.id, addr, name.len(), value);
+            value
         })
     }
 }

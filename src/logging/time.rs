@@ -22,18 +22,14 @@ pub(crate) fn push_timestamp(out: &mut String, secs: u64, micros: u32) {
         text = format_seconds(secs);
         LAST.with(|c| c.set((secs, text)));
     }
-    for b in text {
-        out.push(b as char);
-    }
+    out.push_str(std::str::from_utf8(&text).unwrap_or("0000-00-00T00:00:00"));
     let mut frac = [b'.', 0, 0, 0, 0, 0, 0, b'Z'];
     let mut m = micros.min(999_999);
     for i in (1..7).rev() {
         frac[i] = b'0' + (m % 10) as u8;
         m /= 10;
     }
-    for b in frac {
-        out.push(b as char);
-    }
+    out.push_str(std::str::from_utf8(&frac).unwrap_or(".000000Z"));
 }
 
 fn format_seconds(secs: u64) -> [u8; 19] {

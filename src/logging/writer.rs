@@ -203,10 +203,9 @@ fn run(shared: Arc<Shared>, mut sink: Box<dyn Write + Send>) {
 
         if !batch.is_empty() {
             let _ = sink.write_all(&batch);
+            // Keep the capacity: both buffers are bounded by the queue size, and giving memory
+            // back only to fault it in again on the request side costs more than it saves.
             batch.clear();
-            if batch.capacity() > (1 << 20) {
-                batch.shrink_to(1 << 16);
-            }
         }
         let _ = sink.flush();
 

@@ -30,6 +30,9 @@ cargo fmt --all -- --check
 echo "==> cargo clippy -D warnings"
 cargo clippy --all-targets --all-features -- -D warnings
 
+echo "==> cargo clippy without default features"
+cargo clippy --lib --no-default-features -- -D warnings
+
 echo "==> cargo doc -D warnings"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features
 

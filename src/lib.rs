@@ -73,7 +73,14 @@
 //! - A cancelled request has an empty `http_response_status_code` label (no response was sent,
 //!   as OTel leaves the attribute unset) and `error_type="cancelled"`.
 //! - The 500 answered for a panic has an empty body (so any body type works) and carries the
-//!   correlation ID header.
+//!   correlation ID header. The access line of a panic carries `exception.message` (OTel's name).
+//! - The access line also carries the request headers listed in `ObsBuilder::log_headers`, as
+//!   `http.request.header.<name>` (OTel's name; default: `user-agent`), redacted like fields.
+//! - An `Err` from the inner service has `error_type` set to the error's type name
+//!   (`std::any::type_name`): low-cardinality, and says what failed.
+//! - Beyond the design's surface: `ObsBuilder::from_vars` (the environment as pairs, for tests
+//!   and config files), `Obs::dispatch`, `Obs::in_scope`, `Obs::flush` and
+//!   `Obs::log_lines_dropped`.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

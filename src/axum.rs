@@ -43,7 +43,8 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for CorrelationId {
     }
 }
 
-/// A router serving `GET /metrics` for the global instance; merge it into your app:
+/// A router serving `GET /metrics` and `GET /debug/traces` (the in-memory ring of kept traces,
+/// when no OTLP endpoint is set) for the global instance; merge it into your app:
 ///
 /// ```
 /// let app: axum::Router = axum::Router::new().merge(mercenary_obs::axum::metrics_router());
@@ -62,6 +63,26 @@ impl Obs {
     where
         S: Clone + Send + Sync + 'static,
     {
-        Router::new().route_service("/metrics", self.metrics_service())
+        let obs = self.clone();
+        Router::new().route_service("/metrics", self.metrics_service()).route(
+            "/debug/traces",
+            axum::routing::get(move || {
+                let body = obs.recent_traces_json();
+                async move {
+                    match body {
+                        Some(json) => (
+                            StatusCode::OK,
+                            [(http::header::CONTENT_TYPE, "application/json")],
+                            json,
+                        ),
+                        None => (
+                            StatusCode::NOT_FOUND,
+                            [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                            "no in-memory traces: traces go to the OTLP endpoint, or are off\n".to_string(),
+                        ),
+                    }
+                }
+            }),
+        )
     }
 }

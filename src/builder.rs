@@ -8,6 +8,7 @@ use http::HeaderName;
 use tracing_subscriber::EnvFilter;
 
 use crate::error::Error;
+use crate::tracing::sampler::SamplingConfig;
 use crate::logging::{DEFAULT_SENSITIVE, LogFormat};
 use crate::obs::{Obs, ObsGuard};
 
@@ -29,6 +30,34 @@ pub mod env {
     pub const MERCENARY_OBS_LOG_FORMAT: &str = "MERCENARY_OBS_LOG_FORMAT";
     /// The log filter, in `tracing-subscriber`'s `EnvFilter` syntax.
     pub const RUST_LOG: &str = "RUST_LOG";
+    /// Base OTLP endpoint (`/v1/traces` is appended for HTTP).
+    pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+    /// OTLP traces endpoint, used as is (wins over the base endpoint).
+    pub const OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
+    /// `grpc` or `http/protobuf`.
+    pub const OTEL_EXPORTER_OTLP_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
+    /// `key=value,key=value` headers sent with every export (values percent-encoded).
+    pub const OTEL_EXPORTER_OTLP_HEADERS: &str = "OTEL_EXPORTER_OTLP_HEADERS";
+    /// Export timeout in milliseconds.
+    pub const OTEL_EXPORTER_OTLP_TIMEOUT: &str = "OTEL_EXPORTER_OTLP_TIMEOUT";
+    /// Delay between batch exports in milliseconds.
+    pub const OTEL_BSP_SCHEDULE_DELAY: &str = "OTEL_BSP_SCHEDULE_DELAY";
+    /// Spans queued for export at most.
+    pub const OTEL_BSP_MAX_QUEUE_SIZE: &str = "OTEL_BSP_MAX_QUEUE_SIZE";
+    /// Share of successful traces kept, 0 to 1.
+    pub const MERCENARY_OBS_SUCCESS_RATIO: &str = "MERCENARY_OBS_SUCCESS_RATIO";
+    /// Forced (`trace: true`) traces kept per second at most.
+    pub const MERCENARY_OBS_FORCED_PER_SECOND: &str = "MERCENARY_OBS_FORCED_PER_SECOND";
+}
+
+/// The OTLP transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC (feature `grpc`).
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies, the OTel default.
+    HttpProtobuf,
 }
 
 /// Configuration of an [`Obs`] instance.
@@ -62,6 +91,23 @@ pub struct ObsBuilder {
     pub(crate) catch_panics: Option<bool>,
     pub(crate) shutdown_timeout: Option<Duration>,
     pub(crate) process_metrics: Option<bool>,
+    pub(crate) traces: Option<bool>,
+    pub(crate) success_ratio: Option<f64>,
+    pub(crate) forced_per_second: Option<f64>,
+    pub(crate) forced_header: Option<(String, String)>,
+    pub(crate) sample_client_errors: Option<bool>,
+    pub(crate) keep_slower_than: Option<Duration>,
+    pub(crate) trust_upstream_sampled: Option<bool>,
+    pub(crate) max_buffered_traces: Option<usize>,
+    pub(crate) max_spans_per_trace: Option<usize>,
+    pub(crate) root_timeout: Option<Duration>,
+    pub(crate) trace_ring_size: Option<usize>,
+    pub(crate) otlp_endpoint: Option<String>,
+    pub(crate) otlp_protocol: Option<OtlpProtocol>,
+    pub(crate) otlp_headers: Option<Vec<(String, String)>>,
+    pub(crate) otlp_timeout: Option<Duration>,
+    pub(crate) export_schedule_delay: Option<Duration>,
+    pub(crate) export_queue_size: Option<usize>,
     env: EnvValues,
 }
 
@@ -73,6 +119,15 @@ struct EnvValues {
     environment: Option<String>,
     log_format: Option<LogFormat>,
     log_filter: Option<String>,
+    success_ratio: Option<f64>,
+    forced_per_second: Option<f64>,
+    otlp_endpoint: Option<String>,
+    otlp_traces_endpoint: Option<String>,
+    otlp_protocol: Option<OtlpProtocol>,
+    otlp_headers: Option<Vec<(String, String)>>,
+    otlp_timeout: Option<Duration>,
+    export_schedule_delay: Option<Duration>,
+    export_queue_size: Option<usize>,
     errors: Vec<Error>,
 }
 
@@ -115,6 +170,23 @@ impl ObsBuilder {
             catch_panics: None,
             shutdown_timeout: None,
             process_metrics: None,
+            traces: None,
+            success_ratio: None,
+            forced_per_second: None,
+            forced_header: None,
+            sample_client_errors: None,
+            keep_slower_than: None,
+            trust_upstream_sampled: None,
+            max_buffered_traces: None,
+            max_spans_per_trace: None,
+            root_timeout: None,
+            trace_ring_size: None,
+            otlp_endpoint: None,
+            otlp_protocol: None,
+            otlp_headers: None,
+            otlp_timeout: None,
+            export_schedule_delay: None,
+            export_queue_size: None,
             env: EnvValues::default(),
         }
     }
@@ -244,6 +316,121 @@ impl ObsBuilder {
         self
     }
 
+    /// Whether spans are recorded and traces sampled (DESIGN §7). Default: `true`.
+    pub fn traces(mut self, enabled: bool) -> Self {
+        self.traces = Some(enabled);
+        self
+    }
+
+    /// The share of successful traces kept (rule `ratio`), decided from the trace ID so every
+    /// replica agrees. Env: `MERCENARY_OBS_SUCCESS_RATIO`. Default: 0.1.
+    pub fn success_ratio(mut self, ratio: f64) -> Self {
+        self.success_ratio = Some(ratio);
+        self
+    }
+
+    /// How many forced traces (requests with `trace: true`) are kept per second at most; past
+    /// the budget a request is sampled like any other. Env: `MERCENARY_OBS_FORCED_PER_SECOND`.
+    /// Default: 10.
+    pub fn forced_per_second(mut self, rate: f64) -> Self {
+        self.forced_per_second = Some(rate);
+        self
+    }
+
+    /// The request header and value that force a trace to be kept. Default: `trace: true`.
+    pub fn forced_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.forced_header = Some((name.into(), value.into()));
+        self
+    }
+
+    /// Whether 4xx responses count as errors for sampling. Default: `false`.
+    pub fn sample_client_errors(mut self, enabled: bool) -> Self {
+        self.sample_client_errors = Some(enabled);
+        self
+    }
+
+    /// Keeps traces whose root lasted longer than this (rule `slow`). Default: off.
+    pub fn keep_slower_than(mut self, threshold: Duration) -> Self {
+        self.keep_slower_than = Some(threshold);
+        self
+    }
+
+    /// Whether an incoming `traceparent` with the sampled flag keeps the trace (rule `parent`).
+    /// Turn it off at an edge facing untrusted clients. Default: `true`.
+    pub fn trust_upstream_sampled(mut self, trust: bool) -> Self {
+        self.trust_upstream_sampled = Some(trust);
+        self
+    }
+
+    /// Traces buffered while their root runs, at most; past it the oldest is decided early.
+    /// Default: 8192.
+    pub fn max_buffered_traces(mut self, n: usize) -> Self {
+        self.max_buffered_traces = Some(n);
+        self
+    }
+
+    /// Spans buffered per trace, at most; more are dropped and counted. Default: 512.
+    pub fn max_spans_per_trace(mut self, n: usize) -> Self {
+        self.max_spans_per_trace = Some(n);
+        self
+    }
+
+    /// A trace whose root has not ended after this long is decided with what is known.
+    /// Default: 60 s.
+    pub fn root_timeout(mut self, timeout: Duration) -> Self {
+        self.root_timeout = Some(timeout);
+        self
+    }
+
+    /// Kept traces held in memory for `/debug/traces` when no OTLP endpoint is set. Default: 100.
+    pub fn trace_ring_size(mut self, n: usize) -> Self {
+        self.trace_ring_size = Some(n);
+        self
+    }
+
+    /// The OTLP endpoint, as `OTEL_EXPORTER_OTLP_ENDPOINT` (for HTTP, `/v1/traces` is appended
+    /// unless the URL already has a path). Default: none, kept traces go to the in-memory ring.
+    pub fn otlp_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.otlp_endpoint = Some(url.into());
+        self
+    }
+
+    /// The OTLP transport. Env: `OTEL_EXPORTER_OTLP_PROTOCOL`. Default: HTTP/protobuf.
+    pub fn otlp_protocol(mut self, protocol: OtlpProtocol) -> Self {
+        self.otlp_protocol = Some(protocol);
+        self
+    }
+
+    /// Headers sent with every export (authentication). Env: `OTEL_EXPORTER_OTLP_HEADERS`.
+    pub fn otlp_headers<I, K, V>(mut self, headers: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        self.otlp_headers = Some(headers.into_iter().map(|(k, v)| (k.into(), v.into())).collect());
+        self
+    }
+
+    /// The timeout of one export. Env: `OTEL_EXPORTER_OTLP_TIMEOUT` (ms). Default: 10 s.
+    pub fn otlp_timeout(mut self, timeout: Duration) -> Self {
+        self.otlp_timeout = Some(timeout);
+        self
+    }
+
+    /// The delay between batch exports. Env: `OTEL_BSP_SCHEDULE_DELAY` (ms). Default: 5 s.
+    pub fn export_schedule_delay(mut self, delay: Duration) -> Self {
+        self.export_schedule_delay = Some(delay);
+        self
+    }
+
+    /// Spans queued for export at most; more are dropped and counted. Env:
+    /// `OTEL_BSP_MAX_QUEUE_SIZE`. Default: 2048.
+    pub fn export_queue_size(mut self, n: usize) -> Self {
+        self.export_queue_size = Some(n);
+        self
+    }
+
     /// Reads the environment variables of DESIGN §8 (see the [`env`](mod@crate::env) module).
     ///
     /// Values set in code win over these. A value that does not parse makes `build()` and
@@ -286,6 +473,40 @@ impl ObsBuilder {
                 env::RUST_LOG if !value.trim().is_empty() => {
                     self.env.log_filter = Some(value.to_string());
                 }
+                _ if value.trim().is_empty() => {}
+                env::MERCENARY_OBS_SUCCESS_RATIO => match value.trim().parse::<f64>() {
+                    Ok(r) if (0.0..=1.0).contains(&r) => self.env.success_ratio = Some(r),
+                    _ => self.env_error(env::MERCENARY_OBS_SUCCESS_RATIO, value, "a number from 0 to 1"),
+                },
+                env::MERCENARY_OBS_FORCED_PER_SECOND => match value.trim().parse::<f64>() {
+                    Ok(r) if r.is_finite() && r >= 0.0 => self.env.forced_per_second = Some(r),
+                    _ => self.env_error(env::MERCENARY_OBS_FORCED_PER_SECOND, value, "a number of traces per second, 0 or more"),
+                },
+                env::OTEL_EXPORTER_OTLP_ENDPOINT => self.env.otlp_endpoint = Some(value.trim().to_string()),
+                env::OTEL_EXPORTER_OTLP_TRACES_ENDPOINT => {
+                    self.env.otlp_traces_endpoint = Some(value.trim().to_string())
+                }
+                env::OTEL_EXPORTER_OTLP_PROTOCOL => match value.trim() {
+                    "grpc" => self.env.otlp_protocol = Some(OtlpProtocol::Grpc),
+                    "http/protobuf" => self.env.otlp_protocol = Some(OtlpProtocol::HttpProtobuf),
+                    _ => self.env_error(env::OTEL_EXPORTER_OTLP_PROTOCOL, value, "`grpc` or `http/protobuf`"),
+                },
+                env::OTEL_EXPORTER_OTLP_HEADERS => match parse_resource_attributes(value) {
+                    Ok(h) => self.env.otlp_headers = Some(h),
+                    Err(e) => self.env_error(env::OTEL_EXPORTER_OTLP_HEADERS, value, &e),
+                },
+                env::OTEL_EXPORTER_OTLP_TIMEOUT => match value.trim().parse::<u64>() {
+                    Ok(ms) if ms > 0 => self.env.otlp_timeout = Some(Duration::from_millis(ms)),
+                    _ => self.env_error(env::OTEL_EXPORTER_OTLP_TIMEOUT, value, "a timeout in milliseconds, above 0"),
+                },
+                env::OTEL_BSP_SCHEDULE_DELAY => match value.trim().parse::<u64>() {
+                    Ok(ms) if ms > 0 => self.env.export_schedule_delay = Some(Duration::from_millis(ms)),
+                    _ => self.env_error(env::OTEL_BSP_SCHEDULE_DELAY, value, "a delay in milliseconds, above 0"),
+                },
+                env::OTEL_BSP_MAX_QUEUE_SIZE => match value.trim().parse::<usize>() {
+                    Ok(n) if n > 0 => self.env.export_queue_size = Some(n),
+                    _ => self.env_error(env::OTEL_BSP_MAX_QUEUE_SIZE, value, "a number of spans, above 0"),
+                },
                 _ => {}
             }
         }
@@ -316,6 +537,14 @@ impl ObsBuilder {
         self
     }
 
+    fn env_error(&mut self, variable: &'static str, value: &str, expected: &str) {
+        self.env.errors.push(Error::InvalidEnv {
+            variable,
+            value: value.to_string(),
+            expected: expected.to_string(),
+        });
+    }
+
     /// Builds an instance with its own registry, log pipeline and (later) exporters. Installs
     /// nothing global: its layer scopes its own subscriber around each request, so several
     /// instances can live in one process (tests use this).
@@ -339,6 +568,7 @@ impl ObsBuilder {
             return Err(err);
         }
         let env = std::mem::take(&mut self.env);
+        let tracing = self.resolve_tracing(&env)?;
 
         let filter_text = self
             .log_filter
@@ -437,6 +667,7 @@ impl ObsBuilder {
         };
 
         Ok(Config {
+            tracing,
             service_name,
             service_version: self
                 .service_version
@@ -469,8 +700,30 @@ impl ObsBuilder {
     }
 }
 
+/// Validated trace settings.
+pub(crate) struct TracingConfig {
+    pub(crate) enabled: bool,
+    pub(crate) sampling: SamplingConfig,
+    pub(crate) forced_header: HeaderName,
+    pub(crate) forced_value: http::HeaderValue,
+    pub(crate) ring_size: usize,
+    pub(crate) otlp: Option<OtlpConfig>,
+}
+
+/// Validated OTLP export settings.
+#[allow(dead_code)] // read by the export pipeline (feature `otlp`)
+pub(crate) struct OtlpConfig {
+    pub(crate) endpoint: String,
+    pub(crate) protocol: OtlpProtocol,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) timeout: Duration,
+    pub(crate) schedule_delay: Duration,
+    pub(crate) queue_size: usize,
+}
+
 /// A validated configuration.
 pub(crate) struct Config {
+    pub(crate) tracing: TracingConfig,
     pub(crate) service_name: String,
     pub(crate) service_version: String,
     pub(crate) environment: String,
@@ -488,6 +741,115 @@ pub(crate) struct Config {
     pub(crate) catch_panics: bool,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) process_metrics: bool,
+}
+
+impl ObsBuilder {
+    fn resolve_tracing(&mut self, env: &EnvValues) -> Result<TracingConfig, Error> {
+        let setting = |setting: &'static str, value: String, expected: &str| Error::InvalidSetting {
+            setting,
+            value,
+            expected: expected.to_string(),
+        };
+        let success_ratio = self.success_ratio.or(env.success_ratio).unwrap_or(0.1);
+        if !(0.0..=1.0).contains(&success_ratio) {
+            return Err(setting("ObsBuilder::success_ratio", success_ratio.to_string(), "a number from 0 to 1"));
+        }
+        let forced_per_second = self.forced_per_second.or(env.forced_per_second).unwrap_or(10.0);
+        if !forced_per_second.is_finite() || forced_per_second < 0.0 {
+            return Err(setting(
+                "ObsBuilder::forced_per_second",
+                forced_per_second.to_string(),
+                "a number of traces per second, 0 or more",
+            ));
+        }
+        let (fh, fv) = self.forced_header.take().unwrap_or_else(|| ("trace".into(), "true".into()));
+        let forced_header = HeaderName::try_from(fh.to_ascii_lowercase())
+            .map_err(|_| setting("ObsBuilder::forced_header", fh.clone(), "a valid HTTP header name"))?;
+        let forced_value = http::HeaderValue::try_from(fv.clone())
+            .map_err(|_| setting("ObsBuilder::forced_header", fv.clone(), "a valid HTTP header value"))?;
+        let positive = |setting_name: &'static str, v: usize| {
+            if v == 0 { Err(setting(setting_name, v.to_string(), "a number above 0")) } else { Ok(v) }
+        };
+        let sampling = SamplingConfig {
+            success_ratio,
+            forced_per_second,
+            sample_client_errors: self.sample_client_errors.unwrap_or(false),
+            keep_slower_than: self.keep_slower_than,
+            trust_parent: self.trust_upstream_sampled.unwrap_or(true),
+            max_traces: positive("ObsBuilder::max_buffered_traces", self.max_buffered_traces.unwrap_or(8192))?,
+            max_spans_per_trace: positive("ObsBuilder::max_spans_per_trace", self.max_spans_per_trace.unwrap_or(512))?,
+            root_timeout: self.root_timeout.unwrap_or(Duration::from_secs(60)),
+        };
+
+        let protocol = self.otlp_protocol.or(env.otlp_protocol).unwrap_or(OtlpProtocol::HttpProtobuf);
+        if protocol == OtlpProtocol::Grpc && !cfg!(feature = "grpc") {
+            let err = if self.otlp_protocol.is_some() {
+                setting("ObsBuilder::otlp_protocol", "Grpc".into(), "HttpProtobuf, or enable the `grpc` feature")
+            } else {
+                Error::InvalidEnv {
+                    variable: env::OTEL_EXPORTER_OTLP_PROTOCOL,
+                    value: "grpc".into(),
+                    expected: "`http/protobuf`, or enable the `grpc` feature of mercenary-obs".into(),
+                }
+            };
+            return Err(err);
+        }
+        // (URL, name of its source, whether it is a base URL that needs `/v1/traces`)
+        let endpoint = match (&self.otlp_endpoint, &env.otlp_traces_endpoint, &env.otlp_endpoint) {
+            (Some(u), _, _) => Some((u.clone(), "ObsBuilder::otlp_endpoint", true)),
+            (None, Some(u), _) => Some((u.clone(), env::OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, false)),
+            (None, None, Some(u)) => Some((u.clone(), env::OTEL_EXPORTER_OTLP_ENDPOINT, true)),
+            _ => None,
+        };
+        let otlp = match endpoint {
+            None => None,
+            Some((url, source, base)) => {
+                let parsed = url.parse::<http::Uri>().ok().filter(|u| {
+                    matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some()
+                });
+                let Some(parsed) = parsed else {
+                    let expected = "an http:// or https:// URL such as http://localhost:4318";
+                    return Err(if source.starts_with("OTEL_") {
+                        Error::InvalidEnv { variable: source, value: url, expected: expected.into() }
+                    } else {
+                        setting(source, url, expected)
+                    });
+                };
+                let endpoint = if protocol == OtlpProtocol::HttpProtobuf && base {
+                    let path = parsed.path();
+                    if path.is_empty() || path == "/" {
+                        format!("{}/v1/traces", url.trim_end_matches('/'))
+                    } else {
+                        url.clone()
+                    }
+                } else {
+                    url.clone()
+                };
+                Some(OtlpConfig {
+                    endpoint,
+                    protocol,
+                    headers: self.otlp_headers.take().or(env.otlp_headers.clone()).unwrap_or_default(),
+                    timeout: self.otlp_timeout.or(env.otlp_timeout).unwrap_or(Duration::from_secs(10)),
+                    schedule_delay: self
+                        .export_schedule_delay
+                        .or(env.export_schedule_delay)
+                        .unwrap_or(Duration::from_secs(5)),
+                    queue_size: positive(
+                        "ObsBuilder::export_queue_size",
+                        self.export_queue_size.or(env.export_queue_size).unwrap_or(2048),
+                    )?,
+                })
+            }
+        };
+        Ok(TracingConfig {
+            enabled: self.traces.unwrap_or(true),
+            sampling,
+            forced_header,
+            forced_value,
+            ring_size: self.trace_ring_size.unwrap_or(100),
+            otlp,
+        })
+    }
 }
 
 fn default_service_name() -> String {

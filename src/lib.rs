@@ -92,11 +92,12 @@ mod layer;
 mod logging;
 mod metrics;
 mod obs;
+mod tracing;
 
 #[cfg(feature = "axum")]
 pub mod axum;
 
-pub use builder::{DEFAULT_DURATION_BUCKETS, DEFAULT_LOG_HEADERS, ObsBuilder, env};
+pub use builder::{DEFAULT_DURATION_BUCKETS, DEFAULT_LOG_HEADERS, ObsBuilder, OtlpProtocol, env};
 pub use classify::{Outcome, Severity};
 pub use correlation::{CorrelationId, correlation_id};
 pub use error::Error;
@@ -122,7 +123,7 @@ pub fn metrics_service() -> MetricsService {
 
 #[doc(hidden)]
 pub mod __private {
-    pub use tracing;
+    pub use ::tracing;
 
     use std::fmt::Display;
 

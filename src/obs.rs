@@ -7,7 +7,9 @@ use std::time::Duration;
 use http::HeaderName;
 use tracing_core::Dispatch;
 
-use crate::builder::{Config, ObsBuilder};
+use crate::builder::{Config, ObsBuilder, TracingConfig};
+use crate::tracing::ring::TraceRing;
+use crate::tracing::sampler::{Sinks, TailSampler, TraceMetrics};
 use crate::error::Error;
 use crate::layer::ObsLayer;
 use crate::logging::{self, LogConfig, LogPipeline};
@@ -47,6 +49,15 @@ pub(crate) struct ObsInner {
     pub(crate) catch_panics: bool,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) service_name: String,
+    /// `None` when traces are off (and for the metrics-only default instance).
+    pub(crate) tracing: Option<TracingState>,
+}
+
+/// The trace side of an instance.
+pub(crate) struct TracingState {
+    pub(crate) sampler: Arc<TailSampler>,
+    pub(crate) forced_header: HeaderName,
+    pub(crate) forced_value: http::HeaderValue,
 }
 
 impl fmt::Debug for Obs {
@@ -95,6 +106,15 @@ impl Obs {
         if config.process_metrics {
             red::register_process_metrics(&registry)?;
         }
+        let log_dispatch = Arc::new(OnceLock::new());
+        let tracing = Self::start_tracing(
+            &registry,
+            config.tracing,
+            &config.service_name,
+            &config.service_version,
+            &config.environment,
+            log_dispatch.clone(),
+        )?;
         let dropped = red.log_lines_dropped.clone();
         let logs = logging::start(
             LogConfig {
@@ -108,8 +128,10 @@ impl Obs {
                 service: config.service_name.clone(),
             },
             Box::new(move || dropped.inc()),
+            tracing.as_ref().map(|t| t.sampler.clone()),
         )
         .map_err(Error::WriterThread)?;
+        let _ = log_dispatch.set(logs.dispatch.downgrade());
         let log_headers = config
             .log_headers
             .into_iter()
@@ -141,8 +163,76 @@ impl Obs {
                 catch_panics: config.catch_panics,
                 shutdown_timeout: config.shutdown_timeout,
                 service_name: config.service_name,
+                tracing,
             }),
         })
+    }
+
+    fn start_tracing(
+        registry: &prometheus::Registry,
+        config: TracingConfig,
+        service_name: &str,
+        service_version: &str,
+        environment: &str,
+        log_dispatch: Arc<OnceLock<tracing_core::dispatcher::WeakDispatch>>,
+    ) -> Result<Option<TracingState>, Error> {
+        let metrics = TraceMetrics::register(registry)?;
+        if !config.enabled {
+            return Ok(None);
+        }
+        let ring = config.otlp.is_none().then(|| TraceRing::new(config.ring_size));
+        #[cfg(not(feature = "otlp"))]
+        if let Some(otlp) = &config.otlp {
+            return Err(Error::InvalidSetting {
+                setting: "OTEL_EXPORTER_OTLP_ENDPOINT",
+                value: otlp.endpoint.clone(),
+                expected: "no endpoint: this build has no `otlp` feature".into(),
+            });
+        }
+        #[cfg(feature = "otlp")]
+        let export = match config.otlp {
+            None => None,
+            Some(otlp) => Some(crate::tracing::export_pipeline(
+                registry,
+                otlp,
+                &metrics,
+                service_name,
+                service_version,
+                environment,
+                log_dispatch,
+            )?),
+        };
+        #[cfg(not(feature = "otlp"))]
+        let _ = (service_name, service_version, environment, log_dispatch);
+        let sinks = Sinks {
+            ring,
+            #[cfg(feature = "otlp")]
+            export,
+        };
+        Ok(Some(TracingState {
+            sampler: Arc::new(TailSampler::new(config.sampling, metrics, sinks)),
+            forced_header: config.forced_header,
+            forced_value: config.forced_value,
+        }))
+    }
+
+    /// The most recent kept traces as JSON (`{"traces":[…]}`, newest first), as served at
+    /// `/debug/traces`. `None` when traces go to an OTLP endpoint instead, or are off.
+    pub fn recent_traces_json(&self) -> Option<String> {
+        let tracing = self.inner.tracing.as_ref()?;
+        tracing.sampler.sinks().ring.as_ref().map(|r| r.render_json())
+    }
+
+    /// Decides every buffered trace and exports what is kept, within `timeout`.
+    pub(crate) fn shutdown_traces(&self, timeout: Duration) -> bool {
+        let Some(tracing) = &self.inner.tracing else { return true };
+        tracing.sampler.decide_all();
+        #[cfg(feature = "otlp")]
+        if let Some(export) = &tracing.sampler.sinks().export {
+            return export.shutdown(timeout);
+        }
+        let _ = timeout;
+        true
     }
 
     fn metrics_only() -> Obs {
@@ -167,6 +257,7 @@ impl Obs {
                 catch_panics: true,
                 shutdown_timeout: Duration::from_secs(5),
                 service_name: "unknown_service".into(),
+                tracing: None,
             }),
         }
     }
@@ -207,13 +298,22 @@ impl Obs {
         }
     }
 
-    /// Waits until every log line emitted so far has been written (at most the shutdown timeout).
+    /// Waits until every log line emitted so far has been written and every kept trace exported
+    /// (each bounded by the shutdown timeout).
     /// Returns whether everything was written in time.
     pub fn flush(&self) -> bool {
-        match &self.inner.logs {
+        #[cfg(feature = "otlp")]
+        let traces = match self.inner.tracing.as_ref().and_then(|t| t.sampler.sinks().export.as_ref()) {
+            Some(export) => export.flush(self.inner.shutdown_timeout),
+            None => true,
+        };
+        #[cfg(not(feature = "otlp"))]
+        let traces = true;
+        let logs = match &self.inner.logs {
             Some(logs) => logs.writer.flush(self.inner.shutdown_timeout),
             None => true,
-        }
+        };
+        traces && logs
     }
 
     /// Application log lines dropped so far because the log queue was full.
@@ -242,9 +342,9 @@ impl Obs {
             .histogram(&self.inner.registry, name, labels)
     }
 
-    pub(crate) fn shutdown_logs(&self) -> bool {
+    pub(crate) fn shutdown_logs_within(&self, timeout: Duration) -> bool {
         match &self.inner.logs {
-            Some(logs) => logs.writer.shutdown(self.inner.shutdown_timeout),
+            Some(logs) => logs.writer.shutdown(timeout.max(Duration::from_millis(100))),
             None => true,
         }
     }
@@ -252,6 +352,13 @@ impl Obs {
 
 impl Drop for ObsInner {
     fn drop(&mut self) {
+        if let Some(tracing) = &self.tracing {
+            tracing.sampler.decide_all();
+            #[cfg(feature = "otlp")]
+            if let Some(export) = &tracing.sampler.sinks().export {
+                export.shutdown(self.shutdown_timeout);
+            }
+        }
         if let Some(logs) = &self.logs {
             logs.writer.shutdown(self.shutdown_timeout);
         }
@@ -318,12 +425,12 @@ impl ObsGuard {
     }
 
     fn shutdown_inner(&mut self) -> Result<(), Error> {
-        match self.obs.take() {
-            Some(obs) if !obs.shutdown_logs() => Err(Error::ShutdownTimedOut {
-                timeout: obs.inner.shutdown_timeout,
-            }),
-            _ => Ok(()),
-        }
+        let Some(obs) = self.obs.take() else { return Ok(()) };
+        let timeout = obs.inner.shutdown_timeout;
+        let started = std::time::Instant::now();
+        let traces = obs.shutdown_traces(timeout);
+        let logs = obs.shutdown_logs_within(timeout.saturating_sub(started.elapsed()));
+        if traces && logs { Ok(()) } else { Err(Error::ShutdownTimedOut { timeout }) }
     }
 }
 

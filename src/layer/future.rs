@@ -34,6 +34,17 @@ impl Drop for InFlight {
     }
 }
 
+/// The request's trace, for the `traceresponse` header.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TraceIds {
+    pub(crate) trace_id: u128,
+    pub(crate) span_id: u64,
+    pub(crate) sampled_hint: bool,
+}
+
+/// The `traceresponse` header (W3C Trace Context Level 2).
+static TRACERESPONSE: http::HeaderName = http::HeaderName::from_static("traceresponse");
+
 /// Everything needed to record a request once it ends, whichever way it ends.
 pub(crate) struct RequestRecord {
     obs: Obs,
@@ -44,6 +55,7 @@ pub(crate) struct RequestRecord {
     uri: Uri,
     header_entries: String,
     span: tracing::Span,
+    trace: Option<TraceIds>,
     in_flight: InFlight,
 }
 
@@ -59,6 +71,7 @@ impl RequestRecord {
         uri: Uri,
         header_entries: String,
         span: tracing::Span,
+        trace: Option<TraceIds>,
     ) -> Self {
         let in_flight = InFlight::start(obs.clone(), method_idx);
         Self {
@@ -70,6 +83,7 @@ impl RequestRecord {
             uri,
             header_entries,
             span,
+            trace,
             in_flight,
         }
     }
@@ -99,6 +113,12 @@ impl RequestRecord {
         }
         if !error_type.is_empty() {
             self.span.record("error.type", error_type);
+        }
+        if outcome.is_error() {
+            self.span.record("otel.status_code", "ERROR");
+            if let Some(message) = panic_message {
+                self.span.record("otel.status_message", message);
+            }
         }
         self.in_span(|| self.log_access(outcome, elapsed, panic_message));
         let RequestRecord {
@@ -160,11 +180,16 @@ impl RequestRecord {
         });
     }
 
-    fn decorate<B>(&self, response: &mut Response<B>) {
-        response.headers_mut().insert(
-            self.obs.inner.request_id_header.clone(),
-            self.header_value.clone(),
-        );
+    fn decorate<B>(&self, response: &mut Response<B>, outcome: Outcome) {
+        let headers = response.headers_mut();
+        headers.insert(self.obs.inner.request_id_header.clone(), self.header_value.clone());
+        if let Some(t) = self.trace {
+            let sampled = t.sampled_hint || outcome.is_error();
+            headers.insert(
+                TRACERESPONSE.clone(),
+                crate::tracing::propagation::format_context(t.trace_id, t.span_id, sampled),
+            );
+        }
     }
 }
 
@@ -257,8 +282,8 @@ where
                         };
                         return Poll::Ready(match result {
                             Ok(mut response) => {
-                                record.decorate(&mut response);
                                 let outcome = Outcome::from_status(response.status());
+                                record.decorate(&mut response, outcome);
                                 let in_flight = record.finish(outcome, None);
                                 Ok(response.map(|b| ResponseBody::new(b, in_flight)))
                             }
@@ -288,7 +313,7 @@ where
         response
             .headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-        record.decorate(&mut response);
+        record.decorate(&mut response, Outcome::Panicked);
         let in_flight = record.finish(Outcome::Panicked, Some(panic_text(&*payload)));
         if !catch {
             drop(in_flight);

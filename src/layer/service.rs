@@ -8,7 +8,10 @@ use std::time::Instant;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 
-use super::future::{RequestRecord, ResponseFuture};
+use super::future::{RequestRecord, ResponseFuture, TraceIds};
+use crate::logging::context::{new_span_id, new_trace_id, take_opened};
+use crate::tracing::propagation::parse_traceparent;
+use crate::tracing::{RequestTrace, with_request_trace};
 use super::{Route, RouteExtractor};
 use crate::Obs;
 use crate::correlation::CorrelationId;
@@ -19,6 +22,9 @@ use crate::metrics::red::method_label;
 
 /// The second header a correlation ID is accepted from.
 static ALT_HEADER: HeaderName = HeaderName::from_static("x-correlation-id");
+
+/// The W3C trace context header.
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// The service [`super::ObsLayer`] wraps around the inner service.
 ///
@@ -120,7 +126,23 @@ where
         let route = self.route_of(&parts);
         let header_entries = render_headers(&self.obs, &parts.headers);
 
-        let span = self.obs.in_scope(|| {
+        let trace_input = self.obs.inner.tracing.as_ref().map(|t| {
+            let parent = parts
+                .headers
+                .get(&TRACEPARENT)
+                .and_then(|v| parse_traceparent(v.as_bytes()));
+            let forced = parts
+                .headers
+                .get(&t.forced_header)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(t.forced_value.as_bytes()));
+            RequestTrace {
+                trace_id: parent.map_or_else(new_trace_id, |p| p.trace_id),
+                span_id: new_span_id(),
+                parent,
+                forced,
+            }
+        });
+        let open_span = || {
             tracing::info_span!(
                 target: REQUEST_TARGET,
                 "request",
@@ -130,8 +152,29 @@ where
                 "url.path" = parts.uri.path(),
                 "http.response.status_code" = tracing::field::Empty,
                 "error.type" = tracing::field::Empty,
+                "otel.status_code" = tracing::field::Empty,
+                "otel.status_message" = tracing::field::Empty,
             )
+        };
+        let (span, opened) = self.obs.in_scope(|| match trace_input {
+            Some(input) => {
+                let span = with_request_trace(input, open_span);
+                (span, take_opened())
+            }
+            None => (open_span(), None),
         });
+        // The sampled flag a caller sees in `traceresponse`: what is known at the start
+        // (an error at the end sets it too).
+        let trace = match (opened, &self.obs.inner.tracing, trace_input) {
+            (Some((trace_id, span_id)), Some(t), Some(input)) => Some(TraceIds {
+                trace_id,
+                span_id,
+                sampled_hint: input.forced
+                    || t.sampler.ratio_sampled(trace_id)
+                    || input.parent.is_some_and(|p| p.sampled),
+            }),
+            _ => None,
+        };
         let path = parts.uri.clone();
         parts.extensions.insert(correlation_id);
         let record = RequestRecord::new(
@@ -144,6 +187,7 @@ where
             path,
             header_entries,
             span,
+            trace,
         );
         let req = Request::from_parts(parts, body);
         let inner = &mut self.inner;

@@ -5,17 +5,25 @@
 //! correlation scope (the request span the tower layer opens has one). The JSON formatter reads
 //! this context for every event, so an event costs one extension lookup, not a walk up the tree.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 use tracing_core::field::{Field, Visit};
 use tracing_core::span::{Attributes, Id, Record};
-use tracing_core::{Dispatch, Subscriber};
+use tracing_core::{Dispatch, Event, Level, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 use super::escape::{push_f64, push_hex, push_i64, push_json_debug, push_json_str, push_u64};
+use super::filter::REQUEST_TARGET;
 use super::redact::{REDACTED, Redactor};
+use crate::tracing::record::{AttributeVisitor, EventVisitor, FinishedSpan, SpanRecord};
+use crate::tracing::sampler::{RootInfo, TailSampler};
+use crate::tracing::take_request_trace;
 
 /// The name of the span field that carries the correlation ID.
 pub(crate) const CORRELATION_FIELD: &str = "correlation_id";
@@ -25,6 +33,14 @@ pub(crate) struct SpanContext {
     pub(crate) correlation_id: Option<Arc<str>>,
     pub(crate) trace_id: u128,
     pub(crate) span_id: u64,
+    /// The parent's span ID (in process, or the remote caller's), 0 for none.
+    pub(crate) parent_span_id: u64,
+    pub(crate) parent_is_remote: bool,
+    /// Set on local roots: what the sampler needs to know when the root ends.
+    pub(crate) root: Option<RootInfo>,
+    pub(crate) started: Instant,
+    /// The span's recorded data, when traces are on.
+    pub(crate) record: Option<Box<SpanRecord>>,
     /// `,"correlation_id":"…","trace_id":"…","span_id":"…"` (JSON mode only).
     pub(crate) ids_json: String,
     /// The span's own fields, then its ancestors' fields not shadowed: `,"k":v,…` (JSON mode).
@@ -41,9 +57,14 @@ pub(crate) struct RenderSettings {
     pub(crate) json: bool,
 }
 
-/// The tracing layer that maintains [`SpanContext`]s.
+/// Span events recorded per span at most (WARNING and ERROR events).
+const MAX_EVENTS_PER_SPAN: usize = 128;
+
+/// The tracing layer that maintains [`SpanContext`]s and, when traces are on, records spans
+/// for the tail sampler.
 pub(crate) struct ContextLayer {
     pub(crate) settings: Arc<RenderSettings>,
+    pub(crate) sampler: Option<Arc<TailSampler>>,
 }
 
 impl<S> tracing_subscriber::Layer<S> for ContextLayer
@@ -54,22 +75,58 @@ where
         let Some(span) = ctx.span(id) else { return };
         let mut visitor = FieldRenderer::new(&self.settings);
         attrs.record(&mut visitor);
+        let meta = attrs.metadata();
+        let is_request = meta.target() == REQUEST_TARGET;
 
         let parent = span.parent();
         let parent_ext = parent.as_ref().map(|p| p.extensions());
         let parent_ctx = parent_ext.as_ref().and_then(|e| e.get::<SpanContext>());
+        let handed = if is_request { take_request_trace() } else { None };
 
         let correlation_id = visitor
             .correlation_id
             .take()
             .or_else(|| parent_ctx.and_then(|p| p.correlation_id.clone()));
-        let trace_id = parent_ctx.map(|p| p.trace_id).unwrap_or_else(new_trace_id);
-        let span_id = new_span_id();
+        let (trace_id, parent_span_id, parent_is_remote, root) = match (parent_ctx, handed) {
+            (Some(p), _) => (p.trace_id, p.span_id, false, None),
+            (None, Some(h)) => (
+                h.trace_id,
+                h.parent.map_or(0, |p| p.span_id),
+                h.parent.is_some(),
+                Some(RootInfo { forced: h.forced, remote_sampled: h.parent.map(|p| p.sampled) }),
+            ),
+            (None, None) => (new_trace_id(), 0, false, Some(RootInfo::default())),
+        };
+        let span_id = handed.map_or_else(new_span_id, |h| h.span_id);
+        if is_request {
+            set_opened(trace_id, span_id);
+        }
+
+        let record = self.sampler.as_ref().map(|_| {
+            let mut record = Box::new(SpanRecord {
+                name: meta.name(),
+                start: SystemTime::now(),
+                kind: if is_request { SpanKind::Server } else { SpanKind::Internal },
+                attributes: Vec::with_capacity(8),
+                events: Vec::new(),
+                error: false,
+                error_event: false,
+                status_message: None,
+                otel_name: None,
+            });
+            attrs.record(&mut AttributeVisitor { settings: &self.settings, record: &mut record });
+            record
+        });
 
         let mut ctx_data = SpanContext {
             correlation_id,
             trace_id,
             span_id,
+            parent_span_id,
+            parent_is_remote,
+            root,
+            started: Instant::now(),
+            record,
             ids_json: String::new(),
             fields_json: visitor.out,
             keys: visitor.keys,
@@ -85,35 +142,26 @@ where
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        if !self.settings.json {
-            return;
-        }
         let Some(span) = ctx.span(id) else { return };
-        if span.metadata().target() == super::filter::REQUEST_TARGET {
+        let is_request = span.metadata().target() == REQUEST_TARGET;
+        let mut ext = span.extensions_mut();
+        let Some(data) = ext.get_mut::<SpanContext>() else { return };
+        if let Some(record) = data.record.as_mut() {
+            values.record(&mut AttributeVisitor { settings: &self.settings, record });
+        }
+        if !self.settings.json || is_request {
             // The request span's late fields (status, error type) are on the access line, and
             // no event is logged inside the span after it: rendering them would be wasted.
             return;
         }
-        let mut ext = span.extensions_mut();
-        let Some(data) = ext.get_mut::<SpanContext>() else {
-            return;
-        };
         let mut visitor = FieldRenderer::new(&self.settings);
         values.record(&mut visitor);
-        let fresh = visitor
-            .keys
-            .iter()
-            .all(|(k, _, _)| data.keys.iter().all(|(dk, _, _)| dk != k));
+        let fresh = visitor.keys.iter().all(|(k, _, _)| data.keys.iter().all(|(dk, _, _)| dk != k));
         if fresh {
             // The usual case (a field declared `Empty`, recorded once): append.
             let base = data.fields_json.len() as u32;
             data.fields_json.push_str(&visitor.out);
-            data.keys.extend(
-                visitor
-                    .keys
-                    .into_iter()
-                    .map(|(k, s, e)| (k, s + base, e + base)),
-            );
+            data.keys.extend(visitor.keys.into_iter().map(|(k, s, e)| (k, s + base, e + base)));
             return;
         }
         // Later values of a key replace earlier ones: rebuild without the re-recorded keys.
@@ -121,6 +169,11 @@ where
             correlation_id: data.correlation_id.clone(),
             trace_id: data.trace_id,
             span_id: data.span_id,
+            parent_span_id: data.parent_span_id,
+            parent_is_remote: data.parent_is_remote,
+            root: data.root,
+            started: data.started,
+            record: data.record.take(),
             ids_json: std::mem::take(&mut data.ids_json),
             fields_json: visitor.out,
             keys: visitor.keys,
@@ -128,6 +181,85 @@ where
         inherit_fields(&mut rebuilt, data);
         *data = rebuilt;
     }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        if self.sampler.is_none() || *event.metadata().level() > Level::WARN {
+            return;
+        }
+        let Some(span) = ctx.event_span(event) else { return };
+        let mut ext = span.extensions_mut();
+        let Some(record) = ext.get_mut::<SpanContext>().and_then(|d| d.record.as_mut()) else {
+            return;
+        };
+        if *event.metadata().level() == Level::ERROR {
+            record.error_event = true;
+        }
+        if record.events.len() >= MAX_EVENTS_PER_SPAN {
+            return;
+        }
+        let mut visitor = EventVisitor { settings: &self.settings, message: String::new(), attributes: Vec::new() };
+        event.record(&mut visitor);
+        let level = if *event.metadata().level() == Level::ERROR { "ERROR" } else { "WARNING" };
+        visitor.attributes.push(KeyValue::new("level", level));
+        let name = if visitor.message.is_empty() { event.metadata().name().to_string() } else { visitor.message };
+        record.events.push(opentelemetry::trace::Event::new(name, SystemTime::now(), visitor.attributes, 0));
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        let Some(sampler) = &self.sampler else { return };
+        let Some(span) = ctx.span(&id) else { return };
+        let Some(data) = span.extensions_mut().remove::<SpanContext>() else { return };
+        let Some(record) = data.record else { return };
+        let record = *record;
+        let name: Cow<'static, str> = match record.otel_name {
+            Some(n) => Cow::Owned(n),
+            None if record.kind == SpanKind::Server && span.metadata().target() == REQUEST_TARGET => {
+                request_span_name(&record.attributes)
+            }
+            None => Cow::Borrowed(record.name),
+        };
+        let finished = FinishedSpan {
+            trace_id: data.trace_id,
+            span_id: data.span_id,
+            parent_span_id: data.parent_span_id,
+            parent_is_remote: data.parent_is_remote,
+            name,
+            kind: record.kind,
+            start: record.start,
+            end: SystemTime::now(),
+            attributes: record.attributes,
+            events: record.events,
+            error: record.error,
+            error_event: record.error_event,
+            status_message: record.status_message,
+        };
+        sampler.on_span_end(finished, data.root.map(|r| (r, data.started.elapsed())));
+    }
+}
+
+/// `{method} {route}`, or `{method}` for unmatched requests (OTel HTTP span naming).
+fn request_span_name(attributes: &[KeyValue]) -> Cow<'static, str> {
+    let get = |key: &str| {
+        attributes.iter().find(|kv| kv.key.as_str() == key).map(|kv| kv.value.as_str().into_owned())
+    };
+    match (get("http.request.method"), get("http.route")) {
+        (Some(m), Some(r)) if !r.is_empty() => Cow::Owned(format!("{m} {r}")),
+        (Some(m), _) => Cow::Owned(m),
+        _ => Cow::Borrowed("request"),
+    }
+}
+
+thread_local! {
+    static OPENED: std::cell::Cell<Option<(u128, u64)>> = const { std::cell::Cell::new(None) };
+}
+
+fn set_opened(trace_id: u128, span_id: u64) {
+    OPENED.with(|c| c.set(Some((trace_id, span_id))));
+}
+
+/// The (trace ID, span ID) of the request span opened last on this thread, taken.
+pub(crate) fn take_opened() -> Option<(u128, u64)> {
+    OPENED.with(std::cell::Cell::take)
 }
 
 /// Appends the entries of `parent` whose keys `child` does not have.

@@ -57,6 +57,7 @@ pub(crate) struct LogPipeline {
 pub(crate) fn start(
     config: LogConfig,
     on_drop: Box<dyn Fn() + Send + Sync>,
+    sampler: Option<Arc<crate::tracing::sampler::TailSampler>>,
 ) -> std::io::Result<LogPipeline> {
     let settings = Arc::new(RenderSettings {
         redactor: Redactor::new(&config.redact),
@@ -64,9 +65,7 @@ pub(crate) fn start(
         json: config.format == LogFormat::Json,
     });
     let writer = LineWriter::spawn(config.sink, config.queue_bytes, on_drop)?;
-    let context = ContextLayer {
-        settings: settings.clone(),
-    };
+    let context = ContextLayer { settings: settings.clone(), sampler };
     let filter = ObsFilter { env: config.filter };
     let dispatch = match config.format {
         LogFormat::Json => {

@@ -1,0 +1,245 @@
+//! What a span records while it is open, and what it becomes when it ends.
+//!
+//! Recording is deliberately light: attributes are collected as OpenTelemetry `KeyValue`s while
+//! the span's fields are visited anyway, and the conversion to the SDK's `SpanData` (name,
+//! scope, status) happens only for spans of kept traces, which are a tenth of all.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::time::SystemTime;
+
+use opentelemetry::trace::{
+    Event, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+};
+use opentelemetry::{InstrumentationScope, KeyValue, Value};
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+use tracing_core::field::{Field, Visit};
+
+use crate::logging::context::RenderSettings;
+use crate::logging::redact::REDACTED;
+
+/// The attribute every exported span of a kept trace carries.
+pub(crate) const SAMPLING_REASON: &str = "mercenary.sampling.reason";
+
+/// An open span's recorded data.
+pub(crate) struct SpanRecord {
+    pub(crate) name: &'static str,
+    pub(crate) start: SystemTime,
+    pub(crate) kind: SpanKind,
+    pub(crate) attributes: Vec<KeyValue>,
+    pub(crate) events: Vec<Event>,
+    /// `otel.status_code = "ERROR"` (the request span sets it on 5xx, `Err` and panics).
+    pub(crate) error: bool,
+    /// An ERROR event was logged inside this span.
+    pub(crate) error_event: bool,
+    pub(crate) status_message: Option<String>,
+    /// `otel.name`, when the span set one.
+    pub(crate) otel_name: Option<String>,
+}
+
+/// A span that has ended, waiting for its trace's decision.
+pub(crate) struct FinishedSpan {
+    pub(crate) trace_id: u128,
+    pub(crate) span_id: u64,
+    pub(crate) parent_span_id: u64,
+    pub(crate) parent_is_remote: bool,
+    pub(crate) name: Cow<'static, str>,
+    pub(crate) kind: SpanKind,
+    pub(crate) start: SystemTime,
+    pub(crate) end: SystemTime,
+    pub(crate) attributes: Vec<KeyValue>,
+    pub(crate) events: Vec<Event>,
+    pub(crate) error: bool,
+    pub(crate) error_event: bool,
+    pub(crate) status_message: Option<String>,
+}
+
+impl FinishedSpan {
+    /// The response status recorded on a server span, if any.
+    pub(crate) fn http_status(&self) -> Option<i64> {
+        self.attributes.iter().find_map(|kv| match (&*kv.key.as_str(), &kv.value) {
+            ("http.response.status_code", Value::I64(v)) => Some(*v),
+            _ => None,
+        })
+    }
+
+    /// The SDK form, marked sampled and tagged with the sampling reason.
+    pub(crate) fn into_span_data(mut self, reason: &'static str) -> SpanData {
+        self.attributes.push(KeyValue::new(SAMPLING_REASON, reason));
+        let status = if self.error {
+            Status::error(self.status_message.unwrap_or_default())
+        } else {
+            Status::Unset
+        };
+        let mut events = SpanEvents::default();
+        events.events = self.events;
+        SpanData {
+            span_context: SpanContext::new(
+                TraceId::from(self.trace_id),
+                SpanId::from(self.span_id),
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::default(),
+            ),
+            parent_span_id: SpanId::from(self.parent_span_id),
+            parent_span_is_remote: self.parent_is_remote,
+            span_kind: self.kind,
+            name: self.name,
+            start_time: self.start,
+            end_time: self.end,
+            attributes: self.attributes,
+            dropped_attributes_count: 0,
+            events,
+            links: SpanLinks::default(),
+            status,
+            instrumentation_scope: scope(),
+        }
+    }
+}
+
+fn scope() -> InstrumentationScope {
+    static SCOPE: std::sync::OnceLock<InstrumentationScope> = std::sync::OnceLock::new();
+    SCOPE
+        .get_or_init(|| {
+            InstrumentationScope::builder("mercenary_obs").with_version(env!("CARGO_PKG_VERSION")).build()
+        })
+        .clone()
+}
+
+/// Visits span fields into attributes, with the `otel.*` conventions of tracing-opentelemetry
+/// (`otel.name`, `otel.kind`, `otel.status_code`, `otel.status_message`) and redaction.
+pub(crate) struct AttributeVisitor<'a> {
+    pub(crate) settings: &'a RenderSettings,
+    pub(crate) record: &'a mut SpanRecord,
+}
+
+fn cap(settings: &RenderSettings, s: &str) -> String {
+    if s.len() <= settings.value_cap {
+        return s.to_string();
+    }
+    let mut end = settings.value_cap;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{}", &s[..end], crate::logging::escape::TRUNCATED)
+}
+
+impl AttributeVisitor<'_> {
+    fn push(&mut self, field: &Field, value: Value) {
+        let name = field.name();
+        if self.settings.redactor.is_sensitive_static(name) {
+            self.record.attributes.push(KeyValue::new(name, REDACTED));
+        } else {
+            self.record.attributes.push(KeyValue::new(name, value));
+        }
+    }
+
+    fn special(&mut self, field: &Field, value: &str) -> bool {
+        match field.name() {
+            "otel.name" => self.record.otel_name = Some(cap(self.settings, value)),
+            "otel.kind" => {
+                self.record.kind = match value.to_ascii_lowercase().as_str() {
+                    "server" => SpanKind::Server,
+                    "client" => SpanKind::Client,
+                    "producer" => SpanKind::Producer,
+                    "consumer" => SpanKind::Consumer,
+                    _ => SpanKind::Internal,
+                }
+            }
+            "otel.status_code" => self.record.error |= value.eq_ignore_ascii_case("error"),
+            "otel.status_message" => self.record.status_message = Some(cap(self.settings, value)),
+            _ => return false,
+        }
+        true
+    }
+}
+
+impl Visit for AttributeVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if !self.special(field, value) {
+            let v = cap(self.settings, value);
+            self.push(field, Value::from(v));
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let text = format!("{value:?}");
+        self.record_str(field, &text);
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.push(field, Value::I64(value));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        match i64::try_from(value) {
+            Ok(v) => self.push(field, Value::I64(v)),
+            Err(_) => self.push(field, Value::from(value.to_string())),
+        }
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.push(field, Value::F64(value));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.push(field, Value::Bool(value));
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.record_str(field, &value.to_string());
+    }
+}
+
+/// Visits an event into a span event (name = message, fields as attributes).
+pub(crate) struct EventVisitor<'a> {
+    pub(crate) settings: &'a RenderSettings,
+    pub(crate) message: String,
+    pub(crate) attributes: Vec<KeyValue>,
+}
+
+impl EventVisitor<'_> {
+    fn push(&mut self, field: &Field, value: Value) {
+        let name = field.name();
+        if self.settings.redactor.is_sensitive_static(name) {
+            self.attributes.push(KeyValue::new(name, REDACTED));
+        } else {
+            self.attributes.push(KeyValue::new(name, value));
+        }
+    }
+}
+
+impl Visit for EventVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message = cap(self.settings, value);
+        } else {
+            let v = cap(self.settings, value);
+            self.push(field, Value::from(v));
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let text = format!("{value:?}");
+        self.record_str(field, &text);
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.push(field, Value::I64(value));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        match i64::try_from(value) {
+            Ok(v) => self.push(field, Value::I64(v)),
+            Err(_) => self.push(field, Value::from(value.to_string())),
+        }
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.push(field, Value::F64(value));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.push(field, Value::Bool(value));
+    }
+}

@@ -1,0 +1,412 @@
+//! The tail sampler: buffers each trace's spans until its local root ends, then keeps or drops
+//! the whole trace by the rules of DESIGN §7.
+//!
+//! Keep the trace if any rule matches, in this order; the first match is the reason:
+//! `error`, `forced` (within a token-bucket budget), `parent` (trusted upstream sampled flag),
+//! `slow`, `ratio` (decided from the trace ID like `TraceIdRatioBased`, so every replica and
+//! service agrees). Every bound (buffered traces, spans per trace, root timeout) is counted when
+//! hit, and spans that end after their trace was decided follow the decision.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+use super::record::FinishedSpan;
+use super::ring::TraceRing;
+use crate::error::Error;
+
+/// Sampling settings (see the builder for defaults and env variables).
+#[derive(Clone, Debug)]
+pub(crate) struct SamplingConfig {
+    pub(crate) success_ratio: f64,
+    pub(crate) forced_per_second: f64,
+    pub(crate) sample_client_errors: bool,
+    pub(crate) keep_slower_than: Option<Duration>,
+    pub(crate) trust_parent: bool,
+    pub(crate) max_traces: usize,
+    pub(crate) max_spans_per_trace: usize,
+    pub(crate) root_timeout: Duration,
+}
+
+/// What the request path knew about a local root when it started.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct RootInfo {
+    pub(crate) forced: bool,
+    pub(crate) remote_sampled: Option<bool>,
+}
+
+/// The reasons a trace is kept, in rule order.
+pub(crate) const REASONS: [&str; 5] = ["error", "forced", "parent", "slow", "ratio"];
+
+struct Pending {
+    spans: Vec<FinishedSpan>,
+    error: bool,
+}
+
+struct State {
+    pending: HashMap<u128, Pending>,
+    /// Trace IDs in arrival order (entries of decided traces are skipped when met).
+    order: VecDeque<(u128, Instant)>,
+    /// Recent decisions, for spans that end after their trace was decided.
+    decided: HashMap<u128, Option<&'static str>>,
+    decided_order: VecDeque<u128>,
+    /// Spans in `pending`.
+    spans: usize,
+}
+
+const DECIDED_CACHE: usize = 16_384;
+
+struct TokenBucket {
+    tokens: f64,
+    last: Instant,
+}
+
+/// Where kept traces go.
+pub(crate) struct Sinks {
+    pub(crate) ring: Option<TraceRing>,
+    #[cfg(feature = "otlp")]
+    pub(crate) export: Option<super::export::SpanExportQueue>,
+}
+
+/// Sampling and drop counters.
+pub(crate) struct TraceMetrics {
+    kept: [IntCounter; 5],
+    dropped: IntCounter,
+    pub(crate) spans_dropped: IntCounterVec,
+    buffered_traces: IntGauge,
+    buffered_spans: IntGauge,
+    early_buffer_full: IntCounter,
+    early_root_timeout: IntCounter,
+}
+
+/// `mercenary_obs_trace_buffer_traces`
+pub const BUFFERED_TRACES: &str = "mercenary_obs_trace_buffer_traces";
+/// `mercenary_obs_trace_buffer_spans`
+pub const BUFFERED_SPANS: &str = "mercenary_obs_trace_buffer_spans";
+/// `mercenary_obs_traces_decided_early_total`
+pub const DECIDED_EARLY: &str = "mercenary_obs_traces_decided_early_total";
+
+/// `mercenary_obs_traces_total`
+pub const TRACES_TOTAL: &str = "mercenary_obs_traces_total";
+/// `mercenary_obs_spans_dropped_total`
+pub const SPANS_DROPPED: &str = "mercenary_obs_spans_dropped_total";
+/// `mercenary_obs_spans_exported_total`
+#[allow(dead_code)] // registered by the export pipeline (feature `otlp`)
+pub const SPANS_EXPORTED: &str = "mercenary_obs_spans_exported_total";
+
+impl TraceMetrics {
+    pub(crate) fn register(registry: &Registry) -> Result<Self, Error> {
+        let err = |name: &str, e: prometheus::Error| Error::MetricRegistration {
+            metric: name.to_string(),
+            reason: e.to_string(),
+        };
+        let traces = IntCounterVec::new(
+            Opts::new(TRACES_TOTAL, "Sampling decisions on traces, by decision and reason."),
+            &["decision", "reason"],
+        )
+        .map_err(|e| err(TRACES_TOTAL, e))?;
+        registry.register(Box::new(traces.clone())).map_err(|e| err(TRACES_TOTAL, e))?;
+        let spans_dropped = IntCounterVec::new(
+            Opts::new(SPANS_DROPPED, "Spans lost to a bound or an export failure, by reason."),
+            &["reason"],
+        )
+        .map_err(|e| err(SPANS_DROPPED, e))?;
+        registry.register(Box::new(spans_dropped.clone())).map_err(|e| err(SPANS_DROPPED, e))?;
+        for reason in ["buffer_full", "queue_full", "export_failed", "too_many_spans"] {
+            spans_dropped.with_label_values(&[reason]);
+        }
+        let kept = REASONS.map(|r| traces.with_label_values(&["kept", r]));
+        let dropped = traces.with_label_values(&["dropped", "none"]);
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, Error> {
+            let g = IntGauge::new(name, help).map_err(|e| err(name, e))?;
+            registry.register(Box::new(g.clone())).map_err(|e| err(name, e))?;
+            Ok(g)
+        };
+        let buffered_traces = gauge(BUFFERED_TRACES, "Traces buffered until their local root ends.")?;
+        let buffered_spans = gauge(BUFFERED_SPANS, "Ended spans buffered until their trace is decided.")?;
+        let early = IntCounterVec::new(
+            Opts::new(DECIDED_EARLY, "Traces decided before their root ended, by cause."),
+            &["cause"],
+        )
+        .map_err(|e| err(DECIDED_EARLY, e))?;
+        registry.register(Box::new(early.clone())).map_err(|e| err(DECIDED_EARLY, e))?;
+        Ok(Self {
+            kept,
+            dropped,
+            spans_dropped,
+            buffered_traces,
+            buffered_spans,
+            early_buffer_full: early.with_label_values(&["buffer_full"]),
+            early_root_timeout: early.with_label_values(&["root_timeout"]),
+        })
+    }
+}
+
+/// The tail sampler of one instance.
+pub(crate) struct TailSampler {
+    config: SamplingConfig,
+    ratio_bound: u64,
+    state: Mutex<State>,
+    bucket: Mutex<TokenBucket>,
+    metrics: TraceMetrics,
+    sinks: Sinks,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether `trace_id` falls in `ratio`, exactly as the OTel SDK's `TraceIdRatioBased` decides:
+/// the low 64 bits shifted right by one, compared with `ratio * 2^63`.
+pub(crate) fn ratio_bound(ratio: f64) -> u64 {
+    if ratio >= 1.0 { u64::MAX } else { (ratio.max(0.0) * (1u64 << 63) as f64) as u64 }
+}
+
+pub(crate) fn in_ratio(trace_id: u128, bound: u64) -> bool {
+    ((trace_id as u64) >> 1) < bound
+}
+
+impl TailSampler {
+    pub(crate) fn new(config: SamplingConfig, metrics: TraceMetrics, sinks: Sinks) -> Self {
+        let tokens = config.forced_per_second.max(1.0);
+        Self {
+            ratio_bound: ratio_bound(config.success_ratio),
+            state: Mutex::new(State {
+                pending: HashMap::new(),
+                order: VecDeque::new(),
+                decided: HashMap::new(),
+                decided_order: VecDeque::new(),
+                spans: 0,
+            }),
+            bucket: Mutex::new(TokenBucket { tokens, last: Instant::now() }),
+            config,
+            metrics,
+            sinks,
+        }
+    }
+
+    pub(crate) fn sinks(&self) -> &Sinks {
+        &self.sinks
+    }
+
+    /// The sampled flag to propagate downstream: the ratio decision, known at the start.
+    pub(crate) fn ratio_sampled(&self, trace_id: u128) -> bool {
+        in_ratio(trace_id, self.ratio_bound)
+    }
+
+    fn take_forced_token(&self) -> bool {
+        let rate = self.config.forced_per_second;
+        if rate <= 0.0 {
+            return false;
+        }
+        let mut b = lock(&self.bucket);
+        let now = Instant::now();
+        let elapsed = now.duration_since(b.last).as_secs_f64();
+        b.last = now;
+        b.tokens = (b.tokens + elapsed * rate).min(rate.max(1.0));
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A span ended. `root` is `Some` when it is its trace's local root.
+    pub(crate) fn on_span_end(&self, span: FinishedSpan, root: Option<(RootInfo, Duration)>) {
+        let trace_id = span.trace_id;
+        let mut emit: Vec<(Option<&'static str>, Vec<FinishedSpan>)> = Vec::new();
+        {
+            let mut state = lock(&self.state);
+            self.sweep_timeouts(&mut state, &mut emit);
+            if let Some(&decision) = state.decided.get(&trace_id) {
+                // A late span follows its trace's decision.
+                if decision.is_some() {
+                    emit.push((decision, vec![span]));
+                }
+            } else if root.is_some() && !state.pending.contains_key(&trace_id) {
+                // A root without buffered children (the common request): decide at once.
+                let error = self.is_error(&span);
+                let decision = self.decide(trace_id, error, root);
+                Self::remember(&mut state, trace_id, decision);
+                emit.push((decision, vec![span]));
+            } else {
+                if !state.pending.contains_key(&trace_id) {
+                    while state.pending.len() >= self.config.max_traces {
+                        match self.evict_oldest(&mut state) {
+                            Some(decided) => emit.push(decided),
+                            None => break,
+                        }
+                    }
+                    state.order.push_back((trace_id, Instant::now()));
+                    if state.order.len() > 4 * self.config.max_traces.max(1024) {
+                        // Entries of decided traces wait behind a long-running one: compact.
+                        let State { order, pending, .. } = &mut *state;
+                        order.retain(|(id, _)| pending.contains_key(id));
+                    }
+                }
+                let entry = state
+                    .pending
+                    .entry(trace_id)
+                    .or_insert_with(|| Pending { spans: Vec::new(), error: false });
+                entry.error |= self.is_error(&span);
+                if entry.spans.len() < self.config.max_spans_per_trace {
+                    entry.spans.push(span);
+                    state.spans += 1;
+                } else {
+                    self.metrics.spans_dropped.with_label_values(&["too_many_spans"]).inc();
+                }
+                if let Some((info, duration)) = root {
+                    let pending = state.pending.remove(&trace_id);
+                    state.spans -= pending.as_ref().map_or(0, |p| p.spans.len());
+                    let (error, spans) = pending.map_or((false, Vec::new()), |p| (p.error, p.spans));
+                    let decision = self.decide(trace_id, error, Some((info, duration)));
+                    Self::remember(&mut state, trace_id, decision);
+                    emit.push((decision, spans));
+                }
+            }
+            self.metrics.buffered_traces.set(state.pending.len() as i64);
+            self.metrics.buffered_spans.set(state.spans as i64);
+        }
+        for (decision, spans) in emit {
+            self.emit(decision, spans);
+        }
+    }
+
+    /// Whether a span makes its trace an error trace: error status, an ERROR event, a 5xx
+    /// response (and a 4xx one when client errors count).
+    fn is_error(&self, span: &FinishedSpan) -> bool {
+        let status = span.http_status();
+        span.error
+            || span.error_event
+            || status.is_some_and(|s| s >= 500)
+            || (self.config.sample_client_errors && status.is_some_and(|s| (400..500).contains(&s)))
+    }
+
+    /// Decides, with what is known, the traces whose root has not ended within the timeout.
+    fn sweep_timeouts(&self, state: &mut State, emit: &mut Vec<(Option<&'static str>, Vec<FinishedSpan>)>) {
+        while let Some(&(id, at)) = state.order.front() {
+            if !state.pending.contains_key(&id) {
+                state.order.pop_front();
+                continue;
+            }
+            if at.elapsed() < self.config.root_timeout {
+                break;
+            }
+            state.order.pop_front();
+            if let Some(p) = state.pending.remove(&id) {
+                state.spans -= p.spans.len();
+                self.metrics.early_root_timeout.inc();
+                let decision = self.decide(id, p.error, None);
+                Self::remember(state, id, decision);
+                emit.push((decision, p.spans));
+            }
+        }
+    }
+
+    fn evict_oldest(&self, state: &mut State) -> Option<(Option<&'static str>, Vec<FinishedSpan>)> {
+        while let Some((id, _)) = state.order.pop_front() {
+            if let Some(p) = state.pending.remove(&id) {
+                state.spans -= p.spans.len();
+                self.metrics.early_buffer_full.inc();
+                let decision = self.decide(id, p.error, None);
+                Self::remember(state, id, decision);
+                if decision.is_none() {
+                    self.metrics.spans_dropped.with_label_values(&["buffer_full"]).inc_by(p.spans.len() as u64);
+                }
+                return Some((decision, p.spans));
+            }
+        }
+        None
+    }
+
+    fn remember(state: &mut State, trace_id: u128, decision: Option<&'static str>) {
+        if state.decided.insert(trace_id, decision).is_none() {
+            state.decided_order.push_back(trace_id);
+        }
+        while state.decided_order.len() > DECIDED_CACHE {
+            if let Some(old) = state.decided_order.pop_front() {
+                state.decided.remove(&old);
+            }
+        }
+    }
+
+    /// The rules, in order. `root` is `None` when the trace is decided without its root.
+    fn decide(&self, trace_id: u128, error: bool, root: Option<(RootInfo, Duration)>) -> Option<&'static str> {
+        let reason = if error {
+            Some("error")
+        } else if root.is_some_and(|(i, _)| i.forced) && self.take_forced_token() {
+            Some("forced")
+        } else if self.config.trust_parent && root.is_some_and(|(i, _)| i.remote_sampled == Some(true)) {
+            Some("parent")
+        } else if let (Some(limit), Some((_, d))) = (self.config.keep_slower_than, root)
+            && d > limit
+        {
+            Some("slow")
+        } else if in_ratio(trace_id, self.ratio_bound) {
+            Some("ratio")
+        } else {
+            None
+        };
+        match reason {
+            Some(r) => {
+                let idx = REASONS.iter().position(|x| *x == r).unwrap_or(4);
+                self.metrics.kept[idx].inc();
+            }
+            None => self.metrics.dropped.inc(),
+        }
+        reason
+    }
+
+    fn emit(&self, decision: Option<&'static str>, spans: Vec<FinishedSpan>) {
+        let Some(reason) = decision else { return };
+        if spans.is_empty() {
+            return;
+        }
+        let data: Vec<_> = spans.into_iter().map(|s| s.into_span_data(reason)).collect();
+        if let Some(ring) = &self.sinks.ring {
+            ring.push(reason, &data);
+        }
+        #[cfg(feature = "otlp")]
+        if let Some(export) = &self.sinks.export {
+            export.push(data);
+        }
+    }
+
+    /// Decides every buffered trace now (at shutdown), with what is known.
+    pub(crate) fn decide_all(&self) {
+        let drained: Vec<(u128, Pending)> = {
+            let mut state = lock(&self.state);
+            state.order.clear();
+            state.spans = 0;
+            self.metrics.buffered_traces.set(0);
+            self.metrics.buffered_spans.set(0);
+            state.pending.drain().collect()
+        };
+        for (id, p) in drained {
+            let decision = self.decide(id, p.error, None);
+            self.emit(decision, p.spans);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratio_matches_trace_id_ratio_based() {
+        let b = ratio_bound(0.1);
+        // low 64 bits >> 1 below 0.1 * 2^63
+        assert!(in_ratio(0, b));
+        assert!(!in_ratio(u128::from(u64::MAX), b));
+        let kept = (0..100_000u64)
+            .filter(|i| in_ratio(u128::from(i.wrapping_mul(0x9E37_79B9_7F4A_7C15)), b))
+            .count();
+        assert!((9_000..11_000).contains(&kept), "{kept}");
+        assert!(in_ratio(u128::MAX, ratio_bound(1.0)));
+        assert!(!in_ratio(0, ratio_bound(0.0)));
+    }
+}

@@ -64,25 +64,28 @@ impl Obs {
         S: Clone + Send + Sync + 'static,
     {
         let obs = self.clone();
-        Router::new().route_service("/metrics", self.metrics_service()).route(
-            "/debug/traces",
-            axum::routing::get(move || {
-                let body = obs.recent_traces_json();
-                async move {
-                    match body {
-                        Some(json) => (
-                            StatusCode::OK,
-                            [(http::header::CONTENT_TYPE, "application/json")],
-                            json,
-                        ),
-                        None => (
-                            StatusCode::NOT_FOUND,
-                            [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                            "no in-memory traces: traces go to the OTLP endpoint, or are off\n".to_string(),
-                        ),
+        Router::new()
+            .route_service("/metrics", self.metrics_service())
+            .route(
+                "/debug/traces",
+                axum::routing::get(move || {
+                    let body = obs.recent_traces_json();
+                    async move {
+                        match body {
+                            Some(json) => (
+                                StatusCode::OK,
+                                [(http::header::CONTENT_TYPE, "application/json")],
+                                json,
+                            ),
+                            None => (
+                                StatusCode::NOT_FOUND,
+                                [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                                "no in-memory traces: traces go to the OTLP endpoint, or are off\n"
+                                    .to_string(),
+                            ),
+                        }
                     }
-                }
-            }),
-        )
+                }),
+            )
     }
 }

@@ -8,9 +8,9 @@ use http::HeaderName;
 use tracing_subscriber::EnvFilter;
 
 use crate::error::Error;
-use crate::tracing::sampler::SamplingConfig;
 use crate::logging::{DEFAULT_SENSITIVE, LogFormat};
 use crate::obs::{Obs, ObsGuard};
+use crate::tracing::sampler::SamplingConfig;
 
 /// The default bucket boundaries of `http_server_request_duration_seconds` (OTel HTTP semconv).
 pub const DEFAULT_DURATION_BUCKETS: &[f64] = &[
@@ -408,7 +408,12 @@ impl ObsBuilder {
         K: Into<String>,
         V: Into<String>,
     {
-        self.otlp_headers = Some(headers.into_iter().map(|(k, v)| (k.into(), v.into())).collect());
+        self.otlp_headers = Some(
+            headers
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        );
         self
     }
 
@@ -476,20 +481,34 @@ impl ObsBuilder {
                 _ if value.trim().is_empty() => {}
                 env::MERCENARY_OBS_SUCCESS_RATIO => match value.trim().parse::<f64>() {
                     Ok(r) if (0.0..=1.0).contains(&r) => self.env.success_ratio = Some(r),
-                    _ => self.env_error(env::MERCENARY_OBS_SUCCESS_RATIO, value, "a number from 0 to 1"),
+                    _ => self.env_error(
+                        env::MERCENARY_OBS_SUCCESS_RATIO,
+                        value,
+                        "a number from 0 to 1",
+                    ),
                 },
                 env::MERCENARY_OBS_FORCED_PER_SECOND => match value.trim().parse::<f64>() {
                     Ok(r) if r.is_finite() && r >= 0.0 => self.env.forced_per_second = Some(r),
-                    _ => self.env_error(env::MERCENARY_OBS_FORCED_PER_SECOND, value, "a number of traces per second, 0 or more"),
+                    _ => self.env_error(
+                        env::MERCENARY_OBS_FORCED_PER_SECOND,
+                        value,
+                        "a number of traces per second, 0 or more",
+                    ),
                 },
-                env::OTEL_EXPORTER_OTLP_ENDPOINT => self.env.otlp_endpoint = Some(value.trim().to_string()),
+                env::OTEL_EXPORTER_OTLP_ENDPOINT => {
+                    self.env.otlp_endpoint = Some(value.trim().to_string())
+                }
                 env::OTEL_EXPORTER_OTLP_TRACES_ENDPOINT => {
                     self.env.otlp_traces_endpoint = Some(value.trim().to_string())
                 }
                 env::OTEL_EXPORTER_OTLP_PROTOCOL => match value.trim() {
                     "grpc" => self.env.otlp_protocol = Some(OtlpProtocol::Grpc),
                     "http/protobuf" => self.env.otlp_protocol = Some(OtlpProtocol::HttpProtobuf),
-                    _ => self.env_error(env::OTEL_EXPORTER_OTLP_PROTOCOL, value, "`grpc` or `http/protobuf`"),
+                    _ => self.env_error(
+                        env::OTEL_EXPORTER_OTLP_PROTOCOL,
+                        value,
+                        "`grpc` or `http/protobuf`",
+                    ),
                 },
                 env::OTEL_EXPORTER_OTLP_HEADERS => match parse_resource_attributes(value) {
                     Ok(h) => self.env.otlp_headers = Some(h),
@@ -497,15 +516,29 @@ impl ObsBuilder {
                 },
                 env::OTEL_EXPORTER_OTLP_TIMEOUT => match value.trim().parse::<u64>() {
                     Ok(ms) if ms > 0 => self.env.otlp_timeout = Some(Duration::from_millis(ms)),
-                    _ => self.env_error(env::OTEL_EXPORTER_OTLP_TIMEOUT, value, "a timeout in milliseconds, above 0"),
+                    _ => self.env_error(
+                        env::OTEL_EXPORTER_OTLP_TIMEOUT,
+                        value,
+                        "a timeout in milliseconds, above 0",
+                    ),
                 },
                 env::OTEL_BSP_SCHEDULE_DELAY => match value.trim().parse::<u64>() {
-                    Ok(ms) if ms > 0 => self.env.export_schedule_delay = Some(Duration::from_millis(ms)),
-                    _ => self.env_error(env::OTEL_BSP_SCHEDULE_DELAY, value, "a delay in milliseconds, above 0"),
+                    Ok(ms) if ms > 0 => {
+                        self.env.export_schedule_delay = Some(Duration::from_millis(ms))
+                    }
+                    _ => self.env_error(
+                        env::OTEL_BSP_SCHEDULE_DELAY,
+                        value,
+                        "a delay in milliseconds, above 0",
+                    ),
                 },
                 env::OTEL_BSP_MAX_QUEUE_SIZE => match value.trim().parse::<usize>() {
                     Ok(n) if n > 0 => self.env.export_queue_size = Some(n),
-                    _ => self.env_error(env::OTEL_BSP_MAX_QUEUE_SIZE, value, "a number of spans, above 0"),
+                    _ => self.env_error(
+                        env::OTEL_BSP_MAX_QUEUE_SIZE,
+                        value,
+                        "a number of spans, above 0",
+                    ),
                 },
                 _ => {}
             }
@@ -745,16 +778,24 @@ pub(crate) struct Config {
 
 impl ObsBuilder {
     fn resolve_tracing(&mut self, env: &EnvValues) -> Result<TracingConfig, Error> {
-        let setting = |setting: &'static str, value: String, expected: &str| Error::InvalidSetting {
-            setting,
-            value,
-            expected: expected.to_string(),
-        };
+        let setting =
+            |setting: &'static str, value: String, expected: &str| Error::InvalidSetting {
+                setting,
+                value,
+                expected: expected.to_string(),
+            };
         let success_ratio = self.success_ratio.or(env.success_ratio).unwrap_or(0.1);
         if !(0.0..=1.0).contains(&success_ratio) {
-            return Err(setting("ObsBuilder::success_ratio", success_ratio.to_string(), "a number from 0 to 1"));
+            return Err(setting(
+                "ObsBuilder::success_ratio",
+                success_ratio.to_string(),
+                "a number from 0 to 1",
+            ));
         }
-        let forced_per_second = self.forced_per_second.or(env.forced_per_second).unwrap_or(10.0);
+        let forced_per_second = self
+            .forced_per_second
+            .or(env.forced_per_second)
+            .unwrap_or(10.0);
         if !forced_per_second.is_finite() || forced_per_second < 0.0 {
             return Err(setting(
                 "ObsBuilder::forced_per_second",
@@ -762,13 +803,30 @@ impl ObsBuilder {
                 "a number of traces per second, 0 or more",
             ));
         }
-        let (fh, fv) = self.forced_header.take().unwrap_or_else(|| ("trace".into(), "true".into()));
-        let forced_header = HeaderName::try_from(fh.to_ascii_lowercase())
-            .map_err(|_| setting("ObsBuilder::forced_header", fh.clone(), "a valid HTTP header name"))?;
-        let forced_value = http::HeaderValue::try_from(fv.clone())
-            .map_err(|_| setting("ObsBuilder::forced_header", fv.clone(), "a valid HTTP header value"))?;
+        let (fh, fv) = self
+            .forced_header
+            .take()
+            .unwrap_or_else(|| ("trace".into(), "true".into()));
+        let forced_header = HeaderName::try_from(fh.to_ascii_lowercase()).map_err(|_| {
+            setting(
+                "ObsBuilder::forced_header",
+                fh.clone(),
+                "a valid HTTP header name",
+            )
+        })?;
+        let forced_value = http::HeaderValue::try_from(fv.clone()).map_err(|_| {
+            setting(
+                "ObsBuilder::forced_header",
+                fv.clone(),
+                "a valid HTTP header value",
+            )
+        })?;
         let positive = |setting_name: &'static str, v: usize| {
-            if v == 0 { Err(setting(setting_name, v.to_string(), "a number above 0")) } else { Ok(v) }
+            if v == 0 {
+                Err(setting(setting_name, v.to_string(), "a number above 0"))
+            } else {
+                Ok(v)
+            }
         };
         let sampling = SamplingConfig {
             success_ratio,
@@ -776,26 +834,44 @@ impl ObsBuilder {
             sample_client_errors: self.sample_client_errors.unwrap_or(false),
             keep_slower_than: self.keep_slower_than,
             trust_parent: self.trust_upstream_sampled.unwrap_or(true),
-            max_traces: positive("ObsBuilder::max_buffered_traces", self.max_buffered_traces.unwrap_or(8192))?,
-            max_spans_per_trace: positive("ObsBuilder::max_spans_per_trace", self.max_spans_per_trace.unwrap_or(512))?,
+            max_traces: positive(
+                "ObsBuilder::max_buffered_traces",
+                self.max_buffered_traces.unwrap_or(8192),
+            )?,
+            max_spans_per_trace: positive(
+                "ObsBuilder::max_spans_per_trace",
+                self.max_spans_per_trace.unwrap_or(512),
+            )?,
             root_timeout: self.root_timeout.unwrap_or(Duration::from_secs(60)),
         };
 
-        let protocol = self.otlp_protocol.or(env.otlp_protocol).unwrap_or(OtlpProtocol::HttpProtobuf);
+        let protocol = self
+            .otlp_protocol
+            .or(env.otlp_protocol)
+            .unwrap_or(OtlpProtocol::HttpProtobuf);
         if protocol == OtlpProtocol::Grpc && !cfg!(feature = "grpc") {
             let err = if self.otlp_protocol.is_some() {
-                setting("ObsBuilder::otlp_protocol", "Grpc".into(), "HttpProtobuf, or enable the `grpc` feature")
+                setting(
+                    "ObsBuilder::otlp_protocol",
+                    "Grpc".into(),
+                    "HttpProtobuf, or enable the `grpc` feature",
+                )
             } else {
                 Error::InvalidEnv {
                     variable: env::OTEL_EXPORTER_OTLP_PROTOCOL,
                     value: "grpc".into(),
-                    expected: "`http/protobuf`, or enable the `grpc` feature of mercenary-obs".into(),
+                    expected: "`http/protobuf`, or enable the `grpc` feature of mercenary-obs"
+                        .into(),
                 }
             };
             return Err(err);
         }
         // (URL, name of its source, whether it is a base URL that needs `/v1/traces`)
-        let endpoint = match (&self.otlp_endpoint, &env.otlp_traces_endpoint, &env.otlp_endpoint) {
+        let endpoint = match (
+            &self.otlp_endpoint,
+            &env.otlp_traces_endpoint,
+            &env.otlp_endpoint,
+        ) {
             (Some(u), _, _) => Some((u.clone(), "ObsBuilder::otlp_endpoint", true)),
             (None, Some(u), _) => Some((u.clone(), env::OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, false)),
             (None, None, Some(u)) => Some((u.clone(), env::OTEL_EXPORTER_OTLP_ENDPOINT, true)),
@@ -810,7 +886,11 @@ impl ObsBuilder {
                 let Some(parsed) = parsed else {
                     let expected = "an http:// or https:// URL such as http://localhost:4318";
                     return Err(if source.starts_with("OTEL_") {
-                        Error::InvalidEnv { variable: source, value: url, expected: expected.into() }
+                        Error::InvalidEnv {
+                            variable: source,
+                            value: url,
+                            expected: expected.into(),
+                        }
                     } else {
                         setting(source, url, expected)
                     });
@@ -828,15 +908,24 @@ impl ObsBuilder {
                 Some(OtlpConfig {
                     endpoint,
                     protocol,
-                    headers: self.otlp_headers.take().or(env.otlp_headers.clone()).unwrap_or_default(),
-                    timeout: self.otlp_timeout.or(env.otlp_timeout).unwrap_or(Duration::from_secs(10)),
+                    headers: self
+                        .otlp_headers
+                        .take()
+                        .or(env.otlp_headers.clone())
+                        .unwrap_or_default(),
+                    timeout: self
+                        .otlp_timeout
+                        .or(env.otlp_timeout)
+                        .unwrap_or(Duration::from_secs(10)),
                     schedule_delay: self
                         .export_schedule_delay
                         .or(env.export_schedule_delay)
                         .unwrap_or(Duration::from_secs(5)),
                     queue_size: positive(
                         "ObsBuilder::export_queue_size",
-                        self.export_queue_size.or(env.export_queue_size).unwrap_or(2048),
+                        self.export_queue_size
+                            .or(env.export_queue_size)
+                            .unwrap_or(2048),
                     )?,
                 })
             }

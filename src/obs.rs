@@ -8,8 +8,6 @@ use http::HeaderName;
 use tracing_core::Dispatch;
 
 use crate::builder::{Config, ObsBuilder, TracingConfig};
-use crate::tracing::ring::TraceRing;
-use crate::tracing::sampler::{Sinks, TailSampler, TraceMetrics};
 use crate::error::Error;
 use crate::layer::ObsLayer;
 use crate::logging::{self, LogConfig, LogPipeline};
@@ -17,6 +15,8 @@ use crate::metrics::business::BusinessMetrics;
 use crate::metrics::exposition::{self, MetricsService};
 use crate::metrics::red::{self, RedMetrics};
 use crate::metrics::{Counter, Gauge, Histogram};
+use crate::tracing::ring::TraceRing;
+use crate::tracing::sampler::{Sinks, TailSampler, TraceMetrics};
 
 /// One observability instance: a metrics registry, the RED metrics, a log pipeline, and the
 /// settings its tower layer applies.
@@ -180,7 +180,10 @@ impl Obs {
         if !config.enabled {
             return Ok(None);
         }
-        let ring = config.otlp.is_none().then(|| TraceRing::new(config.ring_size));
+        let ring = config
+            .otlp
+            .is_none()
+            .then(|| TraceRing::new(config.ring_size));
         #[cfg(not(feature = "otlp"))]
         if let Some(otlp) = &config.otlp {
             return Err(Error::InvalidSetting {
@@ -220,12 +223,19 @@ impl Obs {
     /// `/debug/traces`. `None` when traces go to an OTLP endpoint instead, or are off.
     pub fn recent_traces_json(&self) -> Option<String> {
         let tracing = self.inner.tracing.as_ref()?;
-        tracing.sampler.sinks().ring.as_ref().map(|r| r.render_json())
+        tracing
+            .sampler
+            .sinks()
+            .ring
+            .as_ref()
+            .map(|r| r.render_json())
     }
 
     /// Decides every buffered trace and exports what is kept, within `timeout`.
     pub(crate) fn shutdown_traces(&self, timeout: Duration) -> bool {
-        let Some(tracing) = &self.inner.tracing else { return true };
+        let Some(tracing) = &self.inner.tracing else {
+            return true;
+        };
         tracing.sampler.decide_all();
         #[cfg(feature = "otlp")]
         if let Some(export) = &tracing.sampler.sinks().export {
@@ -303,7 +313,12 @@ impl Obs {
     /// Returns whether everything was written in time.
     pub fn flush(&self) -> bool {
         #[cfg(feature = "otlp")]
-        let traces = match self.inner.tracing.as_ref().and_then(|t| t.sampler.sinks().export.as_ref()) {
+        let traces = match self
+            .inner
+            .tracing
+            .as_ref()
+            .and_then(|t| t.sampler.sinks().export.as_ref())
+        {
             Some(export) => export.flush(self.inner.shutdown_timeout),
             None => true,
         };
@@ -344,7 +359,9 @@ impl Obs {
 
     pub(crate) fn shutdown_logs_within(&self, timeout: Duration) -> bool {
         match &self.inner.logs {
-            Some(logs) => logs.writer.shutdown(timeout.max(Duration::from_millis(100))),
+            Some(logs) => logs
+                .writer
+                .shutdown(timeout.max(Duration::from_millis(100))),
             None => true,
         }
     }
@@ -425,12 +442,18 @@ impl ObsGuard {
     }
 
     fn shutdown_inner(&mut self) -> Result<(), Error> {
-        let Some(obs) = self.obs.take() else { return Ok(()) };
+        let Some(obs) = self.obs.take() else {
+            return Ok(());
+        };
         let timeout = obs.inner.shutdown_timeout;
         let started = std::time::Instant::now();
         let traces = obs.shutdown_traces(timeout);
         let logs = obs.shutdown_logs_within(timeout.saturating_sub(started.elapsed()));
-        if traces && logs { Ok(()) } else { Err(Error::ShutdownTimedOut { timeout }) }
+        if traces && logs {
+            Ok(())
+        } else {
+            Err(Error::ShutdownTimedOut { timeout })
+        }
     }
 }
 

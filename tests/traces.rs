@@ -13,7 +13,9 @@ use mercenary_obs::Obs;
 use serde_json::Value;
 use tracing::Instrument;
 
-fn instance(configure: impl FnOnce(mercenary_obs::ObsBuilder) -> mercenary_obs::ObsBuilder) -> (Obs, Capture) {
+fn instance(
+    configure: impl FnOnce(mercenary_obs::ObsBuilder) -> mercenary_obs::ObsBuilder,
+) -> (Obs, Capture) {
     let capture = Capture::default();
     let obs = configure(
         Obs::builder()
@@ -38,7 +40,13 @@ async fn two_children() {
 
 fn app(obs: &Obs) -> Router {
     Router::new()
-        .route("/ok", get(|| async { two_children().await; "ok" }))
+        .route(
+            "/ok",
+            get(|| async {
+                two_children().await;
+                "ok"
+            }),
+        )
         .route(
             "/fail",
             get(|| async {
@@ -76,20 +84,28 @@ fn traces(obs: &Obs) -> Vec<Value> {
 }
 
 fn kept_counter(exposition: &str) -> HashMap<String, f64> {
-    samples(exposition, "mercenary_obs_traces_total").into_iter().collect()
+    samples(exposition, "mercenary_obs_traces_total")
+        .into_iter()
+        .collect()
 }
 
 /// Root + the two children, one trace id, correct parent links.
 fn assert_complete(trace: &Value) {
     let spans = trace["spans"].as_array().unwrap();
     assert_eq!(spans.len(), 3, "{trace:#}");
-    let root = spans.iter().find(|s| s["kind"] == "Server").expect("a server span");
+    let root = spans
+        .iter()
+        .find(|s| s["kind"] == "Server")
+        .expect("a server span");
     assert_eq!(root["parent_span_id"], "0000000000000000");
     for child in spans.iter().filter(|s| s["kind"] != "Server") {
         assert_eq!(child["parent_span_id"], root["span_id"], "{trace:#}");
     }
     for s in spans {
-        assert_eq!(s["attributes"]["mercenary.sampling.reason"], trace["reason"]);
+        assert_eq!(
+            s["attributes"]["mercenary.sampling.reason"],
+            trace["reason"]
+        );
     }
 }
 
@@ -106,7 +122,10 @@ async fn errors_always_successes_at_the_ratio() {
         assert_eq!(send(&c, "GET", &format!("{base}/panic"), "").await.0, 500);
     }
     for _ in 0..10 {
-        assert_eq!(send(&c, "GET", &format!("{base}/logs-error"), "").await.0, 200);
+        assert_eq!(
+            send(&c, "GET", &format!("{base}/logs-error"), "").await.0,
+            200
+        );
     }
     for _ in 0..2000 {
         assert_eq!(send(&c, "GET", &format!("{base}/ok"), "").await.0, 200);
@@ -114,7 +133,13 @@ async fn errors_always_successes_at_the_ratio() {
     let all = traces(&obs);
     let by_route = |route: &str| -> Vec<&Value> {
         all.iter()
-            .filter(|t| t["spans"].as_array().unwrap().iter().any(|s| s["attributes"]["http.route"] == route))
+            .filter(|t| {
+                t["spans"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|s| s["attributes"]["http.route"] == route)
+            })
             .collect()
     };
     let fails = by_route("/fail");
@@ -122,7 +147,12 @@ async fn errors_always_successes_at_the_ratio() {
     for t in &fails {
         assert_eq!(t["reason"], "error");
         assert_complete(t);
-        let root = t["spans"].as_array().unwrap().iter().find(|s| s["kind"] == "Server").unwrap();
+        let root = t["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["kind"] == "Server")
+            .unwrap();
         assert_eq!(root["name"], "GET /fail");
         assert_eq!(root["status"], "error");
         assert_eq!(root["attributes"]["http.response.status_code"], 500);
@@ -131,28 +161,53 @@ async fn errors_always_successes_at_the_ratio() {
     assert_eq!(panics.len(), 20);
     for t in &panics {
         assert_eq!(t["reason"], "error");
-        let root = t["spans"].as_array().unwrap().iter().find(|s| s["kind"] == "Server").unwrap();
+        let root = t["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["kind"] == "Server")
+            .unwrap();
         assert_eq!(root["attributes"]["error.type"], "panic");
         assert_eq!(root["status_message"], "boom");
     }
     let logged = by_route("/logs-error");
-    assert_eq!(logged.len(), 10, "an ERROR event anywhere makes an error trace");
+    assert_eq!(
+        logged.len(),
+        10,
+        "an ERROR event anywhere makes an error trace"
+    );
     assert!(logged.iter().all(|t| t["reason"] == "error"));
 
     let oks = by_route("/ok");
     // 10% of 2000, within the binomial 99.9% interval (mean 200, sd 13.4, z 3.29).
-    assert!((156..=244).contains(&oks.len()), "kept {} of 2000 successes", oks.len());
+    assert!(
+        (156..=244).contains(&oks.len()),
+        "kept {} of 2000 successes",
+        oks.len()
+    );
     for t in &oks {
         assert_eq!(t["reason"], "ratio");
         assert_complete(t);
     }
-    let ids: std::collections::HashSet<_> = all.iter().map(|t| t["trace_id"].as_str().unwrap()).collect();
+    let ids: std::collections::HashSet<_> = all
+        .iter()
+        .map(|t| t["trace_id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids.len(), all.len(), "no trace twice");
 
     let counters = kept_counter(&obs.render_metrics());
-    assert_eq!(counters["{decision=\"kept\",reason=\"error\"}"], 80.0, "{counters:?}");
-    assert_eq!(counters["{decision=\"kept\",reason=\"ratio\"}"], oks.len() as f64);
-    assert_eq!(counters["{decision=\"dropped\",reason=\"none\"}"], (2000 - oks.len()) as f64);
+    assert_eq!(
+        counters["{decision=\"kept\",reason=\"error\"}"], 80.0,
+        "{counters:?}"
+    );
+    assert_eq!(
+        counters["{decision=\"kept\",reason=\"ratio\"}"],
+        oks.len() as f64
+    );
+    assert_eq!(
+        counters["{decision=\"dropped\",reason=\"none\"}"],
+        (2000 - oks.len()) as f64
+    );
 
     // Log lines carry the trace id of the kept trace.
     assert!(obs.flush());
@@ -191,11 +246,21 @@ async fn forced_traces_are_kept_within_the_budget() {
     let kept = traces(&obs);
     // The bucket starts full (10) and refills at 10/s.
     let allowed = 10 + (elapsed * 10.0).ceil() as usize;
-    assert!(!kept.is_empty() && kept.len() <= allowed, "kept {} of {n} in {elapsed:.2}s", kept.len());
+    assert!(
+        !kept.is_empty() && kept.len() <= allowed,
+        "kept {} of {n} in {elapsed:.2}s",
+        kept.len()
+    );
     assert!(kept.iter().all(|t| t["reason"] == "forced"));
     let counters = kept_counter(&obs.render_metrics());
-    assert_eq!(counters["{decision=\"kept\",reason=\"forced\"}"], kept.len() as f64);
-    assert_eq!(counters["{decision=\"dropped\",reason=\"none\"}"], (n - kept.len()) as f64);
+    assert_eq!(
+        counters["{decision=\"kept\",reason=\"forced\"}"],
+        kept.len() as f64
+    );
+    assert_eq!(
+        counters["{decision=\"dropped\",reason=\"none\"}"],
+        (n - kept.len()) as f64
+    );
 }
 
 #[tokio::test]
@@ -204,7 +269,12 @@ async fn an_incoming_traceparent_is_continued() {
     let addr = serve(app(&obs)).await;
     let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let caller_span = "00f067aa0ba902b7";
-    let resp = http_get(addr, "/ok", &[&format!("traceparent: 00-{caller_trace}-{caller_span}-01")]).await;
+    let resp = http_get(
+        addr,
+        "/ok",
+        &[&format!("traceparent: 00-{caller_trace}-{caller_span}-01")],
+    )
+    .await;
     assert_eq!(resp.status, 200);
     let tr = resp.header("traceresponse").expect("traceresponse header");
     assert!(tr.starts_with(&format!("00-{caller_trace}-")), "{tr}");
@@ -212,19 +282,35 @@ async fn an_incoming_traceparent_is_continued() {
     assert_eq!(kept.len(), 1, "upstream sampled flag is trusted by default");
     assert_eq!(kept[0]["trace_id"], caller_trace);
     assert_eq!(kept[0]["reason"], "parent");
-    let root = kept[0]["spans"].as_array().unwrap().iter().find(|s| s["kind"] == "Server").unwrap();
+    let root = kept[0]["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "Server")
+        .unwrap();
     assert_eq!(root["parent_span_id"], caller_span);
-    assert_eq!(tr, format!("00-{caller_trace}-{}-01", root["span_id"].as_str().unwrap()));
+    assert_eq!(
+        tr,
+        format!("00-{caller_trace}-{}-01", root["span_id"].as_str().unwrap())
+    );
     assert!(obs.flush());
     let lines = logs.json_lines();
-    let request_lines: Vec<_> = lines.iter().filter(|l| l.get("correlation_id").is_some()).collect();
+    let request_lines: Vec<_> = lines
+        .iter()
+        .filter(|l| l.get("correlation_id").is_some())
+        .collect();
     assert!(request_lines.len() >= 2);
     assert!(request_lines.iter().all(|l| l["trace_id"] == caller_trace));
 
     // Not trusted: the flag is ignored; a malformed header starts a new trace.
     let (obs, _) = instance(|b| b.success_ratio(0.0).trust_upstream_sampled(false));
     let addr = serve(app(&obs)).await;
-    http_get(addr, "/ok", &[&format!("traceparent: 00-{caller_trace}-{caller_span}-01")]).await;
+    http_get(
+        addr,
+        "/ok",
+        &[&format!("traceparent: 00-{caller_trace}-{caller_span}-01")],
+    )
+    .await;
     assert!(traces(&obs).is_empty());
     let resp = http_get(addr, "/ok", &["traceparent: 00-zzzz-yy-01"]).await;
     assert!(!resp.header("traceresponse").unwrap().contains("zzzz"));
@@ -239,7 +325,11 @@ async fn debug_traces_is_served_and_bounds_are_counted() {
     assert_eq!(resp.status, 200);
     let body: Value = serde_json::from_slice(&resp.body).unwrap();
     let first = &body["traces"].as_array().unwrap()[0];
-    assert_eq!(first["spans"].as_array().unwrap().len(), 2, "capped at 2 spans");
+    assert_eq!(
+        first["spans"].as_array().unwrap().len(),
+        2,
+        "capped at 2 spans"
+    );
     let exposition = obs.render_metrics();
     assert!(
         exposition.contains("mercenary_obs_spans_dropped_total{reason=\"too_many_spans\"} 1"),
@@ -250,28 +340,57 @@ async fn debug_traces_is_served_and_bounds_are_counted() {
 
 #[test]
 fn buffer_and_root_timeout_bounds_are_counted() {
-    let (obs, _) = instance(|b| b.success_ratio(1.0).max_buffered_traces(4).root_timeout(Duration::from_millis(50)));
+    let (obs, _) = instance(|b| {
+        b.success_ratio(1.0)
+            .max_buffered_traces(4)
+            .root_timeout(Duration::from_millis(50))
+    });
     let dispatch = obs.dispatch().unwrap().clone();
     tracing::dispatcher::with_default(&dispatch, || {
         // Ten roots stay open while one child of each ends: ten traces want buffering.
-        let roots: Vec<_> = (0..10).map(|i| tracing::info_span!("job", job = i)).collect();
+        let roots: Vec<_> = (0..10)
+            .map(|i| tracing::info_span!("job", job = i))
+            .collect();
         for root in &roots {
             let _e = root.enter();
             drop(tracing::info_span!("step"));
         }
         let exposition = obs.render_metrics();
-        assert!(exposition.contains("mercenary_obs_trace_buffer_traces 4"), "{exposition}");
-        assert!(exposition.contains("mercenary_obs_traces_decided_early_total{cause=\"buffer_full\"} 6"), "{exposition}");
+        assert!(
+            exposition.contains("mercenary_obs_trace_buffer_traces 4"),
+            "{exposition}"
+        );
+        assert!(
+            exposition
+                .contains("mercenary_obs_traces_decided_early_total{cause=\"buffer_full\"} 6"),
+            "{exposition}"
+        );
         // The survivors outlive the root timeout; the next span end decides them.
         std::thread::sleep(Duration::from_millis(80));
         drop(tracing::info_span!("unrelated"));
         let exposition = obs.render_metrics();
-        assert!(exposition.contains("mercenary_obs_traces_decided_early_total{cause=\"root_timeout\"} 4"), "{exposition}");
+        assert!(
+            exposition
+                .contains("mercenary_obs_traces_decided_early_total{cause=\"root_timeout\"} 4"),
+            "{exposition}"
+        );
         // Late roots follow their trace's decision (kept: ratio 1.0) instead of starting anew.
         drop(roots);
     });
     let kept = traces(&obs);
-    let job_traces = kept.iter().filter(|t| t["spans"].as_array().unwrap().iter().any(|s| s["name"] == "step")).count();
+    let job_traces = kept
+        .iter()
+        .filter(|t| {
+            t["spans"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["name"] == "step")
+        })
+        .count();
     assert_eq!(job_traces, 10, "each job trace once, roots joined late");
-    assert!(kept.iter().all(|t| t["spans"].as_array().unwrap().len() <= 2));
+    assert!(
+        kept.iter()
+            .all(|t| t["spans"].as_array().unwrap().len() <= 2)
+    );
 }

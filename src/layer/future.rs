@@ -182,7 +182,10 @@ impl RequestRecord {
 
     fn decorate<B>(&self, response: &mut Response<B>, outcome: Outcome) {
         let headers = response.headers_mut();
-        headers.insert(self.obs.inner.request_id_header.clone(), self.header_value.clone());
+        headers.insert(
+            self.obs.inner.request_id_header.clone(),
+            self.header_value.clone(),
+        );
         if let Some(t) = self.trace {
             let sampled = t.sampled_hint || outcome.is_error();
             headers.insert(

@@ -9,16 +9,16 @@ use std::time::Instant;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 
 use super::future::{RequestRecord, ResponseFuture, TraceIds};
-use crate::logging::context::{new_span_id, new_trace_id, take_opened};
-use crate::tracing::propagation::parse_traceparent;
-use crate::tracing::{RequestTrace, with_request_trace};
 use super::{Route, RouteExtractor};
 use crate::Obs;
 use crate::correlation::CorrelationId;
+use crate::logging::context::{new_span_id, new_trace_id, take_opened};
 use crate::logging::escape::push_json_str;
 use crate::logging::filter::REQUEST_TARGET;
 use crate::logging::redact::REDACTED;
 use crate::metrics::red::method_label;
+use crate::tracing::propagation::parse_traceparent;
+use crate::tracing::{RequestTrace, with_request_trace};
 
 /// The second header a correlation ID is accepted from.
 static ALT_HEADER: HeaderName = HeaderName::from_static("x-correlation-id");

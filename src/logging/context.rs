@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
@@ -38,7 +38,6 @@ pub(crate) struct SpanContext {
     pub(crate) parent_is_remote: bool,
     /// Set on local roots: what the sampler needs to know when the root ends.
     pub(crate) root: Option<RootInfo>,
-    pub(crate) started: Instant,
     /// The span's recorded data, when traces are on.
     pub(crate) record: Option<Box<SpanRecord>>,
     /// `,"correlation_id":"…","trace_id":"…","span_id":"…"` (JSON mode only).
@@ -81,7 +80,11 @@ where
         let parent = span.parent();
         let parent_ext = parent.as_ref().map(|p| p.extensions());
         let parent_ctx = parent_ext.as_ref().and_then(|e| e.get::<SpanContext>());
-        let handed = if is_request { take_request_trace() } else { None };
+        let handed = if is_request {
+            take_request_trace()
+        } else {
+            None
+        };
 
         let correlation_id = visitor
             .correlation_id
@@ -93,7 +96,10 @@ where
                 h.trace_id,
                 h.parent.map_or(0, |p| p.span_id),
                 h.parent.is_some(),
-                Some(RootInfo { forced: h.forced, remote_sampled: h.parent.map(|p| p.sampled) }),
+                Some(RootInfo {
+                    forced: h.forced,
+                    remote_sampled: h.parent.map(|p| p.sampled),
+                }),
             ),
             (None, None) => (new_trace_id(), 0, false, Some(RootInfo::default())),
         };
@@ -106,7 +112,11 @@ where
             let mut record = Box::new(SpanRecord {
                 name: meta.name(),
                 start: SystemTime::now(),
-                kind: if is_request { SpanKind::Server } else { SpanKind::Internal },
+                kind: if is_request {
+                    SpanKind::Server
+                } else {
+                    SpanKind::Internal
+                },
                 attributes: Vec::with_capacity(8),
                 events: Vec::new(),
                 error: false,
@@ -114,7 +124,10 @@ where
                 status_message: None,
                 otel_name: None,
             });
-            attrs.record(&mut AttributeVisitor { settings: &self.settings, record: &mut record });
+            attrs.record(&mut AttributeVisitor {
+                settings: &self.settings,
+                record: &mut record,
+            });
             record
         });
 
@@ -125,7 +138,6 @@ where
             parent_span_id,
             parent_is_remote,
             root,
-            started: Instant::now(),
             record,
             ids_json: String::new(),
             fields_json: visitor.out,
@@ -145,9 +157,14 @@ where
         let Some(span) = ctx.span(id) else { return };
         let is_request = span.metadata().target() == REQUEST_TARGET;
         let mut ext = span.extensions_mut();
-        let Some(data) = ext.get_mut::<SpanContext>() else { return };
+        let Some(data) = ext.get_mut::<SpanContext>() else {
+            return;
+        };
         if let Some(record) = data.record.as_mut() {
-            values.record(&mut AttributeVisitor { settings: &self.settings, record });
+            values.record(&mut AttributeVisitor {
+                settings: &self.settings,
+                record,
+            });
         }
         if !self.settings.json || is_request {
             // The request span's late fields (status, error type) are on the access line, and
@@ -156,12 +173,20 @@ where
         }
         let mut visitor = FieldRenderer::new(&self.settings);
         values.record(&mut visitor);
-        let fresh = visitor.keys.iter().all(|(k, _, _)| data.keys.iter().all(|(dk, _, _)| dk != k));
+        let fresh = visitor
+            .keys
+            .iter()
+            .all(|(k, _, _)| data.keys.iter().all(|(dk, _, _)| dk != k));
         if fresh {
             // The usual case (a field declared `Empty`, recorded once): append.
             let base = data.fields_json.len() as u32;
             data.fields_json.push_str(&visitor.out);
-            data.keys.extend(visitor.keys.into_iter().map(|(k, s, e)| (k, s + base, e + base)));
+            data.keys.extend(
+                visitor
+                    .keys
+                    .into_iter()
+                    .map(|(k, s, e)| (k, s + base, e + base)),
+            );
             return;
         }
         // Later values of a key replace earlier ones: rebuild without the re-recorded keys.
@@ -172,7 +197,6 @@ where
             parent_span_id: data.parent_span_id,
             parent_is_remote: data.parent_is_remote,
             root: data.root,
-            started: data.started,
             record: data.record.take(),
             ids_json: std::mem::take(&mut data.ids_json),
             fields_json: visitor.out,
@@ -186,7 +210,9 @@ where
         if self.sampler.is_none() || *event.metadata().level() > Level::WARN {
             return;
         }
-        let Some(span) = ctx.event_span(event) else { return };
+        let Some(span) = ctx.event_span(event) else {
+            return;
+        };
         let mut ext = span.extensions_mut();
         let Some(record) = ext.get_mut::<SpanContext>().and_then(|d| d.record.as_mut()) else {
             return;
@@ -197,25 +223,44 @@ where
         if record.events.len() >= MAX_EVENTS_PER_SPAN {
             return;
         }
-        let mut visitor = EventVisitor { settings: &self.settings, message: String::new(), attributes: Vec::new() };
+        let mut visitor = EventVisitor {
+            settings: &self.settings,
+            message: String::new(),
+            attributes: Vec::new(),
+        };
         event.record(&mut visitor);
-        let level = if *event.metadata().level() == Level::ERROR { "ERROR" } else { "WARNING" };
+        let level = if *event.metadata().level() == Level::ERROR {
+            "ERROR"
+        } else {
+            "WARNING"
+        };
         visitor.attributes.push(KeyValue::new("level", level));
-        let name = if visitor.message.is_empty() { event.metadata().name().to_string() } else { visitor.message };
-        record.events.push(opentelemetry::trace::Event::new(name, SystemTime::now(), visitor.attributes, 0));
+        let name = if visitor.message.is_empty() {
+            event.metadata().name().to_string()
+        } else {
+            visitor.message
+        };
+        record.events.push(opentelemetry::trace::Event::new(
+            name,
+            SystemTime::now(),
+            visitor.attributes,
+            0,
+        ));
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
         let Some(sampler) = &self.sampler else { return };
         let Some(span) = ctx.span(&id) else { return };
-        let Some(data) = span.extensions_mut().remove::<SpanContext>() else { return };
+        let Some(data) = span.extensions_mut().remove::<SpanContext>() else {
+            return;
+        };
         let Some(record) = data.record else { return };
         let record = *record;
+        let request_name = record.otel_name.is_none()
+            && record.kind == SpanKind::Server
+            && span.metadata().target() == REQUEST_TARGET;
         let name: Cow<'static, str> = match record.otel_name {
             Some(n) => Cow::Owned(n),
-            None if record.kind == SpanKind::Server && span.metadata().target() == REQUEST_TARGET => {
-                request_span_name(&record.attributes)
-            }
             None => Cow::Borrowed(record.name),
         };
         let finished = FinishedSpan {
@@ -232,20 +277,13 @@ where
             error: record.error,
             error_event: record.error_event,
             status_message: record.status_message,
+            request_name,
         };
-        sampler.on_span_end(finished, data.root.map(|r| (r, data.started.elapsed())));
-    }
-}
-
-/// `{method} {route}`, or `{method}` for unmatched requests (OTel HTTP span naming).
-fn request_span_name(attributes: &[KeyValue]) -> Cow<'static, str> {
-    let get = |key: &str| {
-        attributes.iter().find(|kv| kv.key.as_str() == key).map(|kv| kv.value.as_str().into_owned())
-    };
-    match (get("http.request.method"), get("http.route")) {
-        (Some(m), Some(r)) if !r.is_empty() => Cow::Owned(format!("{m} {r}")),
-        (Some(m), _) => Cow::Owned(m),
-        _ => Cow::Borrowed("request"),
+        let duration = finished
+            .end
+            .duration_since(finished.start)
+            .unwrap_or_default();
+        sampler.on_span_end(finished, data.root.map(|r| (r, duration)));
     }
 }
 

@@ -65,7 +65,10 @@ pub(crate) fn start(
         json: config.format == LogFormat::Json,
     });
     let writer = LineWriter::spawn(config.sink, config.queue_bytes, on_drop)?;
-    let context = ContextLayer { settings: settings.clone(), sampler };
+    let context = ContextLayer {
+        settings: settings.clone(),
+        sampler,
+    };
     let filter = ObsFilter { env: config.filter };
     let dispatch = match config.format {
         LogFormat::Json => {

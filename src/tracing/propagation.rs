@@ -29,7 +29,11 @@ pub(crate) fn parse_traceparent(value: &[u8]) -> Option<RemoteParent> {
     if trace_id == 0 || span_id == 0 {
         return None;
     }
-    Some(RemoteParent { trace_id, span_id, sampled: flags & 1 == 1 })
+    Some(RemoteParent {
+        trace_id,
+        span_id,
+        sampled: flags & 1 == 1,
+    })
 }
 
 fn hex_val(b: u8) -> Option<u8> {
@@ -45,7 +49,8 @@ fn hex_u8(s: &[u8]) -> Option<u8> {
 }
 
 fn hex_u128(s: &[u8]) -> Option<u128> {
-    s.iter().try_fold(0u128, |acc, &b| Some(acc << 4 | u128::from(hex_val(b)?)))
+    s.iter()
+        .try_fold(0u128, |acc, &b| Some(acc << 4 | u128::from(hex_val(b)?)))
 }
 
 /// `00-<trace id>-<span id>-<flags>`, the form of `traceparent` and `traceresponse`.
@@ -56,7 +61,9 @@ pub(crate) fn format_context(trace_id: u128, span_id: u64, sampled: bool) -> Hea
     s.push('-');
     crate::logging::escape::push_hex(&mut s, &span_id.to_be_bytes());
     s.push_str(if sampled { "-01" } else { "-00" });
-    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("00-00000000000000000000000000000000-0000000000000000-00"))
+    HeaderValue::from_str(&s).unwrap_or_else(|_| {
+        HeaderValue::from_static("00-00000000000000000000000000000000-0000000000000000-00")
+    })
 }
 
 #[cfg(test)]
@@ -65,7 +72,8 @@ mod tests {
 
     #[test]
     fn parses_the_spec_example() {
-        let p = parse_traceparent(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        let p =
+            parse_traceparent(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
         assert_eq!(p.trace_id, 0x4bf92f3577b34da6a3ce929d0e0e4736);
         assert_eq!(p.span_id, 0x00f067aa0ba902b7);
         assert!(p.sampled);
@@ -85,9 +93,16 @@ mod tests {
             b"zz-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             b"",
         ] {
-            assert!(parse_traceparent(bad).is_none(), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                parse_traceparent(bad).is_none(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
         // A future version may carry more fields.
-        assert!(parse_traceparent(b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-more").is_some());
+        assert!(
+            parse_traceparent(b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-more")
+                .is_some()
+        );
     }
 }

@@ -52,19 +52,41 @@ pub(crate) struct FinishedSpan {
     pub(crate) error: bool,
     pub(crate) error_event: bool,
     pub(crate) status_message: Option<String>,
+    /// The name is `{method} {route}`, built from the attributes if the trace is kept.
+    pub(crate) request_name: bool,
+}
+
+/// `{method} {route}`, or `{method}` for unmatched requests (OTel HTTP span naming).
+fn request_span_name(attributes: &[KeyValue]) -> Cow<'static, str> {
+    let get = |key: &str| {
+        attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| kv.value.as_str())
+    };
+    match (get("http.request.method"), get("http.route")) {
+        (Some(m), Some(r)) if !r.is_empty() => Cow::Owned(format!("{m} {r}")),
+        (Some(m), _) => Cow::Owned(m.into_owned()),
+        _ => Cow::Borrowed("request"),
+    }
 }
 
 impl FinishedSpan {
     /// The response status recorded on a server span, if any.
     pub(crate) fn http_status(&self) -> Option<i64> {
-        self.attributes.iter().find_map(|kv| match (&*kv.key.as_str(), &kv.value) {
-            ("http.response.status_code", Value::I64(v)) => Some(*v),
-            _ => None,
-        })
+        self.attributes
+            .iter()
+            .find_map(|kv| match (kv.key.as_str(), &kv.value) {
+                ("http.response.status_code", Value::I64(v)) => Some(*v),
+                _ => None,
+            })
     }
 
     /// The SDK form, marked sampled and tagged with the sampling reason.
     pub(crate) fn into_span_data(mut self, reason: &'static str) -> SpanData {
+        if self.request_name {
+            self.name = request_span_name(&self.attributes);
+        }
         self.attributes.push(KeyValue::new(SAMPLING_REASON, reason));
         let status = if self.error {
             Status::error(self.status_message.unwrap_or_default())
@@ -101,7 +123,9 @@ fn scope() -> InstrumentationScope {
     static SCOPE: std::sync::OnceLock<InstrumentationScope> = std::sync::OnceLock::new();
     SCOPE
         .get_or_init(|| {
-            InstrumentationScope::builder("mercenary_obs").with_version(env!("CARGO_PKG_VERSION")).build()
+            InstrumentationScope::builder("mercenary_obs")
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .build()
         })
         .clone()
 }

@@ -24,12 +24,16 @@ pub(crate) struct TraceRing {
 }
 
 fn nanos(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 impl TraceRing {
     pub(crate) fn new(capacity: usize) -> Self {
-        Self { capacity, traces: Mutex::new(VecDeque::with_capacity(capacity)) }
+        Self {
+            capacity,
+            traces: Mutex::new(VecDeque::with_capacity(capacity)),
+        }
     }
 
     pub(crate) fn push(&self, reason: &'static str, spans: &[SpanData]) {
@@ -38,14 +42,20 @@ impl TraceRing {
         }
         let trace_id = spans[0].span_context.trace_id();
         let mut traces = self.traces.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(existing) = traces.iter_mut().find(|t| t.spans[0].span_context.trace_id() == trace_id) {
+        if let Some(existing) = traces
+            .iter_mut()
+            .find(|t| t.spans[0].span_context.trace_id() == trace_id)
+        {
             existing.spans.extend(spans.iter().cloned());
             return;
         }
         if traces.len() == self.capacity {
             traces.pop_front();
         }
-        traces.push_back(KeptTrace { reason, spans: spans.to_vec() });
+        traces.push_back(KeptTrace {
+            reason,
+            spans: spans.to_vec(),
+        });
     }
 
     /// `{"traces":[{"trace_id":…,"reason":…,"spans":[…]}]}`, most recent first.

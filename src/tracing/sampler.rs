@@ -49,9 +49,9 @@ struct State {
     pending: HashMap<u128, Pending>,
     /// Trace IDs in arrival order (entries of decided traces are skipped when met).
     order: VecDeque<(u128, Instant)>,
-    /// Recent decisions, for spans that end after their trace was decided.
-    decided: HashMap<u128, Option<&'static str>>,
-    decided_order: VecDeque<u128>,
+    /// Recent decisions, for spans that end after their trace was decided: a direct-mapped
+    /// cache indexed by the trace ID's low bits (a colliding newer trace overwrites an older one).
+    decided: Vec<(u128, Option<&'static str>)>,
     /// Spans in `pending`.
     spans: usize,
 }
@@ -103,35 +103,63 @@ impl TraceMetrics {
             reason: e.to_string(),
         };
         let traces = IntCounterVec::new(
-            Opts::new(TRACES_TOTAL, "Sampling decisions on traces, by decision and reason."),
+            Opts::new(
+                TRACES_TOTAL,
+                "Sampling decisions on traces, by decision and reason.",
+            ),
             &["decision", "reason"],
         )
         .map_err(|e| err(TRACES_TOTAL, e))?;
-        registry.register(Box::new(traces.clone())).map_err(|e| err(TRACES_TOTAL, e))?;
+        registry
+            .register(Box::new(traces.clone()))
+            .map_err(|e| err(TRACES_TOTAL, e))?;
         let spans_dropped = IntCounterVec::new(
-            Opts::new(SPANS_DROPPED, "Spans lost to a bound or an export failure, by reason."),
+            Opts::new(
+                SPANS_DROPPED,
+                "Spans lost to a bound or an export failure, by reason.",
+            ),
             &["reason"],
         )
         .map_err(|e| err(SPANS_DROPPED, e))?;
-        registry.register(Box::new(spans_dropped.clone())).map_err(|e| err(SPANS_DROPPED, e))?;
-        for reason in ["buffer_full", "queue_full", "export_failed", "too_many_spans"] {
+        registry
+            .register(Box::new(spans_dropped.clone()))
+            .map_err(|e| err(SPANS_DROPPED, e))?;
+        for reason in [
+            "buffer_full",
+            "queue_full",
+            "export_failed",
+            "too_many_spans",
+        ] {
             spans_dropped.with_label_values(&[reason]);
         }
         let kept = REASONS.map(|r| traces.with_label_values(&["kept", r]));
         let dropped = traces.with_label_values(&["dropped", "none"]);
         let gauge = |name: &str, help: &str| -> Result<IntGauge, Error> {
             let g = IntGauge::new(name, help).map_err(|e| err(name, e))?;
-            registry.register(Box::new(g.clone())).map_err(|e| err(name, e))?;
+            registry
+                .register(Box::new(g.clone()))
+                .map_err(|e| err(name, e))?;
             Ok(g)
         };
-        let buffered_traces = gauge(BUFFERED_TRACES, "Traces buffered until their local root ends.")?;
-        let buffered_spans = gauge(BUFFERED_SPANS, "Ended spans buffered until their trace is decided.")?;
+        let buffered_traces = gauge(
+            BUFFERED_TRACES,
+            "Traces buffered until their local root ends.",
+        )?;
+        let buffered_spans = gauge(
+            BUFFERED_SPANS,
+            "Ended spans buffered until their trace is decided.",
+        )?;
         let early = IntCounterVec::new(
-            Opts::new(DECIDED_EARLY, "Traces decided before their root ended, by cause."),
+            Opts::new(
+                DECIDED_EARLY,
+                "Traces decided before their root ended, by cause.",
+            ),
             &["cause"],
         )
         .map_err(|e| err(DECIDED_EARLY, e))?;
-        registry.register(Box::new(early.clone())).map_err(|e| err(DECIDED_EARLY, e))?;
+        registry
+            .register(Box::new(early.clone()))
+            .map_err(|e| err(DECIDED_EARLY, e))?;
         Ok(Self {
             kept,
             dropped,
@@ -161,7 +189,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Whether `trace_id` falls in `ratio`, exactly as the OTel SDK's `TraceIdRatioBased` decides:
 /// the low 64 bits shifted right by one, compared with `ratio * 2^63`.
 pub(crate) fn ratio_bound(ratio: f64) -> u64 {
-    if ratio >= 1.0 { u64::MAX } else { (ratio.max(0.0) * (1u64 << 63) as f64) as u64 }
+    if ratio >= 1.0 {
+        u64::MAX
+    } else {
+        (ratio.max(0.0) * (1u64 << 63) as f64) as u64
+    }
 }
 
 pub(crate) fn in_ratio(trace_id: u128, bound: u64) -> bool {
@@ -176,11 +208,13 @@ impl TailSampler {
             state: Mutex::new(State {
                 pending: HashMap::new(),
                 order: VecDeque::new(),
-                decided: HashMap::new(),
-                decided_order: VecDeque::new(),
+                decided: vec![(0, None); DECIDED_CACHE],
                 spans: 0,
             }),
-            bucket: Mutex::new(TokenBucket { tokens, last: Instant::now() }),
+            bucket: Mutex::new(TokenBucket {
+                tokens,
+                last: Instant::now(),
+            }),
             config,
             metrics,
             sinks,
@@ -221,7 +255,7 @@ impl TailSampler {
         {
             let mut state = lock(&self.state);
             self.sweep_timeouts(&mut state, &mut emit);
-            if let Some(&decision) = state.decided.get(&trace_id) {
+            if let Some(decision) = Self::recall(&state, trace_id) {
                 // A late span follows its trace's decision.
                 if decision.is_some() {
                     emit.push((decision, vec![span]));
@@ -247,21 +281,25 @@ impl TailSampler {
                         order.retain(|(id, _)| pending.contains_key(id));
                     }
                 }
-                let entry = state
-                    .pending
-                    .entry(trace_id)
-                    .or_insert_with(|| Pending { spans: Vec::new(), error: false });
+                let entry = state.pending.entry(trace_id).or_insert_with(|| Pending {
+                    spans: Vec::new(),
+                    error: false,
+                });
                 entry.error |= self.is_error(&span);
                 if entry.spans.len() < self.config.max_spans_per_trace {
                     entry.spans.push(span);
                     state.spans += 1;
                 } else {
-                    self.metrics.spans_dropped.with_label_values(&["too_many_spans"]).inc();
+                    self.metrics
+                        .spans_dropped
+                        .with_label_values(&["too_many_spans"])
+                        .inc();
                 }
                 if let Some((info, duration)) = root {
                     let pending = state.pending.remove(&trace_id);
                     state.spans -= pending.as_ref().map_or(0, |p| p.spans.len());
-                    let (error, spans) = pending.map_or((false, Vec::new()), |p| (p.error, p.spans));
+                    let (error, spans) =
+                        pending.map_or((false, Vec::new()), |p| (p.error, p.spans));
                     let decision = self.decide(trace_id, error, Some((info, duration)));
                     Self::remember(&mut state, trace_id, decision);
                     emit.push((decision, spans));
@@ -286,7 +324,11 @@ impl TailSampler {
     }
 
     /// Decides, with what is known, the traces whose root has not ended within the timeout.
-    fn sweep_timeouts(&self, state: &mut State, emit: &mut Vec<(Option<&'static str>, Vec<FinishedSpan>)>) {
+    fn sweep_timeouts(
+        &self,
+        state: &mut State,
+        emit: &mut Vec<(Option<&'static str>, Vec<FinishedSpan>)>,
+    ) {
         while let Some(&(id, at)) = state.order.front() {
             if !state.pending.contains_key(&id) {
                 state.order.pop_front();
@@ -314,7 +356,10 @@ impl TailSampler {
                 let decision = self.decide(id, p.error, None);
                 Self::remember(state, id, decision);
                 if decision.is_none() {
-                    self.metrics.spans_dropped.with_label_values(&["buffer_full"]).inc_by(p.spans.len() as u64);
+                    self.metrics
+                        .spans_dropped
+                        .with_label_values(&["buffer_full"])
+                        .inc_by(p.spans.len() as u64);
                 }
                 return Some((decision, p.spans));
             }
@@ -322,24 +367,34 @@ impl TailSampler {
         None
     }
 
+    fn slot(trace_id: u128) -> usize {
+        // Trace IDs are random: their low bits index the cache well.
+        (trace_id as usize) % DECIDED_CACHE
+    }
+
     fn remember(state: &mut State, trace_id: u128, decision: Option<&'static str>) {
-        if state.decided.insert(trace_id, decision).is_none() {
-            state.decided_order.push_back(trace_id);
-        }
-        while state.decided_order.len() > DECIDED_CACHE {
-            if let Some(old) = state.decided_order.pop_front() {
-                state.decided.remove(&old);
-            }
-        }
+        state.decided[Self::slot(trace_id)] = (trace_id, decision);
+    }
+
+    fn recall(state: &State, trace_id: u128) -> Option<Option<&'static str>> {
+        let (id, decision) = state.decided[Self::slot(trace_id)];
+        (id == trace_id && trace_id != 0).then_some(decision)
     }
 
     /// The rules, in order. `root` is `None` when the trace is decided without its root.
-    fn decide(&self, trace_id: u128, error: bool, root: Option<(RootInfo, Duration)>) -> Option<&'static str> {
+    fn decide(
+        &self,
+        trace_id: u128,
+        error: bool,
+        root: Option<(RootInfo, Duration)>,
+    ) -> Option<&'static str> {
         let reason = if error {
             Some("error")
         } else if root.is_some_and(|(i, _)| i.forced) && self.take_forced_token() {
             Some("forced")
-        } else if self.config.trust_parent && root.is_some_and(|(i, _)| i.remote_sampled == Some(true)) {
+        } else if self.config.trust_parent
+            && root.is_some_and(|(i, _)| i.remote_sampled == Some(true))
+        {
             Some("parent")
         } else if let (Some(limit), Some((_, d))) = (self.config.keep_slower_than, root)
             && d > limit
@@ -365,7 +420,10 @@ impl TailSampler {
         if spans.is_empty() {
             return;
         }
-        let data: Vec<_> = spans.into_iter().map(|s| s.into_span_data(reason)).collect();
+        let data: Vec<_> = spans
+            .into_iter()
+            .map(|s| s.into_span_data(reason))
+            .collect();
         if let Some(ring) = &self.sinks.ring {
             ring.push(reason, &data);
         }

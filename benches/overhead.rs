@@ -10,6 +10,23 @@
 //!   `io::sink`, plus the axum-prometheus layer;
 //! - `…+handler_info`: the handler also logs one `tracing::info!`.
 //!
+//! The `tail_sampling` group (issue 3, DESIGN §7 and §13) measures the trace pipeline in one
+//! run. Its handler is a realistic one: two child spans (`db.query` entered around nothing,
+//! `cache.get` instrumenting a trivial future) and one `tracing::info!`:
+//!
+//! - `bare`: no layers;
+//! - `mercenary_obs/dropped_success`: our layer, 200, success ratio 0 (the sampler drops it);
+//! - `mercenary_obs/kept_error`: our layer, the route answers 500 (kept, to the ring of 100);
+//! - `off_the_shelf_always_on`: the `off_the_shelf` stack above plus `tracing_opentelemetry`
+//!   over an SDK tracer with `Sampler::AlwaysOn` and a `SimpleSpanProcessor` over an exporter
+//!   that drops every batch at once;
+//! - `off_the_shelf_ratio_0.1`: the same with `ParentBased(TraceIdRatioBased(0.1))`;
+//! - `mercenary_obs/traces_off/success` (a diagnostic): our layer with `traces(false)`.
+//!
+//! At the end it prints the memory per buffered span: the resident set growth (from
+//! `/proc/self/statm`, measured before any benchmark ran) while 10,000 local roots each hold one
+//! ended child span in the tail sampler's buffer.
+//!
 //! Run with `cargo bench --bench overhead -- --noplot`.
 
 // `criterion_group!` generates an undocumented `pub fn`.
@@ -22,17 +39,24 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::Path;
-use axum::http::{Request, header};
+use axum::http::{Request, StatusCode, header};
 use axum::routing::get;
 use axum_prometheus::PrometheusMetricLayer;
 use axum_prometheus::metrics_exporter_prometheus::PrometheusHandle;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http_body_util::BodyExt;
 use mercenary_obs::Obs;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{
+    Sampler, SdkTracerProvider, SimpleSpanProcessor, SpanData, SpanExporter,
+};
 use tower::ServiceExt;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use tracing::{Instrument, Level};
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt;
 
 async fn user(Path(id): Path<u64>) -> &'static str {
     black_box(id);
@@ -42,6 +66,38 @@ async fn user(Path(id): Path<u64>) -> &'static str {
 async fn user_info(Path(id): Path<u64>) -> &'static str {
     tracing::info!(user_id = %id, "user fetched");
     "user 42"
+}
+
+/// The handler of the `tail_sampling` group: two child spans and one log line, like a
+/// handler that queries a database and a cache.
+async fn user_traced(Path(id): Path<u64>) -> &'static str {
+    traced_work(id).await;
+    "user 42"
+}
+
+/// [`user_traced`], answering 500.
+async fn user_traced_error(Path(id): Path<u64>) -> (StatusCode, &'static str) {
+    traced_work(id).await;
+    (StatusCode::INTERNAL_SERVER_ERROR, "database unavailable")
+}
+
+async fn traced_work(id: u64) {
+    {
+        let _query = tracing::info_span!("db.query", "db.system.name" = "postgresql").entered();
+        black_box(id);
+    }
+    async { black_box(id) }
+        .instrument(tracing::info_span!("cache.get", "cache.key" = id))
+        .await;
+    tracing::info!(user_id = %id, "user fetched");
+}
+
+fn traced_router(error: bool) -> Router {
+    if error {
+        Router::new().route("/users/{id}", get(user_traced_error))
+    } else {
+        Router::new().route("/users/{id}", get(user_traced))
+    }
 }
 
 fn router(handler_info: bool) -> Router {
@@ -61,7 +117,11 @@ fn prometheus_layer(rt: &tokio::runtime::Runtime) -> PrometheusMetricLayer<'stat
 }
 
 fn off_the_shelf(rt: &tokio::runtime::Runtime, handler_info: bool) -> Router {
-    router(handler_info)
+    off_the_shelf_layers(rt, router(handler_info))
+}
+
+fn off_the_shelf_layers(rt: &tokio::runtime::Runtime, router: Router) -> Router {
+    router
         .layer(prometheus_layer(rt))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(
@@ -88,10 +148,50 @@ fn request() -> Request<Body> {
         .expect("a valid request")
 }
 
+/// Drops every batch at once: the cheapest processor tail of an SDK pipeline.
+#[derive(Debug)]
+struct DiscardExporter;
+
+impl SpanExporter for DiscardExporter {
+    fn export(
+        &self,
+        batch: Vec<SpanData>,
+    ) -> impl std::future::Future<Output = OTelSdkResult> + Send {
+        drop(black_box(batch));
+        std::future::ready(Ok(()))
+    }
+}
+
+/// The off-the-shelf subscriber: tracing-subscriber JSON to `io::sink` at INFO, plus
+/// tracing-opentelemetry over an SDK tracer with `sampler`.
+fn otel_subscriber(sampler: Sampler) -> (impl tracing::Subscriber + Send + Sync, SdkTracerProvider) {
+    let provider = SdkTracerProvider::builder()
+        .with_sampler(sampler)
+        .with_span_processor(SimpleSpanProcessor::new(DiscardExporter))
+        .build();
+    let subscriber = tracing_subscriber::registry()
+        .with(LevelFilter::INFO)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_writer(std::io::sink),
+        )
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench")));
+    (subscriber, provider)
+}
+
 /// Sends one request through a clone of `app` and reads the response to the end.
 async fn one_request(app: &Router) {
     let response = app.clone().oneshot(request()).await.expect("infallible");
     assert!(response.status().is_success());
+    let body = response.into_body().collect().await.expect("body");
+    black_box(body.to_bytes());
+}
+
+/// [`one_request`] for a route answering `expected`.
+async fn one_request_expecting(app: &Router, expected: StatusCode) {
+    let response = app.clone().oneshot(request()).await.expect("infallible");
+    assert_eq!(response.status(), expected);
     let body = response.into_body().collect().await.expect("body");
     black_box(body.to_bytes());
 }
@@ -112,6 +212,178 @@ fn run(rt: &tokio::runtime::Runtime, app: &Router, iters: u64) -> Duration {
         }
         start.elapsed()
     })
+}
+
+/// `iters` requests expecting `expected` inside one `block_on`, timed.
+fn run_expecting(
+    rt: &tokio::runtime::Runtime,
+    app: &Router,
+    expected: StatusCode,
+    iters: u64,
+) -> Duration {
+    rt.block_on(async {
+        let start = Instant::now();
+        for _ in 0..iters {
+            one_request_expecting(app, expected).await;
+        }
+        start.elapsed()
+    })
+}
+
+/// The instance of the `tail_sampling` group: every success dropped, no forced traces, kept
+/// traces to a ring of 100.
+fn sampling_instance(traces: bool) -> Obs {
+    Obs::builder()
+        .service_name("bench")
+        .log_writer(std::io::sink())
+        .process_metrics(false)
+        .traces(traces)
+        .success_ratio(0.0)
+        .forced_per_second(0.0)
+        .trace_ring_size(100)
+        .build()
+        .expect("building the Obs instance")
+}
+
+/// The value of an unlabelled metric in `obs`'s exposition.
+fn metric_value(obs: &Obs, name: &str) -> Option<f64> {
+    obs.render_metrics().lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?.strip_prefix(' ')?;
+        rest.trim().parse().ok()
+    })
+}
+
+fn tail_sampling(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("tail_sampling");
+    group
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(5))
+        .sample_size(40);
+
+    let bare = traced_router(false);
+    group.bench_function("bare", |b| {
+        b.iter_custom(|iters| run_expecting(&rt, &bare, StatusCode::OK, iters))
+    });
+
+    let mut notes = Vec::new();
+    for (name, traces, error) in [
+        ("mercenary_obs/dropped_success", true, false),
+        ("mercenary_obs/kept_error", true, true),
+        ("mercenary_obs/traces_off/success", false, false),
+    ] {
+        let obs = sampling_instance(traces);
+        let app = traced_router(error).layer(obs.layer());
+        let expected = if error {
+            StatusCode::INTERNAL_SERVER_ERROR
+        } else {
+            StatusCode::OK
+        };
+        let dispatch = obs.dispatch().expect("a JSON log pipeline").clone();
+        tracing::dispatcher::with_default(&dispatch, || {
+            group.bench_function(name, |b| {
+                b.iter_custom(|iters| run_expecting(&rt, &app, expected, iters))
+            });
+        });
+        obs.flush();
+        let kept = obs
+            .recent_traces_json()
+            .map_or(0, |json| json.matches("\"trace_id\"").count());
+        notes.push(format!(
+            "{name}: log lines dropped = {}, traces in the ring = {kept}, spans still buffered = {}",
+            obs.log_lines_dropped(),
+            metric_value(&obs, "mercenary_obs_trace_buffer_spans").unwrap_or(0.0),
+        ));
+    }
+
+    for (name, sampler) in [
+        ("off_the_shelf_always_on", Sampler::AlwaysOn),
+        (
+            "off_the_shelf_ratio_0.1",
+            Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(0.1))),
+        ),
+    ] {
+        let app = off_the_shelf_layers(&rt, traced_router(false));
+        let (subscriber, provider) = otel_subscriber(sampler);
+        tracing::subscriber::with_default(subscriber, || {
+            group.bench_function(name, |b| {
+                b.iter_custom(|iters| run_expecting(&rt, &app, StatusCode::OK, iters))
+            });
+        });
+        provider.shutdown().expect("shutting the tracer provider down");
+    }
+    group.finish();
+
+    for note in notes {
+        println!("{note}");
+    }
+    if let Some(note) = BUFFERED_SPAN_MEMORY.get() {
+        println!("{note}");
+    }
+}
+
+/// Printed at the end of the run; measured first, on a heap no benchmark has churned yet.
+static BUFFERED_SPAN_MEMORY: OnceLock<String> = OnceLock::new();
+
+/// Resident set size in bytes, from `/proc/self/statm` (pages × 4 KiB; `None` off Linux).
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// Memory per span buffered in the tail sampler: `N` local roots stay open, each with one child
+/// span that has ended and waits for its root's decision.
+fn buffered_span_memory(_: &mut Criterion) {
+    const N: usize = 10_000;
+    let obs = Obs::builder()
+        .service_name("bench")
+        .log_writer(std::io::sink())
+        .process_metrics(false)
+        .success_ratio(0.0)
+        .forced_per_second(0.0)
+        .max_buffered_traces(4 * N)
+        .build()
+        .expect("building the Obs instance");
+    let dispatch = obs.dispatch().expect("a JSON log pipeline").clone();
+    let note = tracing::dispatcher::with_default(&dispatch, || {
+        // Warm the registry, the sampler's maps and the allocator's small-object pools once.
+        {
+            let root = tracing::info_span!("warmup.root");
+            tracing::info_span!(parent: &root, "warmup.child", "db.system.name" = "postgresql")
+                .in_scope(|| ());
+        }
+        let mut roots = Vec::with_capacity(N);
+        let before_roots = resident_bytes();
+        for _ in 0..N {
+            roots.push(tracing::info_span!("job.root"));
+        }
+        let with_roots = resident_bytes();
+        for root in &roots {
+            tracing::info_span!(parent: root, "db.query", "db.system.name" = "postgresql")
+                .in_scope(|| ());
+        }
+        let with_children = resident_bytes();
+        let buffered = metric_value(&obs, "mercenary_obs_trace_buffer_spans").unwrap_or(0.0);
+        let traces = metric_value(&obs, "mercenary_obs_trace_buffer_traces").unwrap_or(0.0);
+        drop(roots);
+        let after_drop = resident_bytes();
+        let left = metric_value(&obs, "mercenary_obs_trace_buffer_spans").unwrap_or(-1.0);
+        match (before_roots, with_roots, with_children, after_drop) {
+            (Some(a), Some(b), Some(c), Some(d)) => format!(
+                "buffered_span_memory (N = {N}, RSS from /proc/self/statm): \
+                 {:.0} bytes per buffered child span (first span of its trace, so including the \
+                 trace's buffer entry); {:.0} bytes per open local root; \
+                 sampler gauges with children buffered: {buffered} spans, {traces} traces; \
+                 after dropping the roots: {left} spans buffered, RSS {:+.1} MiB vs. before the roots",
+                (c as f64 - b as f64) / N as f64,
+                (b as f64 - a as f64) / N as f64,
+                (d as f64 - a as f64) / (1 << 20) as f64,
+            ),
+            _ => "buffered_span_memory: /proc/self/statm unavailable".to_string(),
+        }
+    });
+    let _ = BUFFERED_SPAN_MEMORY.set(note);
 }
 
 fn overhead(c: &mut Criterion) {
@@ -160,5 +432,5 @@ fn overhead(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, overhead);
+criterion_group!(benches, buffered_span_memory, overhead, tail_sampling);
 criterion_main!(benches);

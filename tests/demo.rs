@@ -206,6 +206,18 @@ const ORDER: [&str; 8] = [
 async fn demo_logs_are_json_lines_in_schema_order_with_redaction() {
     let mut demo = Demo::start(&[]).await;
     traffic(demo.addr).await;
+    // No collector configured: kept traces are served at /debug/traces, errors among them.
+    let r = http_get(demo.addr, "/debug/traces", &[]).await;
+    assert_eq!(r.status, 200);
+    let kept: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let traces = kept["traces"].as_array().unwrap();
+    for route in ["/fail", "/panic"] {
+        let t = traces
+            .iter()
+            .find(|t| t["spans"].as_array().unwrap().iter().any(|s| s["attributes"]["http.route"] == route))
+            .unwrap_or_else(|| panic!("the {route} trace is kept: {kept:#}"));
+        assert_eq!(t["reason"], "error");
+    }
     let status = demo.stop();
     assert!(
         status.success(),
@@ -236,7 +248,7 @@ async fn demo_logs_are_json_lines_in_schema_order_with_redaction() {
         .iter()
         .filter(|l| l["message"] == "request completed")
         .collect();
-    assert_eq!(access.len(), 16, "one access line per request");
+    assert_eq!(access.len(), 17, "one access line per request");
     for a in &access {
         for k in [
             "http.request.method",

@@ -164,7 +164,9 @@ impl SpanExporter for DiscardExporter {
 
 /// The off-the-shelf subscriber: tracing-subscriber JSON to `io::sink` at INFO, plus
 /// tracing-opentelemetry over an SDK tracer with `sampler`.
-fn otel_subscriber(sampler: Sampler) -> (impl tracing::Subscriber + Send + Sync, SdkTracerProvider) {
+fn otel_subscriber(
+    sampler: Sampler,
+) -> (impl tracing::Subscriber + Send + Sync, SdkTracerProvider) {
     let provider = SdkTracerProvider::builder()
         .with_sampler(sampler)
         .with_span_processor(SimpleSpanProcessor::new(DiscardExporter))
@@ -310,7 +312,9 @@ fn tail_sampling(c: &mut Criterion) {
                 b.iter_custom(|iters| run_expecting(&rt, &app, StatusCode::OK, iters))
             });
         });
-        provider.shutdown().expect("shutting the tracer provider down");
+        provider
+            .shutdown()
+            .expect("shutting the tracer provider down");
     }
     group.finish();
 

@@ -119,6 +119,8 @@ struct EnvValues {
     environment: Option<String>,
     log_format: Option<LogFormat>,
     log_filter: Option<String>,
+    /// `OTEL_RESOURCE_ATTRIBUTES` entries other than the service identity.
+    resource_attributes: Vec<(String, String)>,
     success_ratio: Option<f64>,
     forced_per_second: Option<f64>,
     otlp_endpoint: Option<String>,
@@ -556,7 +558,7 @@ impl ObsBuilder {
                             "deployment.environment" if self.env.environment.is_none() => {
                                 self.env.environment = Some(v)
                             }
-                            _ => {}
+                            _ => self.env.resource_attributes.push((k, v)),
                         }
                     }
                 }
@@ -701,6 +703,7 @@ impl ObsBuilder {
 
         Ok(Config {
             tracing,
+            resource_attributes: env.resource_attributes.clone(),
             service_name,
             service_version: self
                 .service_version
@@ -757,6 +760,8 @@ pub(crate) struct OtlpConfig {
 /// A validated configuration.
 pub(crate) struct Config {
     pub(crate) tracing: TracingConfig,
+    /// Extra resource attributes for exported traces.
+    pub(crate) resource_attributes: Vec<(String, String)>,
     pub(crate) service_name: String,
     pub(crate) service_version: String,
     pub(crate) environment: String,

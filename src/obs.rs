@@ -113,6 +113,7 @@ impl Obs {
             &config.service_name,
             &config.service_version,
             &config.environment,
+            &config.resource_attributes,
             log_dispatch.clone(),
         )?;
         let dropped = red.log_lines_dropped.clone();
@@ -174,6 +175,7 @@ impl Obs {
         service_name: &str,
         service_version: &str,
         environment: &str,
+        resource_attributes: &[(String, String)],
         log_dispatch: Arc<OnceLock<tracing_core::dispatcher::WeakDispatch>>,
     ) -> Result<Option<TracingState>, Error> {
         let metrics = TraceMetrics::register(registry)?;
@@ -202,11 +204,18 @@ impl Obs {
                 service_name,
                 service_version,
                 environment,
+                resource_attributes,
                 log_dispatch,
             )?),
         };
         #[cfg(not(feature = "otlp"))]
-        let _ = (service_name, service_version, environment, log_dispatch);
+        let _ = (
+            service_name,
+            service_version,
+            environment,
+            resource_attributes,
+            log_dispatch,
+        );
         let sinks = Sinks {
             ring,
             #[cfg(feature = "otlp")]

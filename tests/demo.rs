@@ -214,7 +214,13 @@ async fn demo_logs_are_json_lines_in_schema_order_with_redaction() {
     for route in ["/fail", "/panic"] {
         let t = traces
             .iter()
-            .find(|t| t["spans"].as_array().unwrap().iter().any(|s| s["attributes"]["http.route"] == route))
+            .find(|t| {
+                t["spans"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|s| s["attributes"]["http.route"] == route)
+            })
             .unwrap_or_else(|| panic!("the {route} trace is kept: {kept:#}"));
         assert_eq!(t["reason"], "error");
     }

@@ -28,6 +28,7 @@ struct Got {
     name: String,
     reason: String,
     service: String,
+    team: String,
 }
 
 /// An OTLP/HTTP receiver: `POST /v1/traces` with a protobuf body.
@@ -43,15 +44,18 @@ async fn http_receiver() -> (SocketAddr, Arc<Mutex<Vec<Got>>>) {
                     ExportTraceServiceRequest::decode(body).expect("a valid OTLP protobuf body");
                 let mut out = sink.lock().unwrap();
                 for rs in req.resource_spans {
-                    let service = rs
-                        .resource
-                        .as_ref()
-                        .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
-                        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-                            AnyValue::StringValue(s) => Some(s.clone()),
-                            _ => None,
-                        })
-                        .unwrap_or_default();
+                    let resource = |key: &str| {
+                        rs.resource
+                            .as_ref()
+                            .and_then(|r| r.attributes.iter().find(|kv| kv.key == key))
+                            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                                AnyValue::StringValue(s) => Some(s.clone()),
+                                _ => None,
+                            })
+                            .unwrap_or_default()
+                    };
+                    let service = resource("service.name");
+                    let team = resource("team");
                     for ss in rs.scope_spans {
                         for s in ss.spans {
                             let reason = s
@@ -70,6 +74,7 @@ async fn http_receiver() -> (SocketAddr, Arc<Mutex<Vec<Got>>>) {
                                 name: s.name,
                                 reason,
                                 service: service.clone(),
+                                team: team.clone(),
                             });
                         }
                     }
@@ -285,6 +290,7 @@ fn builder(endpoint: &str) -> ObsBuilder {
         .forced_per_second(1000.0)
         .export_schedule_delay(Duration::from_millis(200))
         .export_queue_size(100_000)
+        .from_vars([("OTEL_RESOURCE_ATTRIBUTES", "team=payments")])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -355,6 +361,7 @@ async fn grpc_receives_errors_forced_and_ten_percent() {
                 name: s.name,
                 reason,
                 service: "otlp-test".into(),
+                team: "payments".into(),
             }
         })
         .collect();

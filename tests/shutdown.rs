@@ -64,10 +64,16 @@ async fn guard_exports_buffered_traces_on_a_current_thread_runtime() {
     let roots = buffer_twenty();
     // The receiver runs on this very runtime: shut down from a blocking thread so it can answer.
     let started = Instant::now();
-    let result = tokio::task::spawn_blocking(move || guard.shutdown()).await.unwrap();
+    let result = tokio::task::spawn_blocking(move || guard.shutdown())
+        .await
+        .unwrap();
     assert!(result.is_ok(), "{result:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert_eq!(*count.lock().unwrap(), 20, "the buffered children were decided and exported");
+    assert_eq!(
+        *count.lock().unwrap(),
+        20,
+        "the buffered children were decided and exported"
+    );
     drop(roots);
 }
 
@@ -94,7 +100,11 @@ async fn shutdown_is_bounded_with_a_hanging_collector_on_a_multi_thread_runtime(
     let roots = tracing::dispatcher::with_default(obs.dispatch().unwrap(), buffer_twenty);
     let started = Instant::now();
     drop(obs);
-    assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        started.elapsed()
+    );
     drop(roots);
     drop(held);
 }

@@ -56,6 +56,7 @@ pub(crate) fn export_pipeline(
     service_name: &str,
     service_version: &str,
     environment: &str,
+    resource_attributes: &[(String, String)],
     log_dispatch: std::sync::Arc<std::sync::OnceLock<tracing_core::dispatcher::WeakDispatch>>,
 ) -> Result<export::SpanExportQueue, crate::Error> {
     use opentelemetry::KeyValue;
@@ -70,11 +71,16 @@ pub(crate) fn export_pipeline(
         reason: e.to_string(),
     })?;
     let resource = opentelemetry_sdk::Resource::builder_empty()
-        .with_attributes([
-            KeyValue::new("service.name", service_name.to_string()),
-            KeyValue::new("service.version", service_version.to_string()),
-            KeyValue::new("deployment.environment.name", environment.to_string()),
-        ])
+        .with_attributes(
+            resource_attributes
+                .iter()
+                .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+                .chain([
+                    KeyValue::new("service.name", service_name.to_string()),
+                    KeyValue::new("service.version", service_version.to_string()),
+                    KeyValue::new("deployment.environment.name", environment.to_string()),
+                ]),
+        )
         .build();
     export::SpanExportQueue::start(
         export::ExportConfig {

@@ -36,26 +36,25 @@ impl TraceRing {
         }
     }
 
-    pub(crate) fn push(&self, reason: &'static str, spans: &[SpanData]) {
+    pub(crate) fn push(&self, reason: &'static str, spans: Vec<SpanData>) {
         if self.capacity == 0 || spans.is_empty() {
             return;
         }
         let trace_id = spans[0].span_context.trace_id();
         let mut traces = self.traces.lock().unwrap_or_else(|e| e.into_inner());
+        // A late span joins its trace when that is still here (newest first: likeliest).
         if let Some(existing) = traces
             .iter_mut()
+            .rev()
             .find(|t| t.spans[0].span_context.trace_id() == trace_id)
         {
-            existing.spans.extend(spans.iter().cloned());
+            existing.spans.extend(spans);
             return;
         }
         if traces.len() == self.capacity {
             traces.pop_front();
         }
-        traces.push_back(KeptTrace {
-            reason,
-            spans: spans.to_vec(),
-        });
+        traces.push_back(KeptTrace { reason, spans });
     }
 
     /// `{"traces":[{"trace_id":…,"reason":…,"spans":[…]}]}`, most recent first.

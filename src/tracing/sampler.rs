@@ -424,12 +424,14 @@ impl TailSampler {
             .into_iter()
             .map(|s| s.into_span_data(reason))
             .collect();
-        if let Some(ring) = &self.sinks.ring {
-            ring.push(reason, &data);
-        }
+        // The ring is used only when there is no exporter: each gets the spans it needs.
         #[cfg(feature = "otlp")]
         if let Some(export) = &self.sinks.export {
             export.push(data);
+            return;
+        }
+        if let Some(ring) = &self.sinks.ring {
+            ring.push(reason, data);
         }
     }
 

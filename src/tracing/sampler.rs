@@ -297,7 +297,7 @@ impl TailSampler {
                 }
                 if let Some((info, duration)) = root {
                     let pending = state.pending.remove(&trace_id);
-                    state.spans -= pending.as_ref().map_or(0, |p| p.spans.len());
+                    state.spans = state.spans.saturating_sub(pending.as_ref().map_or(0, |p| p.spans.len()));
                     let (error, spans) =
                         pending.map_or((false, Vec::new()), |p| (p.error, p.spans));
                     let decision = self.decide(trace_id, error, Some((info, duration)));
@@ -339,7 +339,7 @@ impl TailSampler {
             }
             state.order.pop_front();
             if let Some(p) = state.pending.remove(&id) {
-                state.spans -= p.spans.len();
+                state.spans = state.spans.saturating_sub(p.spans.len());
                 self.metrics.early_root_timeout.inc();
                 let decision = self.decide(id, p.error, None);
                 Self::remember(state, id, decision);
@@ -351,7 +351,7 @@ impl TailSampler {
     fn evict_oldest(&self, state: &mut State) -> Option<(Option<&'static str>, Vec<FinishedSpan>)> {
         while let Some((id, _)) = state.order.pop_front() {
             if let Some(p) = state.pending.remove(&id) {
-                state.spans -= p.spans.len();
+                state.spans = state.spans.saturating_sub(p.spans.len());
                 self.metrics.early_buffer_full.inc();
                 let decision = self.decide(id, p.error, None);
                 Self::remember(state, id, decision);

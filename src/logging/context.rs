@@ -72,9 +72,33 @@ where
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
-        let mut visitor = FieldRenderer::new(&self.settings);
-        attrs.record(&mut visitor);
         let meta = attrs.metadata();
+        let mut visitor = FieldRenderer::new(&self.settings);
+        let mut record = self.sampler.as_ref().map(|_| {
+            Box::new(SpanRecord {
+                name: meta.name(),
+                start: SystemTime::now(),
+                kind: if meta.target() == REQUEST_TARGET {
+                    SpanKind::Server
+                } else {
+                    SpanKind::Internal
+                },
+                attributes: Vec::with_capacity(8),
+                events: Vec::new(),
+                error: false,
+                error_event: false,
+                status_message: None,
+                otel_name: None,
+            })
+        });
+        // One pass over the fields feeds both the JSON fragment and the span's attributes.
+        attrs.record(&mut BothVisitor {
+            json: &mut visitor,
+            otel: record.as_deref_mut().map(|record| AttributeVisitor {
+                settings: &self.settings,
+                record,
+            }),
+        });
         let is_request = meta.target() == REQUEST_TARGET;
 
         let parent = span.parent();
@@ -107,29 +131,6 @@ where
         if is_request {
             set_opened(trace_id, span_id);
         }
-
-        let record = self.sampler.as_ref().map(|_| {
-            let mut record = Box::new(SpanRecord {
-                name: meta.name(),
-                start: SystemTime::now(),
-                kind: if is_request {
-                    SpanKind::Server
-                } else {
-                    SpanKind::Internal
-                },
-                attributes: Vec::with_capacity(8),
-                events: Vec::new(),
-                error: false,
-                error_event: false,
-                status_message: None,
-                otel_name: None,
-            });
-            attrs.record(&mut AttributeVisitor {
-                settings: &self.settings,
-                record: &mut record,
-            });
-            record
-        });
 
         let mut ctx_data = SpanContext {
             correlation_id,
@@ -284,6 +285,79 @@ where
             .duration_since(finished.start)
             .unwrap_or_default();
         sampler.on_span_end(finished, data.root.map(|r| (r, duration)));
+    }
+}
+
+/// Feeds one visit of a span's fields to the JSON renderer and the attribute recorder.
+struct BothVisitor<'a, 'b> {
+    json: &'a mut FieldRenderer<'b>,
+    otel: Option<AttributeVisitor<'a>>,
+}
+
+impl Visit for BothVisitor<'_, '_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.json.record_str(field, value);
+        if let Some(otel) = &mut self.otel {
+            otel.record_str(field, value);
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        match &mut self.otel {
+            Some(otel) => {
+                let text = format!("{value:?}");
+                self.json.record_str(field, &text);
+                otel.record_str(field, &text);
+            }
+            None => self.json.record_debug(field, value),
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.json.record_i64(field, value);
+        if let Some(otel) = &mut self.otel {
+            otel.record_i64(field, value);
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.json.record_u64(field, value);
+        if let Some(otel) = &mut self.otel {
+            otel.record_u64(field, value);
+        }
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.json.record_f64(field, value);
+        if let Some(otel) = &mut self.otel {
+            otel.record_f64(field, value);
+        }
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.json.record_bool(field, value);
+        if let Some(otel) = &mut self.otel {
+            otel.record_bool(field, value);
+        }
+    }
+
+    fn record_i128(&mut self, field: &Field, value: i128) {
+        self.json.record_i128(field, value);
+        if let Some(otel) = &mut self.otel {
+            otel.record_debug(field, &value);
+        }
+    }
+
+    fn record_u128(&mut self, field: &Field, value: u128) {
+        self.json.record_u128(field, value);
+        if let Some(otel) = &mut self.otel {
+            otel.record_debug(field, &value);
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        let text = value.to_string();
+        self.record_str(field, &text);
     }
 }
 

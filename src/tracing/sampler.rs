@@ -297,7 +297,9 @@ impl TailSampler {
                 }
                 if let Some((info, duration)) = root {
                     let pending = state.pending.remove(&trace_id);
-                    state.spans = state.spans.saturating_sub(pending.as_ref().map_or(0, |p| p.spans.len()));
+                    state.spans = state
+                        .spans
+                        .saturating_sub(pending.as_ref().map_or(0, |p| p.spans.len()));
                     let (error, spans) =
                         pending.map_or((false, Vec::new()), |p| (p.error, p.spans));
                     let decision = self.decide(trace_id, error, Some((info, duration)));

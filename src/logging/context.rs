@@ -39,11 +39,12 @@ pub(crate) struct SpanContext {
     /// Set on local roots: what the sampler needs to know when the root ends.
     pub(crate) root: Option<RootInfo>,
     /// The span's recorded data, when traces are on.
-    pub(crate) record: Option<Box<SpanRecord>>,
-    /// `,"correlation_id":"…","trace_id":"…","span_id":"…"` (JSON mode only).
-    pub(crate) ids_json: String,
-    /// The span's own fields, then its ancestors' fields not shadowed: `,"k":v,…` (JSON mode).
+    pub(crate) record: Option<SpanRecord>,
+    /// JSON mode only, in one allocation: the span's own fields, then its ancestors' fields not
+    /// shadowed (`,"k":v,…`, up to `ids_start`), then `,"correlation_id":"…","trace_id":"…",
+    /// "span_id":"…"`.
     pub(crate) fields_json: String,
+    pub(crate) ids_start: u32,
     /// (key, start, end) of each entry of `fields_json`, to skip keys an event repeats.
     pub(crate) keys: Vec<(&'static str, u32, u32)>,
 }
@@ -74,27 +75,25 @@ where
         let Some(span) = ctx.span(id) else { return };
         let meta = attrs.metadata();
         let mut visitor = FieldRenderer::new(&self.settings);
-        let mut record = self.sampler.as_ref().map(|_| {
-            Box::new(SpanRecord {
-                name: meta.name(),
-                start: SystemTime::now(),
-                kind: if meta.target() == REQUEST_TARGET {
-                    SpanKind::Server
-                } else {
-                    SpanKind::Internal
-                },
-                attributes: Vec::with_capacity(8),
-                events: Vec::new(),
-                error: false,
-                error_event: false,
-                status_message: None,
-                otel_name: None,
-            })
+        let mut record = self.sampler.as_ref().map(|_| SpanRecord {
+            name: meta.name(),
+            start: SystemTime::now(),
+            kind: if meta.target() == REQUEST_TARGET {
+                SpanKind::Server
+            } else {
+                SpanKind::Internal
+            },
+            attributes: Vec::with_capacity(8),
+            events: Vec::new(),
+            error: false,
+            error_event: false,
+            status_message: None,
+            otel_name: None,
         });
         // One pass over the fields feeds both the JSON fragment and the span's attributes.
         attrs.record(&mut BothVisitor {
             json: &mut visitor,
-            otel: record.as_deref_mut().map(|record| AttributeVisitor {
+            otel: record.as_mut().map(|record| AttributeVisitor {
                 settings: &self.settings,
                 record,
             }),
@@ -140,15 +139,16 @@ where
             parent_is_remote,
             root,
             record,
-            ids_json: String::new(),
             fields_json: visitor.out,
+            ids_start: 0,
             keys: visitor.keys,
         };
         if self.settings.json {
             if let Some(parent) = parent_ctx {
                 inherit_fields(&mut ctx_data, parent);
             }
-            ctx_data.ids_json = render_ids(&ctx_data, self.settings.value_cap);
+            ctx_data.ids_start = ctx_data.fields_json.len() as u32;
+            render_ids(&mut ctx_data, self.settings.value_cap);
         }
         drop(parent_ext);
         span.extensions_mut().insert(ctx_data);
@@ -180,8 +180,11 @@ where
             .all(|(k, _, _)| data.keys.iter().all(|(dk, _, _)| dk != k));
         if fresh {
             // The usual case (a field declared `Empty`, recorded once): append.
+            let ids = data.fields_json.split_off(data.ids_start as usize);
             let base = data.fields_json.len() as u32;
             data.fields_json.push_str(&visitor.out);
+            data.ids_start = data.fields_json.len() as u32;
+            data.fields_json.push_str(&ids);
             data.keys.extend(
                 visitor
                     .keys
@@ -199,11 +202,14 @@ where
             parent_is_remote: data.parent_is_remote,
             root: data.root,
             record: data.record.take(),
-            ids_json: std::mem::take(&mut data.ids_json),
             fields_json: visitor.out,
+            ids_start: 0,
             keys: visitor.keys,
         };
         inherit_fields(&mut rebuilt, data);
+        let ids = data.ids().to_string();
+        rebuilt.ids_start = rebuilt.fields_json.len() as u32;
+        rebuilt.fields_json.push_str(&ids);
         *data = rebuilt;
     }
 
@@ -256,7 +262,6 @@ where
             return;
         };
         let Some(record) = data.record else { return };
-        let record = *record;
         let request_name = record.otel_name.is_none()
             && record.kind == SpanKind::Server
             && span.metadata().target() == REQUEST_TARGET;
@@ -298,7 +303,13 @@ impl Visit for BothVisitor<'_, '_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         self.json.record_str(field, value);
         if let Some(otel) = &mut self.otel {
-            otel.record_str(field, value);
+            match &self.json.correlation_id {
+                // Share the correlation ID the JSON side already holds.
+                Some(id) if field.name() == CORRELATION_FIELD => {
+                    otel.push(field, opentelemetry::Value::String(id.clone().into()));
+                }
+                _ => otel.record_str(field, value),
+            }
         }
     }
 
@@ -383,23 +394,36 @@ fn inherit_fields(child: &mut SpanContext, parent: &SpanContext) {
         let from = child.fields_json.len() as u32;
         child
             .fields_json
-            .push_str(&parent.fields_json[start as usize..end as usize]);
+            .push_str(&parent.fields()[start as usize..end as usize]);
         child.keys.push((key, from, child.fields_json.len() as u32));
     }
 }
 
-fn render_ids(data: &SpanContext, cap: usize) -> String {
-    let mut s = String::with_capacity(120);
+impl SpanContext {
+    /// `,"correlation_id":…,"trace_id":…,"span_id":…` (JSON mode).
+    pub(crate) fn ids(&self) -> &str {
+        &self.fields_json[self.ids_start as usize..]
+    }
+
+    /// The rendered fields (JSON mode).
+    pub(crate) fn fields(&self) -> &str {
+        &self.fields_json[..self.ids_start as usize]
+    }
+}
+
+/// Appends the IDs after the fields.
+fn render_ids(data: &mut SpanContext, cap: usize) {
+    let s = &mut data.fields_json;
+    s.reserve(110);
     if let Some(cid) = &data.correlation_id {
         s.push_str(",\"correlation_id\":");
-        push_json_str(&mut s, cid, cap);
+        push_json_str(s, cid, cap);
     }
     s.push_str(",\"trace_id\":\"");
-    push_hex(&mut s, &data.trace_id.to_be_bytes());
+    push_hex(s, &data.trace_id.to_be_bytes());
     s.push_str("\",\"span_id\":\"");
-    push_hex(&mut s, &data.span_id.to_be_bytes());
+    push_hex(s, &data.span_id.to_be_bytes());
     s.push('"');
-    s
 }
 
 /// A random, non-zero W3C trace ID.

@@ -125,7 +125,7 @@ impl JsonLayer {
         let ext = span.as_ref().map(|s| s.extensions());
         let span_ctx = ext.as_ref().and_then(|e| e.get::<SpanContext>());
         if let Some(sc) = span_ctx {
-            line.push_str(&sc.ids_json);
+            line.push_str(sc.ids());
         }
         line.push_str(&b.fields);
         if meta.target() == ACCESS_TARGET {
@@ -137,11 +137,11 @@ impl JsonLayer {
         }
         if let Some(sc) = span_ctx {
             if b.keys.is_empty() {
-                line.push_str(&sc.fields_json);
+                line.push_str(sc.fields());
             } else {
                 for &(key, start, end) in &sc.keys {
                     if !b.keys.contains(&key) {
-                        line.push_str(&sc.fields_json[start as usize..end as usize]);
+                        line.push_str(&sc.fields()[start as usize..end as usize]);
                     }
                 }
             }

@@ -55,13 +55,20 @@ fn hex_u128(s: &[u8]) -> Option<u128> {
 
 /// `00-<trace id>-<span id>-<flags>`, the form of `traceparent` and `traceresponse`.
 pub(crate) fn format_context(trace_id: u128, span_id: u64, sampled: bool) -> HeaderValue {
-    let mut s = String::with_capacity(55);
-    s.push_str("00-");
-    crate::logging::escape::push_hex(&mut s, &trace_id.to_be_bytes());
-    s.push('-');
-    crate::logging::escape::push_hex(&mut s, &span_id.to_be_bytes());
-    s.push_str(if sampled { "-01" } else { "-00" });
-    HeaderValue::from_str(&s).unwrap_or_else(|_| {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    for (i, b) in trace_id.to_be_bytes().iter().enumerate() {
+        buf[3 + 2 * i] = HEX[(b >> 4) as usize];
+        buf[4 + 2 * i] = HEX[(b & 0xf) as usize];
+    }
+    for (i, b) in span_id.to_be_bytes().iter().enumerate() {
+        buf[36 + 2 * i] = HEX[(b >> 4) as usize];
+        buf[37 + 2 * i] = HEX[(b & 0xf) as usize];
+    }
+    if sampled {
+        buf[54] = b'1';
+    }
+    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| {
         HeaderValue::from_static("00-00000000000000000000000000000000-0000000000000000-00")
     })
 }

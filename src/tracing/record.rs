@@ -149,7 +149,7 @@ fn cap(settings: &RenderSettings, s: &str) -> String {
 }
 
 impl AttributeVisitor<'_> {
-    fn push(&mut self, field: &Field, value: Value) {
+    pub(crate) fn push(&mut self, field: &Field, value: Value) {
         let name = field.name();
         if self.settings.redactor.is_sensitive_static(name) {
             self.record.attributes.push(KeyValue::new(name, REDACTED));
@@ -180,10 +180,18 @@ impl AttributeVisitor<'_> {
 
 impl Visit for AttributeVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if !self.special(field, value) {
-            let v = cap(self.settings, value);
-            self.push(field, Value::from(v));
+        if self.special(field, value) {
+            return;
         }
+        // Method names are a fixed set: share the static strings instead of copying.
+        if field.name() == "http.request.method"
+            && let Some(m) = crate::metrics::red::METHODS.iter().find(|m| **m == value)
+        {
+            self.push(field, Value::from(*m));
+            return;
+        }
+        let v = cap(self.settings, value);
+        self.push(field, Value::from(v));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {

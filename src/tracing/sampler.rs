@@ -45,8 +45,30 @@ struct Pending {
     error: bool,
 }
 
+/// Trace IDs are random: their low 64 bits are a good hash already (no SipHash per span).
+#[derive(Default)]
+struct TraceIdHasher(u64);
+
+impl std::hash::Hasher for TraceIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u128(&mut self, v: u128) {
+        self.0 = (v as u64) ^ ((v >> 64) as u64);
+    }
+}
+
+type TraceMap<V> = HashMap<u128, V, std::hash::BuildHasherDefault<TraceIdHasher>>;
+
 struct State {
-    pending: HashMap<u128, Pending>,
+    pending: TraceMap<Pending>,
     /// Trace IDs in arrival order (entries of decided traces are skipped when met).
     order: VecDeque<(u128, Instant)>,
     /// Recent decisions, for spans that end after their trace was decided: a direct-mapped
@@ -206,7 +228,7 @@ impl TailSampler {
         Self {
             ratio_bound: ratio_bound(config.success_ratio),
             state: Mutex::new(State {
-                pending: HashMap::new(),
+                pending: TraceMap::default(),
                 order: VecDeque::new(),
                 decided: vec![(0, None); DECIDED_CACHE],
                 spans: 0,

@@ -23,6 +23,12 @@
 //! - `off_the_shelf_ratio_0.1`: the same with `ParentBased(TraceIdRatioBased(0.1))`;
 //! - `mercenary_obs/traces_off/success` (a diagnostic): our layer with `traces(false)`.
 //!
+//! After the group, the same cases run round-robin in short batches (40 rounds of 2,000
+//! requests each) and the medians, the added costs and the ratios to the AlwaysOn stack are
+//! printed ("interleaved check"): a burst of load from other processes then hits every case
+//! alike, so the ratios hold on a busy machine. It is skipped under `--profile-time`, under
+//! `cargo test`, and when a filter excludes the group (the filter `interleaved` runs only it).
+//!
 //! At the end it prints the memory per buffered span: the resident set growth (from
 //! `/proc/self/statm`, measured before any benchmark ran) while 10,000 local roots each hold one
 //! ended child span in the tail sampler's buffer.
@@ -255,49 +261,54 @@ fn metric_value(obs: &Obs, name: &str) -> Option<f64> {
     })
 }
 
+/// One configuration of the `tail_sampling` group.
+struct Case {
+    name: &'static str,
+    app: Router,
+    expected: StatusCode,
+    /// The dispatcher made current around the requests (`None`: no subscriber).
+    dispatch: Option<tracing::Dispatch>,
+}
+
+impl Case {
+    /// `iters` requests, timed, with the case's dispatcher current.
+    fn run(&self, rt: &tokio::runtime::Runtime, iters: u64) -> Duration {
+        match &self.dispatch {
+            Some(d) => tracing::dispatcher::with_default(d, || {
+                run_expecting(rt, &self.app, self.expected, iters)
+            }),
+            None => run_expecting(rt, &self.app, self.expected, iters),
+        }
+    }
+}
+
 fn tail_sampling(c: &mut Criterion) {
     let rt = runtime();
-    let mut group = c.benchmark_group("tail_sampling");
-    group
-        .warm_up_time(Duration::from_secs(2))
-        .measurement_time(Duration::from_secs(5))
-        .sample_size(40);
-
-    let bare = traced_router(false);
-    group.bench_function("bare", |b| {
-        b.iter_custom(|iters| run_expecting(&rt, &bare, StatusCode::OK, iters))
-    });
-
-    let mut notes = Vec::new();
+    let mut cases = vec![Case {
+        name: "bare",
+        app: traced_router(false),
+        expected: StatusCode::OK,
+        dispatch: None,
+    }];
+    let mut instances = Vec::new();
     for (name, traces, error) in [
         ("mercenary_obs/dropped_success", true, false),
         ("mercenary_obs/kept_error", true, true),
-        ("mercenary_obs/traces_off/success", false, false),
     ] {
         let obs = sampling_instance(traces);
-        let app = traced_router(error).layer(obs.layer());
-        let expected = if error {
-            StatusCode::INTERNAL_SERVER_ERROR
-        } else {
-            StatusCode::OK
-        };
-        let dispatch = obs.dispatch().expect("a JSON log pipeline").clone();
-        tracing::dispatcher::with_default(&dispatch, || {
-            group.bench_function(name, |b| {
-                b.iter_custom(|iters| run_expecting(&rt, &app, expected, iters))
-            });
+        cases.push(Case {
+            name,
+            app: traced_router(error).layer(obs.layer()),
+            expected: if error {
+                StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                StatusCode::OK
+            },
+            dispatch: Some(obs.dispatch().expect("a JSON log pipeline").clone()),
         });
-        obs.flush();
-        let kept = obs
-            .recent_traces_json()
-            .map_or(0, |json| json.matches("\"trace_id\"").count());
-        notes.push(format!(
-            "{name}: log lines dropped = {}, traces in the ring = {kept}, spans still buffered = {}",
-            obs.log_lines_dropped(),
-            metric_value(&obs, "mercenary_obs_trace_buffer_spans").unwrap_or(0.0),
-        ));
+        instances.push((name, obs));
     }
-
+    let mut providers = Vec::new();
     for (name, sampler) in [
         ("off_the_shelf_always_on", Sampler::AlwaysOn),
         (
@@ -305,25 +316,155 @@ fn tail_sampling(c: &mut Criterion) {
             Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(0.1))),
         ),
     ] {
-        let app = off_the_shelf_layers(&rt, traced_router(false));
         let (subscriber, provider) = otel_subscriber(sampler);
-        tracing::subscriber::with_default(subscriber, || {
-            group.bench_function(name, |b| {
-                b.iter_custom(|iters| run_expecting(&rt, &app, StatusCode::OK, iters))
-            });
+        cases.push(Case {
+            name,
+            app: off_the_shelf_layers(&rt, traced_router(false)),
+            expected: StatusCode::OK,
+            dispatch: Some(tracing::Dispatch::new(subscriber)),
         });
+        providers.push(provider);
+    }
+    // A diagnostic: what the layer costs with the trace pipeline off.
+    let obs = sampling_instance(false);
+    cases.push(Case {
+        name: "mercenary_obs/traces_off/success",
+        app: traced_router(false).layer(obs.layer()),
+        expected: StatusCode::OK,
+        dispatch: Some(obs.dispatch().expect("a JSON log pipeline").clone()),
+    });
+    instances.push(("mercenary_obs/traces_off/success", obs));
+
+    let mut group = c.benchmark_group("tail_sampling");
+    group
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(5))
+        .sample_size(40);
+    for case in &cases {
+        group.bench_function(case.name, |b| b.iter_custom(|iters| case.run(&rt, iters)));
+    }
+    group.finish();
+
+    let interleaved = interleaved_enabled().then(|| interleaved(&rt, &cases));
+
+    for (name, obs) in &instances {
+        obs.flush();
+        let kept = obs
+            .recent_traces_json()
+            .map_or(0, |json| json.matches("\"trace_id\"").count());
+        println!(
+            "{name}: log lines dropped = {}, traces in the ring = {kept}, spans still buffered = {}",
+            obs.log_lines_dropped(),
+            metric_value(obs, "mercenary_obs_trace_buffer_spans").unwrap_or(0.0),
+        );
+    }
+    for provider in providers {
         provider
             .shutdown()
             .expect("shutting the tracer provider down");
     }
-    group.finish();
-
-    for note in notes {
-        println!("{note}");
+    if let Some(report) = interleaved {
+        println!("{report}");
     }
     if let Some(note) = BUFFERED_SPAN_MEMORY.get() {
         println!("{note}");
     }
+}
+
+/// Whether to run the interleaved check: in `cargo bench` runs (not `cargo test`, not
+/// `--profile-time`), unless a filter excludes the `tail_sampling` group.
+fn interleaved_enabled() -> bool {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if !args.iter().any(|a| a == "--bench") || args.iter().any(|a| a == "--profile-time") {
+        return false;
+    }
+    // Criterion's options that take a value: their value is not a filter.
+    const WITH_VALUE: &[&str] = &[
+        "--save-baseline",
+        "--baseline",
+        "--baseline-lenient",
+        "--load-baseline",
+        "--sample-size",
+        "--warm-up-time",
+        "--measurement-time",
+        "--nresamples",
+        "--noise-threshold",
+        "--confidence-level",
+        "--significance-level",
+        "--plotting-backend",
+        "--output-format",
+        "--format",
+        "--color",
+        "-c",
+    ];
+    let mut filters = Vec::new();
+    let mut skip = false;
+    for a in &args {
+        if skip {
+            skip = false;
+        } else if WITH_VALUE.contains(&a.as_str()) {
+            skip = true;
+        } else if !a.starts_with('-') {
+            filters.push(a.as_str());
+        }
+    }
+    filters.is_empty()
+        || filters
+            .iter()
+            .any(|f| "tail_sampling".contains(f) || f.contains("interleaved"))
+}
+
+/// The cases of the group measured round-robin, in short batches, so that a burst of noise from
+/// other processes hits every case alike; the ratios of the medians are robust on a busy machine.
+fn interleaved(rt: &tokio::runtime::Runtime, cases: &[Case]) -> String {
+    const ROUNDS: usize = 40;
+    const BATCH: u64 = 2_000;
+    for case in cases {
+        case.run(rt, BATCH / 4);
+    }
+    let mut per_request: Vec<Vec<f64>> = vec![Vec::with_capacity(ROUNDS); cases.len()];
+    for round in 0..ROUNDS {
+        // Rotate the order, so no case always follows the same one.
+        for k in 0..cases.len() {
+            let i = (round + k) % cases.len();
+            let elapsed = cases[i].run(rt, BATCH);
+            per_request[i].push(elapsed.as_nanos() as f64 / BATCH as f64);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2] / 1000.0
+    };
+    let medians: Vec<f64> = per_request.iter_mut().map(median).collect();
+    let by_name = |name: &str| {
+        cases
+            .iter()
+            .position(|c| c.name == name)
+            .map(|i| medians[i])
+    };
+    let mut out = format!(
+        "interleaved check ({ROUNDS} rounds x {BATCH} requests per case, median per request):"
+    );
+    for (case, m) in cases.iter().zip(&medians) {
+        out.push_str(&format!("\n  {:<34} {m:7.2} us", case.name));
+    }
+    if let (Some(bare), Some(dropped), Some(kept), Some(always_on)) = (
+        by_name("bare"),
+        by_name("mercenary_obs/dropped_success"),
+        by_name("mercenary_obs/kept_error"),
+        by_name("off_the_shelf_always_on"),
+    ) {
+        let added = always_on - bare;
+        out.push_str(&format!(
+            "\n  added over bare: dropped_success {:.2} us, kept_error {:.2} us, always_on {added:.2} us\n  \
+             dropped_success / always_on = {:.3} (target <= 0.25), kept_error / always_on = {:.3}",
+            dropped - bare,
+            kept - bare,
+            (dropped - bare) / added,
+            (kept - bare) / added,
+        ));
+    }
+    out
 }
 
 /// Printed at the end of the run; measured first, on a heap no benchmark has churned yet.

@@ -195,6 +195,10 @@ fn check_mix(obs: &Obs, sent: &[(Kind, String)], got: &[Got]) {
         got.iter().all(|g| g.service == "otlp-test"),
         "resource service.name"
     );
+    assert!(
+        got.iter().all(|g| g.team == "payments"),
+        "OTEL_RESOURCE_ATTRIBUTES on the resource"
+    );
 
     let mut plain = 0;
     let mut plain_kept = 0;

@@ -74,7 +74,21 @@ where
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
         let meta = attrs.metadata();
+        let parent = span.parent();
+        let parent_ext = parent.as_ref().map(|p| p.extensions());
+        let parent_ctx = parent_ext.as_ref().and_then(|e| e.get::<SpanContext>());
+        let declared = meta.fields().len();
         let mut visitor = FieldRenderer::new(&self.settings);
+        if self.settings.json {
+            // Own fields, the parent's fields and IDs (about what is inherited), the IDs: one
+            // allocation instead of a chain of reallocations.
+            visitor
+                .out
+                .reserve(32 * declared + parent_ctx.map_or(0, |p| p.fields_json.len()) + 128);
+            visitor
+                .keys
+                .reserve(declared + parent_ctx.map_or(0, |p| p.keys.len()));
+        }
         let mut record = self.sampler.as_ref().map(|_| SpanRecord {
             name: meta.name(),
             start: SystemTime::now(),
@@ -83,7 +97,7 @@ where
             } else {
                 SpanKind::Internal
             },
-            attributes: Vec::with_capacity(8),
+            attributes: Vec::with_capacity(declared),
             events: Vec::new(),
             error: false,
             error_event: false,
@@ -100,9 +114,6 @@ where
         });
         let is_request = meta.target() == REQUEST_TARGET;
 
-        let parent = span.parent();
-        let parent_ext = parent.as_ref().map(|p| p.extensions());
-        let parent_ctx = parent_ext.as_ref().and_then(|e| e.get::<SpanContext>());
         let handed = if is_request {
             take_request_trace()
         } else {
@@ -148,7 +159,19 @@ where
                 inherit_fields(&mut ctx_data, parent);
             }
             ctx_data.ids_start = ctx_data.fields_json.len() as u32;
-            render_ids(&mut ctx_data, self.settings.value_cap);
+            match parent_ctx {
+                Some(p) if same_ids_prefix(p, &ctx_data) => {
+                    // Same trace and correlation ID as the parent: only the span ID differs.
+                    let ids = p.ids();
+                    ctx_data
+                        .fields_json
+                        .push_str(&ids[..ids.len() - SPAN_ID_SUFFIX]);
+                    ctx_data.fields_json.push_str(",\"span_id\":\"");
+                    push_hex(&mut ctx_data.fields_json, &ctx_data.span_id.to_be_bytes());
+                    ctx_data.fields_json.push('"');
+                }
+                _ => render_ids(&mut ctx_data, self.settings.value_cap),
+            }
         }
         drop(parent_ext);
         span.extensions_mut().insert(ctx_data);
@@ -409,6 +432,20 @@ impl SpanContext {
     pub(crate) fn fields(&self) -> &str {
         &self.fields_json[..self.ids_start as usize]
     }
+}
+
+/// `,"span_id":"0123456789abcdef"`
+const SPAN_ID_SUFFIX: usize = 29;
+
+/// Whether `child`'s IDs are `parent`'s with another span ID.
+fn same_ids_prefix(parent: &SpanContext, child: &SpanContext) -> bool {
+    parent.ids().len() >= SPAN_ID_SUFFIX
+        && parent.trace_id == child.trace_id
+        && match (&parent.correlation_id, &child.correlation_id) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
 }
 
 /// Appends the IDs after the fields.

@@ -49,6 +49,7 @@ pub(crate) fn take_request_trace() -> Option<RequestTrace> {
 
 /// Starts the OTLP export queue of an instance.
 #[cfg(feature = "otlp")]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn export_pipeline(
     registry: &prometheus::Registry,
     config: crate::builder::OtlpConfig,

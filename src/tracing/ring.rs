@@ -42,10 +42,12 @@ impl TraceRing {
         }
         let trace_id = spans[0].span_context.trace_id();
         let mut traces = self.traces.lock().unwrap_or_else(|e| e.into_inner());
-        // A late span joins its trace when that is still here (newest first: likeliest).
+        // A late span joins its trace when that is among the most recent ones (late spans come
+        // soon after their root; a bounded scan keeps every push cheap).
         if let Some(existing) = traces
             .iter_mut()
             .rev()
+            .take(16)
             .find(|t| t.spans[0].span_context.trace_id() == trace_id)
         {
             existing.spans.extend(spans);

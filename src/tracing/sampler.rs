@@ -45,27 +45,65 @@ struct Pending {
     error: bool,
 }
 
-/// Trace IDs are random: their low 64 bits are a good hash already (no SipHash per span).
-#[derive(Default)]
-struct TraceIdHasher(u64);
+/// Hashes trace IDs with a per-process random seed. Clients choose trace IDs (`traceparent`),
+/// so an unkeyed hash would let them pile every buffered trace into one bucket; both halves go
+/// through a keyed SplitMix64 finalizer, which costs a few multiplications instead of SipHash.
+#[derive(Clone, Copy)]
+struct TraceIdHashBuilder {
+    seed: (u64, u64),
+}
+
+impl Default for TraceIdHashBuilder {
+    fn default() -> Self {
+        static SEED: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+        Self {
+            seed: *SEED.get_or_init(|| (fastrand::u64(..), fastrand::u64(..))),
+        }
+    }
+}
+
+impl std::hash::BuildHasher for TraceIdHashBuilder {
+    type Hasher = TraceIdHasher;
+
+    fn build_hasher(&self) -> TraceIdHasher {
+        TraceIdHasher {
+            seed: self.seed,
+            state: 0,
+        }
+    }
+}
+
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+struct TraceIdHasher {
+    seed: (u64, u64),
+    state: u64,
+}
 
 impl std::hash::Hasher for TraceIdHasher {
     fn finish(&self) -> u64 {
-        self.0
+        self.state
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.state = mix(self.state ^ u64::from_le_bytes(word) ^ self.seed.0);
         }
     }
 
     fn write_u128(&mut self, v: u128) {
-        self.0 = (v as u64) ^ ((v >> 64) as u64);
+        let low = mix((v as u64) ^ self.seed.0);
+        self.state = mix(low ^ ((v >> 64) as u64) ^ self.seed.1);
     }
 }
 
-type TraceMap<V> = HashMap<u128, V, std::hash::BuildHasherDefault<TraceIdHasher>>;
+type TraceMap<V> = HashMap<u128, V, TraceIdHashBuilder>;
 
 struct State {
     pending: TraceMap<Pending>,
@@ -275,9 +313,10 @@ impl TailSampler {
     pub(crate) fn on_span_end(&self, span: FinishedSpan, root: Option<(RootInfo, Duration)>) {
         let trace_id = span.trace_id;
         let mut emit: Vec<(Option<&'static str>, Vec<FinishedSpan>)> = Vec::new();
+        let now = Instant::now();
         {
             let mut state = lock(&self.state);
-            self.sweep_timeouts(&mut state, &mut emit);
+            self.sweep_timeouts(&mut state, &mut emit, now);
             if let Some(decision) = Self::recall(&state, trace_id) {
                 // A late span follows its trace's decision.
                 if decision.is_some() {
@@ -297,7 +336,7 @@ impl TailSampler {
                             None => break,
                         }
                     }
-                    state.order.push_back((trace_id, Instant::now()));
+                    state.order.push_back((trace_id, now));
                     if state.order.len() > 4 * self.config.max_traces.max(1024) {
                         // Entries of decided traces wait behind a long-running one: compact.
                         let State { order, pending, .. } = &mut *state;
@@ -305,7 +344,7 @@ impl TailSampler {
                     }
                 }
                 let entry = state.pending.entry(trace_id).or_insert_with(|| Pending {
-                    spans: Vec::with_capacity(4),
+                    spans: Vec::with_capacity(2),
                     error: false,
                 });
                 entry.error |= self.is_error(&span);
@@ -353,13 +392,14 @@ impl TailSampler {
         &self,
         state: &mut State,
         emit: &mut Vec<(Option<&'static str>, Vec<FinishedSpan>)>,
+        now: Instant,
     ) {
         while let Some(&(id, at)) = state.order.front() {
             if !state.pending.contains_key(&id) {
                 state.order.pop_front();
                 continue;
             }
-            if at.elapsed() < self.config.root_timeout {
+            if now.saturating_duration_since(at) < self.config.root_timeout {
                 break;
             }
             state.order.pop_front();

@@ -334,6 +334,46 @@ fn tail_sampling(c: &mut Criterion) {
         dispatch: Some(obs.dispatch().expect("a JSON log pipeline").clone()),
     });
     instances.push(("mercenary_obs/traces_off/success", obs));
+    // The first issue's comparison (no handler spans or logs), in the same interleaved run:
+    // our whole layer against tower-http request id + TraceLayer JSON + axum-prometheus.
+    cases.push(Case {
+        name: "plain/bare",
+        app: router(false),
+        expected: StatusCode::OK,
+        dispatch: None,
+    });
+    let obs = obs_instance();
+    cases.push(Case {
+        name: "plain/mercenary_obs",
+        app: router(false).layer(obs.layer()),
+        expected: StatusCode::OK,
+        dispatch: Some(obs.dispatch().expect("a JSON log pipeline").clone()),
+    });
+    instances.push(("plain/mercenary_obs", obs));
+    let obs = Obs::builder()
+        .log_writer(std::io::sink())
+        .process_metrics(false)
+        .traces(false)
+        .build()
+        .expect("building the Obs instance");
+    cases.push(Case {
+        name: "plain/mercenary_obs/traces_off",
+        app: router(false).layer(obs.layer()),
+        expected: StatusCode::OK,
+        dispatch: Some(obs.dispatch().expect("a JSON log pipeline").clone()),
+    });
+    instances.push(("plain/mercenary_obs/traces_off", obs));
+    cases.push(Case {
+        name: "plain/off_the_shelf",
+        app: off_the_shelf(&rt, false),
+        expected: StatusCode::OK,
+        dispatch: Some(tracing::Dispatch::new(
+            tracing_subscriber::fmt()
+                .json()
+                .with_writer(std::io::sink)
+                .finish(),
+        )),
+    });
 
     let mut group = c.benchmark_group("tail_sampling");
     group
@@ -463,6 +503,26 @@ fn interleaved(rt: &tokio::runtime::Runtime, cases: &[Case]) -> String {
             (dropped - bare) / added,
             (kept - bare) / added,
         ));
+    }
+    if let (Some(bare), Some(ours), Some(theirs)) = (
+        by_name("plain/bare"),
+        by_name("plain/mercenary_obs"),
+        by_name("plain/off_the_shelf"),
+    ) {
+        out.push_str(&format!(
+            "\n  plain layer (no handler spans): ours adds {:.2} us, off_the_shelf adds {:.2} us, \
+             ratio {:.3} (target < 0.333)",
+            ours - bare,
+            theirs - bare,
+            (ours - bare) / (theirs - bare),
+        ));
+        if let Some(off) = by_name("plain/mercenary_obs/traces_off") {
+            out.push_str(&format!(
+                "\n  plain layer without trace recording (the first issue's layer): adds {:.2} us, ratio {:.3}",
+                off - bare,
+                (off - bare) / (theirs - bare),
+            ));
+        }
     }
     out
 }

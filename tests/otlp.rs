@@ -11,13 +11,12 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Bytes;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::post;
 use common::{Capture, client, samples};
 use mercenary_obs::{Obs, ObsBuilder};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use prost::Message;
-use tracing::Instrument;
 
 /// One exported span, reduced to what the assertions need.
 #[derive(Clone, Debug)]
@@ -94,40 +93,8 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-async fn two_children() {
-    async { tracing::info!("querying") }
-        .instrument(tracing::info_span!("db.query", db.system = "postgresql"))
-        .await;
-    async {}.instrument(tracing::info_span!("cache.get")).await;
-}
-
 fn app(obs: &Obs) -> Router {
-    Router::new()
-        .route(
-            "/ok",
-            get(|| async {
-                two_children().await;
-                "ok"
-            }),
-        )
-        .route(
-            "/fail",
-            get(|| async {
-                two_children().await;
-                (StatusCode::INTERNAL_SERVER_ERROR, "fail")
-            }),
-        )
-        .route(
-            "/panic",
-            get(|| async {
-                two_children().await;
-                if std::hint::black_box(true) {
-                    panic!("boom");
-                }
-                "unreachable"
-            }),
-        )
-        .layer(obs.layer())
+    common::traced_routes().layer(obs.layer())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

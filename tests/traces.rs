@@ -29,41 +29,8 @@ fn instance(
     (obs, capture)
 }
 
-async fn two_children() {
-    async {
-        tracing::info!("querying");
-    }
-    .instrument(tracing::info_span!("db.query", db.system = "postgresql"))
-    .await;
-    async {}.instrument(tracing::info_span!("cache.get")).await;
-}
-
 fn app(obs: &Obs) -> Router {
-    Router::new()
-        .route(
-            "/ok",
-            get(|| async {
-                two_children().await;
-                "ok"
-            }),
-        )
-        .route(
-            "/fail",
-            get(|| async {
-                two_children().await;
-                (StatusCode::INTERNAL_SERVER_ERROR, "fail")
-            }),
-        )
-        .route(
-            "/panic",
-            get(|| async {
-                two_children().await;
-                if std::hint::black_box(true) {
-                    panic!("boom");
-                }
-                "unreachable"
-            }),
-        )
+    common::traced_routes()
         .route(
             "/logs-error",
             get(|| async {

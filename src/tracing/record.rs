@@ -130,66 +130,25 @@ fn scope() -> InstrumentationScope {
         .clone()
 }
 
-/// Visits span fields into attributes, with the `otel.*` conventions of tracing-opentelemetry
-/// (`otel.name`, `otel.kind`, `otel.status_code`, `otel.status_message`) and redaction.
-pub(crate) struct AttributeVisitor<'a> {
+/// Turns visited fields into attributes: redacted, capped, numbers kept as numbers.
+pub(crate) struct KeyValues<'a> {
     pub(crate) settings: &'a RenderSettings,
-    pub(crate) record: &'a mut SpanRecord,
+    pub(crate) out: &'a mut Vec<KeyValue>,
 }
 
-fn cap(settings: &RenderSettings, s: &str) -> String {
-    if s.len() <= settings.value_cap {
-        return s.to_string();
-    }
-    let mut end = settings.value_cap;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}{}", &s[..end], crate::logging::escape::TRUNCATED)
-}
-
-impl AttributeVisitor<'_> {
+impl KeyValues<'_> {
     pub(crate) fn push(&mut self, field: &Field, value: Value) {
         let name = field.name();
         if self.settings.redactor.is_sensitive_static(name) {
-            self.record.attributes.push(KeyValue::new(name, REDACTED));
+            self.out.push(KeyValue::new(name, REDACTED));
         } else {
-            self.record.attributes.push(KeyValue::new(name, value));
+            self.out.push(KeyValue::new(name, value));
         }
-    }
-
-    fn special(&mut self, field: &Field, value: &str) -> bool {
-        match field.name() {
-            "otel.name" => self.record.otel_name = Some(cap(self.settings, value)),
-            "otel.kind" => {
-                self.record.kind = match value.to_ascii_lowercase().as_str() {
-                    "server" => SpanKind::Server,
-                    "client" => SpanKind::Client,
-                    "producer" => SpanKind::Producer,
-                    "consumer" => SpanKind::Consumer,
-                    _ => SpanKind::Internal,
-                }
-            }
-            "otel.status_code" => self.record.error |= value.eq_ignore_ascii_case("error"),
-            "otel.status_message" => self.record.status_message = Some(cap(self.settings, value)),
-            _ => return false,
-        }
-        true
     }
 }
 
-impl Visit for AttributeVisitor<'_> {
+impl Visit for KeyValues<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if self.special(field, value) {
-            return;
-        }
-        // Method names are a fixed set: share the static strings instead of copying.
-        if field.name() == "http.request.method"
-            && let Some(m) = crate::metrics::red::METHODS.iter().find(|m| **m == value)
-        {
-            self.push(field, Value::from(*m));
-            return;
-        }
         let v = cap(self.settings, value);
         self.push(field, Value::from(v));
     }
@@ -223,6 +182,94 @@ impl Visit for AttributeVisitor<'_> {
     }
 }
 
+/// Visits span fields into attributes, with the `otel.*` conventions of tracing-opentelemetry
+/// (`otel.name`, `otel.kind`, `otel.status_code`, `otel.status_message`) and redaction.
+pub(crate) struct AttributeVisitor<'a> {
+    pub(crate) settings: &'a RenderSettings,
+    pub(crate) record: &'a mut SpanRecord,
+}
+
+fn cap(settings: &RenderSettings, s: &str) -> String {
+    if s.len() <= settings.value_cap {
+        return s.to_string();
+    }
+    let mut end = settings.value_cap;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{}", &s[..end], crate::logging::escape::TRUNCATED)
+}
+
+impl AttributeVisitor<'_> {
+    fn values(&mut self) -> KeyValues<'_> {
+        KeyValues {
+            settings: self.settings,
+            out: &mut self.record.attributes,
+        }
+    }
+
+    pub(crate) fn push(&mut self, field: &Field, value: Value) {
+        self.values().push(field, value);
+    }
+
+    /// Handles the `otel.*` fields; returns whether the field was one of them.
+    fn special(&mut self, field: &Field, value: &str) -> bool {
+        match field.name() {
+            "otel.name" => self.record.otel_name = Some(cap(self.settings, value)),
+            "otel.kind" => {
+                self.record.kind = match value.to_ascii_lowercase().as_str() {
+                    "server" => SpanKind::Server,
+                    "client" => SpanKind::Client,
+                    "producer" => SpanKind::Producer,
+                    "consumer" => SpanKind::Consumer,
+                    _ => SpanKind::Internal,
+                }
+            }
+            "otel.status_code" => self.record.error |= value.eq_ignore_ascii_case("error"),
+            "otel.status_message" => self.record.status_message = Some(cap(self.settings, value)),
+            _ => return false,
+        }
+        true
+    }
+}
+
+impl Visit for AttributeVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if self.special(field, value) {
+            return;
+        }
+        // Method names are a fixed set: share the static strings instead of copying.
+        if field.name() == "http.request.method"
+            && let Some(m) = crate::metrics::red::METHODS.iter().find(|m| **m == value)
+        {
+            self.push(field, Value::from(*m));
+            return;
+        }
+        self.values().record_str(field, value);
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let text = format!("{value:?}");
+        self.record_str(field, &text);
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.values().record_i64(field, value);
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.values().record_u64(field, value);
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.values().record_f64(field, value);
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.values().record_bool(field, value);
+    }
+}
+
 /// Visits an event into a span event (name = message, fields as attributes).
 pub(crate) struct EventVisitor<'a> {
     pub(crate) settings: &'a RenderSettings,
@@ -231,12 +278,10 @@ pub(crate) struct EventVisitor<'a> {
 }
 
 impl EventVisitor<'_> {
-    fn push(&mut self, field: &Field, value: Value) {
-        let name = field.name();
-        if self.settings.redactor.is_sensitive_static(name) {
-            self.attributes.push(KeyValue::new(name, REDACTED));
-        } else {
-            self.attributes.push(KeyValue::new(name, value));
+    fn values(&mut self) -> KeyValues<'_> {
+        KeyValues {
+            settings: self.settings,
+            out: &mut self.attributes,
         }
     }
 }
@@ -246,8 +291,7 @@ impl Visit for EventVisitor<'_> {
         if field.name() == "message" {
             self.message = cap(self.settings, value);
         } else {
-            let v = cap(self.settings, value);
-            self.push(field, Value::from(v));
+            self.values().record_str(field, value);
         }
     }
 
@@ -257,21 +301,18 @@ impl Visit for EventVisitor<'_> {
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.push(field, Value::I64(value));
+        self.values().record_i64(field, value);
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        match i64::try_from(value) {
-            Ok(v) => self.push(field, Value::I64(v)),
-            Err(_) => self.push(field, Value::from(value.to_string())),
-        }
+        self.values().record_u64(field, value);
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.push(field, Value::F64(value));
+        self.values().record_f64(field, value);
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.push(field, Value::Bool(value));
+        self.values().record_bool(field, value);
     }
 }

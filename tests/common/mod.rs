@@ -199,3 +199,43 @@ pub fn promtool_check(exposition: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A handler's work: two child spans (a `db.query` that logs, and a `cache.get`).
+pub async fn two_children() {
+    use tracing::Instrument;
+    async { tracing::info!("querying") }
+        .instrument(tracing::info_span!("db.query", db.system = "postgresql"))
+        .await;
+    async {}.instrument(tracing::info_span!("cache.get")).await;
+}
+
+/// `/ok` (200), `/fail` (500) and `/panic`, each doing [`two_children`] first; no layer yet.
+pub fn traced_routes() -> axum::Router {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    axum::Router::new()
+        .route(
+            "/ok",
+            get(|| async {
+                two_children().await;
+                "ok"
+            }),
+        )
+        .route(
+            "/fail",
+            get(|| async {
+                two_children().await;
+                (StatusCode::INTERNAL_SERVER_ERROR, "fail")
+            }),
+        )
+        .route(
+            "/panic",
+            get(|| async {
+                two_children().await;
+                if std::hint::black_box(true) {
+                    panic!("boom");
+                }
+                "unreachable"
+            }),
+        )
+}

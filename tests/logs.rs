@@ -448,3 +448,47 @@ fn bad_configuration_is_an_error_naming_the_setting() {
         "target_info{deployment_environment=\"prod\",service_name=\"from-code\",service_version=\"9.9\"} 1"
     ));
 }
+
+/// Span fields reach the lines logged inside the span, redacted and typed, in both the lazy
+/// rendering (traces on) and the eager one (traces off).
+#[test]
+fn span_fields_on_lines_inside_the_span() {
+    for traces in [true, false] {
+        let capture = Capture::default();
+        let obs = Obs::builder()
+            .log_writer(capture.clone())
+            .process_metrics(false)
+            .traces(traces)
+            .build()
+            .unwrap();
+        with_default(obs.dispatch().unwrap(), || {
+            let outer =
+                tracing::info_span!("job", job_id = 7u64, secret_token = "s3cr3t", ratio = 0.5);
+            let _o = outer.enter();
+            let inner = tracing::info_span!("step", step = "load", job_id = 8u64, flag = true, dbg = ?vec![1, 2]);
+            let _i = inner.enter();
+            tracing::info!(n = 1, "inside");
+        });
+        assert!(obs.flush());
+        let lines = capture.json_lines();
+        let line = lines.iter().find(|l| l["message"] == "inside").unwrap();
+        assert_eq!(line["step"], "load", "traces {traces}: {line}");
+        assert_eq!(
+            line["job_id"], 8,
+            "the inner span shadows the outer: {line}"
+        );
+        assert_eq!(line["secret_token"], "[REDACTED]");
+        assert_eq!(line["ratio"], 0.5);
+        assert_eq!(line["flag"], true);
+        assert_eq!(line["dbg"], "[1, 2]");
+        assert_eq!(line["n"], 1);
+        assert!(!capture.text().contains("s3cr3t"));
+        let keys: Vec<&str> = line
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys.iter().filter(|k| **k == "job_id").count(), 1);
+    }
+}

@@ -45,6 +45,10 @@ pub(crate) struct SpanContext {
     /// "span_id":"…"`.
     pub(crate) fields_json: String,
     pub(crate) ids_start: u32,
+    /// Whether `fields_json` has been rendered. With traces on, a span's fields are recorded as
+    /// attributes anyway, so the JSON is rendered from them only when an event inside the span
+    /// (or a child) first needs it: spans that never log cost no JSON at all.
+    pub(crate) rendered: bool,
     /// (key, start, end) of each entry of `fields_json`, to skip keys an event repeats.
     pub(crate) keys: Vec<(&'static str, u32, u32)>,
 }
@@ -78,8 +82,9 @@ where
         let parent_ext = parent.as_ref().map(|p| p.extensions());
         let parent_ctx = parent_ext.as_ref().and_then(|e| e.get::<SpanContext>());
         let declared = meta.fields().len();
-        let mut visitor = FieldRenderer::new(&self.settings);
-        if self.settings.json {
+        let lazy = self.settings.json && self.sampler.is_some();
+        let mut visitor = FieldRenderer::new(&self.settings, !lazy);
+        if self.settings.json && !lazy {
             // Own fields, the parent's fields and IDs (about what is inherited), the IDs: one
             // allocation instead of a chain of reallocations.
             visitor
@@ -98,6 +103,7 @@ where
                 SpanKind::Internal
             },
             attributes: Vec::with_capacity(declared),
+            names: Vec::with_capacity(declared),
             events: Vec::new(),
             error: false,
             error_event: false,
@@ -152,11 +158,17 @@ where
             record,
             fields_json: visitor.out,
             ids_start: 0,
+            rendered: false,
             keys: visitor.keys,
         };
         if self.settings.json {
-            if let Some(parent) = parent_ctx {
-                inherit_fields(&mut ctx_data, parent);
+            if lazy {
+                ctx_data.fields_json.reserve(112);
+            } else {
+                ctx_data.rendered = true;
+                if let Some(parent) = parent_ctx {
+                    inherit_fields(&mut ctx_data, parent);
+                }
             }
             ctx_data.ids_start = ctx_data.fields_json.len() as u32;
             match parent_ctx {
@@ -190,12 +202,13 @@ where
                 record,
             });
         }
-        if !self.settings.json || is_request {
+        if !self.settings.json || is_request || !data.rendered {
             // The request span's late fields (status, error type) are on the access line, and
-            // no event is logged inside the span after it: rendering them would be wasted.
+            // no event is logged inside the span after it: rendering them would be wasted. A
+            // span not rendered yet will render its recorded attributes when first needed.
             return;
         }
-        let mut visitor = FieldRenderer::new(&self.settings);
+        let mut visitor = FieldRenderer::new(&self.settings, true);
         values.record(&mut visitor);
         let fresh = visitor
             .keys
@@ -227,6 +240,7 @@ where
             record: data.record.take(),
             fields_json: visitor.out,
             ids_start: 0,
+            rendered: true,
             keys: visitor.keys,
         };
         inherit_fields(&mut rebuilt, data);
@@ -422,6 +436,93 @@ fn inherit_fields(child: &mut SpanContext, parent: &SpanContext) {
     }
 }
 
+/// Renders, from their recorded attributes, the JSON fields of the span an event is logged in
+/// and of its ancestors that have not been rendered yet (root-most first, so each inherits its
+/// parent's). Skipped when the event's own fields shadow every field of a local root (the
+/// access line): then only the IDs, rendered eagerly, are written.
+pub(crate) fn ensure_rendered<S>(
+    settings: &RenderSettings,
+    span: &tracing_subscriber::registry::SpanRef<'_, S>,
+    event_keys: &[&'static str],
+) where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    {
+        let ext = span.extensions();
+        let Some(data) = ext.get::<SpanContext>() else {
+            return;
+        };
+        if data.rendered {
+            return;
+        }
+        let shadowed = data.record.as_ref().is_some_and(|r| {
+            r.names
+                .iter()
+                .all(|n| *n == CORRELATION_FIELD || event_keys.contains(n))
+        });
+        if shadowed && span.parent().is_none() {
+            return;
+        }
+    }
+    let chain: Vec<_> = span
+        .scope()
+        .take_while(|s| {
+            s.extensions()
+                .get::<SpanContext>()
+                .is_some_and(|d| !d.rendered)
+        })
+        .collect();
+    for s in chain.iter().rev() {
+        let parent = s.parent();
+        let parent_ext = parent.as_ref().map(|p| p.extensions());
+        let parent_ctx = parent_ext.as_ref().and_then(|e| e.get::<SpanContext>());
+        let mut ext = s.extensions_mut();
+        if let Some(data) = ext.get_mut::<SpanContext>() {
+            render_from_record(settings, data, parent_ctx);
+        }
+    }
+}
+
+/// Writes a lazily recorded span's fields (and its parent's) in front of its IDs.
+fn render_from_record(
+    settings: &RenderSettings,
+    data: &mut SpanContext,
+    parent: Option<&SpanContext>,
+) {
+    if data.rendered {
+        return;
+    }
+    let ids = data.fields_json.split_off(data.ids_start as usize);
+    data.fields_json.clear();
+    data.keys.clear();
+    if let Some(record) = &data.record {
+        for (name, kv) in record.names.iter().zip(&record.attributes) {
+            if *name == CORRELATION_FIELD {
+                continue;
+            }
+            let start = data.fields_json.len() as u32;
+            let out = &mut data.fields_json;
+            out.push(',');
+            push_json_str(out, name, settings.value_cap);
+            out.push(':');
+            match &kv.value {
+                opentelemetry::Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+                opentelemetry::Value::I64(i) => push_i64(out, *i),
+                opentelemetry::Value::F64(f) if f.is_finite() => push_f64(out, *f),
+                // Strings were capped (and redacted) when recorded.
+                other => push_json_str(out, &other.as_str(), usize::MAX),
+            }
+            data.keys.push((name, start, data.fields_json.len() as u32));
+        }
+    }
+    if let Some(parent) = parent.filter(|p| p.rendered) {
+        inherit_fields(data, parent);
+    }
+    data.ids_start = data.fields_json.len() as u32;
+    data.fields_json.push_str(&ids);
+    data.rendered = true;
+}
+
 impl SpanContext {
     /// `,"correlation_id":…,"trace_id":…,"span_id":…` (JSON mode).
     pub(crate) fn ids(&self) -> &str {
@@ -486,15 +587,18 @@ pub(crate) fn new_span_id() -> u64 {
 /// Renders visited fields as `,"key":value` entries (redacted, escaped, capped).
 pub(crate) struct FieldRenderer<'a> {
     settings: &'a RenderSettings,
+    render: bool,
     pub(crate) out: String,
     pub(crate) keys: Vec<(&'static str, u32, u32)>,
     pub(crate) correlation_id: Option<Arc<str>>,
 }
 
 impl<'a> FieldRenderer<'a> {
-    pub(crate) fn new(settings: &'a RenderSettings) -> Self {
+    /// `render`: whether to write JSON (else it only captures the correlation ID).
+    pub(crate) fn new(settings: &'a RenderSettings, render: bool) -> Self {
         Self {
             settings,
+            render,
             out: String::new(),
             keys: Vec::new(),
             correlation_id: None,
@@ -505,7 +609,7 @@ impl<'a> FieldRenderer<'a> {
     /// written) or skipped.
     fn key(&mut self, field: &Field) -> Option<u32> {
         let name = field.name();
-        if !self.settings.json {
+        if !self.settings.json || !self.render {
             return None;
         }
         let start = self.out.len() as u32;

@@ -122,6 +122,9 @@ impl JsonLayer {
         line.push_str(&self.service_json);
 
         let span = ctx.event_span(event);
+        if let Some(span) = &span {
+            super::context::ensure_rendered(&self.settings, span, &b.keys);
+        }
         let ext = span.as_ref().map(|s| s.extensions());
         let span_ctx = ext.as_ref().and_then(|e| e.get::<SpanContext>());
         if let Some(sc) = span_ctx {

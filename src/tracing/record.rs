@@ -27,6 +27,8 @@ pub(crate) struct SpanRecord {
     pub(crate) start: SystemTime,
     pub(crate) kind: SpanKind,
     pub(crate) attributes: Vec<KeyValue>,
+    /// The field name of each attribute (the same order), for rendering them as JSON later.
+    pub(crate) names: Vec<&'static str>,
     pub(crate) events: Vec<Event>,
     /// `otel.status_code = "ERROR"` (the request span sets it on 5xx, `Err` and panics).
     pub(crate) error: bool,
@@ -134,11 +136,16 @@ fn scope() -> InstrumentationScope {
 pub(crate) struct KeyValues<'a> {
     pub(crate) settings: &'a RenderSettings,
     pub(crate) out: &'a mut Vec<KeyValue>,
+    /// Where to note each attribute's field name, when wanted.
+    pub(crate) names: Option<&'a mut Vec<&'static str>>,
 }
 
 impl KeyValues<'_> {
     pub(crate) fn push(&mut self, field: &Field, value: Value) {
         let name = field.name();
+        if let Some(names) = self.names.as_mut() {
+            names.push(name);
+        }
         if self.settings.redactor.is_sensitive_static(name) {
             self.out.push(KeyValue::new(name, REDACTED));
         } else {
@@ -205,6 +212,7 @@ impl AttributeVisitor<'_> {
         KeyValues {
             settings: self.settings,
             out: &mut self.record.attributes,
+            names: Some(&mut self.record.names),
         }
     }
 
@@ -282,6 +290,7 @@ impl EventVisitor<'_> {
         KeyValues {
             settings: self.settings,
             out: &mut self.attributes,
+            names: None,
         }
     }
 }

@@ -79,7 +79,10 @@
 //!   (DESIGN §13); this pipeline records a span for a fraction of that, converts only the spans
 //!   of kept traces, and gives log lines and exported spans the same IDs by construction.
 //!   `otel.name`, `otel.kind`, `otel.status_code` and `otel.status_message` fields work as with
-//!   `tracing-opentelemetry`; WARNING and ERROR events become span events.
+//!   `tracing-opentelemetry`; WARNING and ERROR events become span events. With traces on, a
+//!   span's fields are rendered into log lines from its recorded attributes, and only when a
+//!   line inside the span needs them, so spans that never log cost no JSON; the `otel.*`
+//!   fields are read as span settings and not written on log lines.
 //! - A trace evicted from a full buffer, or whose root outlives `root_timeout`, is decided
 //!   early with what is known (errors still kept), and counted in
 //!   `mercenary_obs_traces_decided_early_total{cause}`; only the spans of those decided to be

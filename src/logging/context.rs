@@ -18,9 +18,10 @@ use tracing_core::{Dispatch, Event, Level, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
-use super::escape::{push_f64, push_hex, push_i64, push_json_debug, push_json_str, push_u64};
+use super::entries::JsonEntries;
+use super::escape::{push_f64, push_hex, push_i64, push_json_str};
 use super::filter::REQUEST_TARGET;
-use super::redact::{REDACTED, Redactor};
+use super::redact::Redactor;
 use crate::tracing::record::{AttributeVisitor, EventVisitor, FinishedSpan, SpanRecord};
 use crate::tracing::sampler::{RootInfo, TailSampler};
 use crate::tracing::take_request_trace;
@@ -443,7 +444,7 @@ fn inherit_fields(child: &mut SpanContext, parent: &SpanContext) {
 pub(crate) fn ensure_rendered<S>(
     settings: &RenderSettings,
     span: &tracing_subscriber::registry::SpanRef<'_, S>,
-    event_keys: &[&'static str],
+    event_keys: &[(&'static str, u32, u32)],
 ) where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
@@ -458,7 +459,7 @@ pub(crate) fn ensure_rendered<S>(
         let shadowed = data.record.as_ref().is_some_and(|r| {
             r.names
                 .iter()
-                .all(|n| *n == CORRELATION_FIELD || event_keys.contains(n))
+                .all(|n| *n == CORRELATION_FIELD || event_keys.iter().any(|(k, _, _)| k == n))
         });
         if shadowed && span.parent().is_none() {
             return;
@@ -605,36 +606,16 @@ impl<'a> FieldRenderer<'a> {
         }
     }
 
-    /// Starts an entry; returns false when the value must be written as `[REDACTED]` (already
-    /// written) or skipped.
-    fn key(&mut self, field: &Field) -> Option<u32> {
-        let name = field.name();
-        if !self.settings.json || !self.render {
+    /// The entry writer, when JSON is to be written.
+    fn entries(&mut self) -> Option<JsonEntries<'_>> {
+        if !(self.settings.json && self.render) {
             return None;
         }
-        let start = self.out.len() as u32;
-        self.out.push(',');
-        push_json_str(&mut self.out, name, self.settings.value_cap);
-        self.out.push(':');
-        if self.settings.redactor.is_sensitive_static(name) {
-            self.out.push('"');
-            self.out.push_str(REDACTED);
-            self.out.push('"');
-            self.end(name, start);
-            return None;
-        }
-        Some(start)
-    }
-
-    fn end(&mut self, name: &'static str, start: u32) {
-        self.keys.push((name, start, self.out.len() as u32));
-    }
-
-    fn number(&mut self, field: &Field, write: impl FnOnce(&mut String)) {
-        if let Some(start) = self.key(field) {
-            write(&mut self.out);
-            self.end(field.name(), start);
-        }
+        Some(JsonEntries {
+            settings: self.settings,
+            out: &mut self.out,
+            keys: &mut self.keys,
+        })
     }
 }
 
@@ -644,61 +625,52 @@ impl Visit for FieldRenderer<'_> {
             if crate::correlation::is_valid(value.as_bytes()) {
                 self.correlation_id = Some(Arc::from(value));
             }
-            return;
-        }
-        if let Some(start) = self.key(field) {
-            push_json_str(&mut self.out, value, self.settings.value_cap);
-            self.end(field.name(), start);
+        } else if let Some(mut e) = self.entries() {
+            e.record_str(field, value);
         }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         if field.name() == CORRELATION_FIELD {
-            let text = format!("{value:?}");
-            if crate::correlation::is_valid(text.as_bytes()) {
-                self.correlation_id = Some(Arc::from(text));
-            }
-            return;
-        }
-        if let Some(start) = self.key(field) {
-            push_json_debug(&mut self.out, value, self.settings.value_cap);
-            self.end(field.name(), start);
+            self.record_str(field, &format!("{value:?}"));
+        } else if let Some(mut e) = self.entries() {
+            e.record_debug(field, value);
         }
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.number(field, |out| push_i64(out, value));
+        if let Some(mut e) = self.entries() {
+            e.record_i64(field, value);
+        }
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.number(field, |out| push_u64(out, value));
+        if let Some(mut e) = self.entries() {
+            e.record_u64(field, value);
+        }
     }
 
     fn record_i128(&mut self, field: &Field, value: i128) {
-        self.number(field, |out| {
-            use fmt::Write;
-            let _ = write!(out, "{value}");
-        });
+        if let Some(mut e) = self.entries() {
+            e.record_i128(field, value);
+        }
     }
 
     fn record_u128(&mut self, field: &Field, value: u128) {
-        self.number(field, |out| {
-            use fmt::Write;
-            let _ = write!(out, "{value}");
-        });
+        if let Some(mut e) = self.entries() {
+            e.record_u128(field, value);
+        }
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.number(field, |out| {
-            out.push_str(if value { "true" } else { "false" })
-        });
+        if let Some(mut e) = self.entries() {
+            e.record_bool(field, value);
+        }
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        if value.is_finite() {
-            self.number(field, |out| push_f64(out, value));
-        } else {
-            self.record_str(field, &value.to_string());
+        if let Some(mut e) = self.entries() {
+            e.record_f64(field, value);
         }
     }
 

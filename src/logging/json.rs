@@ -14,8 +14,8 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 use super::context::{RenderSettings, SpanContext};
-use super::escape::{JsonStr, push_f64, push_i64, push_json_str, push_u64};
-use super::redact::REDACTED;
+use super::entries::JsonEntries;
+use super::escape::{JsonStr, push_json_str};
 use super::time::push_now;
 use super::writer::LineWriter;
 
@@ -30,7 +30,7 @@ struct Buffers {
     line: String,
     message: String,
     fields: String,
-    keys: Vec<&'static str>,
+    keys: Vec<(&'static str, u32, u32)>,
 }
 
 thread_local! {
@@ -93,10 +93,12 @@ impl JsonLayer {
         b.keys.clear();
         let meta = event.metadata();
         let mut visitor = EventVisitor {
-            settings: &self.settings,
             message: &mut b.message,
-            fields: &mut b.fields,
-            keys: &mut b.keys,
+            entries: JsonEntries {
+                settings: &self.settings,
+                out: &mut b.fields,
+                keys: &mut b.keys,
+            },
             critical: false,
         };
         event.record(&mut visitor);
@@ -143,7 +145,7 @@ impl JsonLayer {
                 line.push_str(sc.fields());
             } else {
                 for &(key, start, end) in &sc.keys {
-                    if !b.keys.contains(&key) {
+                    if !b.keys.iter().any(|(k, _, _)| *k == key) {
                         line.push_str(&sc.fields()[start as usize..end as usize]);
                     }
                 }
@@ -173,100 +175,64 @@ where
     }
 }
 
+/// Splits the message and the `critical` flag from the event's other fields, which go through
+/// the shared entry writer.
 struct EventVisitor<'a> {
-    settings: &'a RenderSettings,
     message: &'a mut String,
-    fields: &'a mut String,
-    keys: &'a mut Vec<&'static str>,
+    entries: JsonEntries<'a>,
     critical: bool,
-}
-
-impl EventVisitor<'_> {
-    /// Writes `,"name":` and returns true when the value should follow (false: redacted).
-    fn key(&mut self, field: &Field) -> bool {
-        let name = field.name();
-        self.keys.push(name);
-        self.fields.push(',');
-        push_json_str(self.fields, name, self.settings.value_cap);
-        self.fields.push(':');
-        if self.settings.redactor.is_sensitive_static(name) {
-            self.fields.push('"');
-            self.fields.push_str(REDACTED);
-            self.fields.push('"');
-            return false;
-        }
-        true
-    }
-
-    fn number(&mut self, field: &Field, write: impl FnOnce(&mut String)) {
-        if self.key(field) {
-            write(self.fields);
-        }
-    }
 }
 
 impl Visit for EventVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
-            let mut w = JsonStr::new(self.message, self.settings.value_cap);
+            let mut w = JsonStr::new(self.message, self.entries.settings.value_cap);
             let _ = fmt::Write::write_str(&mut w, value);
             w.finish();
-        } else if self.key(field) {
-            push_json_str(self.fields, value, self.settings.value_cap);
+        } else {
+            self.entries.record_str(field, value);
         }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         if field.name() == "message" {
-            let mut w = JsonStr::new(self.message, self.settings.value_cap);
+            let mut w = JsonStr::new(self.message, self.entries.settings.value_cap);
             let _ = fmt::write(&mut w, format_args!("{value:?}"));
             w.finish();
-        } else if self.key(field) {
-            super::escape::push_json_debug(self.fields, value, self.settings.value_cap);
+        } else {
+            self.entries.record_debug(field, value);
         }
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
         if field.name() == CRITICAL_FIELD {
             self.critical = value;
-            return;
+        } else {
+            self.entries.record_bool(field, value);
         }
-        self.number(field, |out| {
-            out.push_str(if value { "true" } else { "false" })
-        });
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.number(field, |out| push_i64(out, value));
+        self.entries.record_i64(field, value);
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.number(field, |out| push_u64(out, value));
+        self.entries.record_u64(field, value);
     }
 
     fn record_i128(&mut self, field: &Field, value: i128) {
-        self.number(field, |out| {
-            use fmt::Write;
-            let _ = write!(out, "{value}");
-        });
+        self.entries.record_i128(field, value);
     }
 
     fn record_u128(&mut self, field: &Field, value: u128) {
-        self.number(field, |out| {
-            use fmt::Write;
-            let _ = write!(out, "{value}");
-        });
+        self.entries.record_u128(field, value);
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        if value.is_finite() {
-            self.number(field, |out| push_f64(out, value));
-        } else {
-            self.record_str(field, &value.to_string());
-        }
+        self.entries.record_f64(field, value);
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.record_debug(field, &format_args!("{value}"));
+        self.entries.record_error(field, value);
     }
 }

@@ -1,6 +1,7 @@
 //! Structured logs: the JSON formatter, the non-blocking writer, redaction and escaping.
 
 pub(crate) mod context;
+pub(crate) mod entries;
 pub(crate) mod escape;
 pub(crate) mod filter;
 pub(crate) mod json;

@@ -239,3 +239,52 @@ pub fn traced_routes() -> axum::Router {
             }),
         )
 }
+
+/// The §6 keys that come first in every log line, in this order (those present).
+pub const ORDER: [&str; 8] = [
+    "timestamp",
+    "level",
+    "target",
+    "message",
+    "service",
+    "correlation_id",
+    "trace_id",
+    "span_id",
+];
+
+/// Asserts the §6 keys come first, in order (those present), then the rest.
+pub fn assert_schema(line: &serde_json::Value) {
+    let obj = line.as_object().expect("a JSON object");
+    let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    let head: Vec<&str> = ORDER
+        .iter()
+        .copied()
+        .filter(|k| obj.contains_key(*k))
+        .collect();
+    assert_eq!(&keys[..head.len()], &head[..], "key order of {line}");
+    for k in ["timestamp", "level", "target", "message", "service"] {
+        assert!(obj.contains_key(k), "{k} missing in {line}");
+    }
+    let ts = line["timestamp"].as_str().unwrap();
+    assert_eq!(ts.len(), 27, "{ts}");
+    assert!(
+        ts.ends_with('Z') && ts.as_bytes()[10] == b'T' && ts.as_bytes()[19] == b'.',
+        "{ts}"
+    );
+    assert!(
+        ["TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+            .contains(&line["level"].as_str().unwrap())
+    );
+    if let Some(t) = line.get("trace_id") {
+        let t = t.as_str().unwrap();
+        assert!(
+            t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{t}"
+        );
+        let s = line["span_id"].as_str().unwrap();
+        assert!(
+            s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{s}"
+        );
+    }
+}

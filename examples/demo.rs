@@ -11,6 +11,8 @@
 //! - redaction: `POST /signup` logs the password on purpose, and it comes out as `"[REDACTED]"`,
 //!   as does the `authorization` header on the access line;
 //! - RED metrics and business metrics (`counter!`, `gauge!`, `histogram!`) on `GET /metrics`;
+//! - audit lines (`audit!`: sign-ups, logins, payments) and security events
+//!   (`security_event!`: failed logins; every 401/403 as `unauthorized`);
 //! - the correlation ID from the [`CorrelationId`] extractor and from
 //!   [`mercenary_obs::correlation_id()`], returned in JSON bodies;
 //! - 4xx, 5xx and panics recorded as such (WARNING and ERROR access lines, `error_type` label);
@@ -33,6 +35,10 @@
 //! curl -i http://127.0.0.1:3000/users/42
 //! curl -i http://127.0.0.1:3000/users/4242                     # 404: no such user
 //! curl -i -H 'x-request-id: my-trace-123' http://127.0.0.1:3000/users/7
+//! curl -i -X POST http://127.0.0.1:3000/login -H 'content-type: application/json' \
+//!      -d '{"email":"ada@example.com","password":"guess"}'    # 401: failed_login + audit
+//! curl -i -X POST http://127.0.0.1:3000/login -H 'content-type: application/json' \
+//!      -d '{"email":"ada@example.com","password":"correct horse battery staple"}'
 //! curl -i -X POST http://127.0.0.1:3000/signup \
 //!      -H 'content-type: application/json' -H 'authorization: Bearer s3cr3t' \
 //!      -d '{"plan":"pro","email":"ada@example.com","password":"hunter2"}'
@@ -64,6 +70,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use mercenary_obs::db::{DbPool, DbQuery, PoolStats};
 use mercenary_obs::{CorrelationId, Obs, counter, gauge, histogram};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -240,12 +247,15 @@ struct AppState {
 /// is global when they are called.
 fn app() -> Router {
     // Exported from the start (at 0) rather than appearing with the first signup.
-    gauge!("active_sessions").set(0.0);
+    gauge!("active_sessions", help: "Signed-in sessions.").set(0.0);
+    // The pool gauges too: an idle pool, before the first query.
+    db().report();
 
     Router::new()
         .route("/healthz", get(healthz))
         .route("/users/{id}", get(get_user))
         .route("/signup", post(signup))
+        .route("/login", post(login))
         .route("/projects", post(create_project))
         .route("/proposals", post(submit_proposal))
         .route("/payments", post(create_payment))
@@ -292,20 +302,14 @@ async fn get_user(Path(id): Path<String>) -> Response {
         return json_error(StatusCode::NOT_FOUND, "user not found");
     };
 
-    let user = load_user(id)
-        .instrument(tracing::info_span!(
-            "db.query",
-            db.system = "postgresql",
-            db.operation = "SELECT"
-        ))
-        .await;
+    let user = load_user(id).await;
     tracing::info!(user_id = id, plan = user.plan, "user loaded");
     Json(user).into_response()
 }
 
 /// A simulated `SELECT ... FROM users WHERE id = $1`.
 async fn load_user(id: u64) -> User {
-    tokio::time::sleep(Duration::from_millis(1)).await;
+    db_query("SELECT", "users").await;
     tracing::debug!(rows = 1, "query done");
     User {
         id,
@@ -341,22 +345,24 @@ async fn signup(
         );
     };
 
-    async { tokio::time::sleep(Duration::from_millis(1)).await }
-        .instrument(tracing::info_span!(
-            "db.query",
-            db.system = "postgresql",
-            db.operation = "INSERT"
-        ))
-        .await;
+    db_query("INSERT", "users").await;
 
     // The password is logged on purpose: the field name is sensitive, so the line says
     // "password":"[REDACTED]". Only the domain of the email goes to the logs.
     tracing::info!(plan, email_domain, password = %body.password, "user signed up");
-    counter!("user_signups_total", "plan" => plan).inc();
+    counter!("user_signups_total", "plan" => plan, help: "Sign-ups by plan.").inc();
+    counter!("feature_usage_total", "feature" => "signup", help: "Feature usage by feature.").inc();
+    mercenary_obs::audit!(
+        actor = email_hash(&body.email),
+        action = "user.signup",
+        resource = "user",
+        outcome = "success",
+        plan,
+    );
 
     // A signup logs the user in: one more session.
     let sessions = state.sessions.fetch_add(1, Ordering::Relaxed) + 1;
-    gauge!("active_sessions").set(sessions as f64);
+    gauge!("active_sessions", help: "Signed-in sessions.").set(sessions as f64);
 
     let body = json!({ "status": "created", "plan": plan, "request_id": request_id.as_str() });
     (StatusCode::CREATED, Json(body)).into_response()
@@ -375,19 +381,15 @@ async fn create_project(
         return json_error(StatusCode::UNPROCESSABLE_ENTITY, "name must not be empty");
     }
     let id = state.next_project_id.fetch_add(1, Ordering::Relaxed) + 1;
-    async { tokio::time::sleep(Duration::from_millis(1)).await }
-        .instrument(tracing::info_span!(
-            "db.query",
-            db.system = "postgresql",
-            db.operation = "INSERT"
-        ))
-        .await;
+    db_query("INSERT", "projects").await;
     tracing::info!(
         project_id = id,
         name_len = body.name.len(),
         "project created"
     );
-    counter!("projects_created_total").inc();
+    counter!("projects_created_total", help: "Projects created.").inc();
+    counter!("feature_usage_total", "feature" => "projects", help: "Feature usage by feature.")
+        .inc();
     (
         StatusCode::CREATED,
         Json(json!({ "id": id, "name": body.name })),
@@ -405,19 +407,15 @@ async fn submit_proposal(
     Json(body): Json<NewProposal>,
 ) -> Response {
     let id = state.next_proposal_id.fetch_add(1, Ordering::Relaxed) + 1;
-    async { tokio::time::sleep(Duration::from_millis(1)).await }
-        .instrument(tracing::info_span!(
-            "db.query",
-            db.system = "postgresql",
-            db.operation = "INSERT"
-        ))
-        .await;
+    db_query("INSERT", "proposals").await;
     tracing::info!(
         proposal_id = id,
         project_id = body.project_id,
         "proposal submitted"
     );
-    counter!("proposals_submitted_total").inc();
+    counter!("proposals_submitted_total", help: "Proposals submitted.").inc();
+    counter!("feature_usage_total", "feature" => "proposals", help: "Feature usage by feature.")
+        .inc();
     let body = json!({ "id": id, "project_id": body.project_id });
     (StatusCode::CREATED, Json(body)).into_response()
 }
@@ -453,7 +451,15 @@ async fn create_payment(Json(body): Json<Payment>) -> Response {
         .await;
     if !approved {
         tracing::warn!(amount, currency, limit = PAYMENT_LIMIT, "payment declined");
-        counter!("payments_total", "currency" => currency, "outcome" => "declined").inc();
+        counter!("payments_total", "currency" => currency, "outcome" => "declined", help: PAYMENTS_HELP)
+            .inc();
+        mercenary_obs::audit!(
+            actor = "customer",
+            action = "payment.create",
+            resource = format!("payment:{currency}"),
+            outcome = "declined",
+            amount,
+        );
         return json_error(
             StatusCode::PAYMENT_REQUIRED,
             "payment declined: amount over the limit",
@@ -461,9 +467,75 @@ async fn create_payment(Json(body): Json<Payment>) -> Response {
     }
 
     tracing::info!(amount, currency, "payment accepted");
-    counter!("payments_total", "currency" => currency, "outcome" => "ok").inc();
-    histogram!("payment_amount_dollars", "currency" => currency).observe(amount);
+    counter!("payments_total", "currency" => currency, "outcome" => "ok", help: PAYMENTS_HELP)
+        .inc();
+    histogram!(
+        "payment_amount_dollars",
+        "currency" => currency,
+        help: "Accepted payment amounts.",
+        buckets: [1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0],
+    )
+    .observe(amount);
+    counter!("feature_usage_total", "feature" => "payments", help: "Feature usage by feature.")
+        .inc();
+    mercenary_obs::audit!(
+        actor = "customer",
+        action = "payment.create",
+        resource = format!("payment:{currency}"),
+        outcome = "success",
+        amount,
+    );
     Json(json!({ "status": "ok", "amount": amount, "currency": currency })).into_response()
+}
+
+const PAYMENTS_HELP: &str = "Payments by currency and outcome.";
+
+#[derive(Deserialize)]
+struct Login {
+    email: String,
+    password: String,
+}
+
+/// The demo's one account.
+const DEMO_EMAIL: &str = "ada@example.com";
+const DEMO_PASSWORD: &str = "correct horse battery staple";
+
+/// `POST /login`: an audit event either way; a failed login is also a security event (and,
+/// answered 401, the layer records an `unauthorized` one).
+async fn login(State(state): State<Arc<AppState>>, Json(body): Json<Login>) -> Response {
+    let actor = email_hash(&body.email);
+    db_query("SELECT", "users").await;
+    if body.email != DEMO_EMAIL || body.password != DEMO_PASSWORD {
+        // `password` is a sensitive field name: written as "[REDACTED]".
+        mercenary_obs::security_event!(kind = "failed_login", actor = actor.as_str(), password = %body.password);
+        mercenary_obs::audit!(
+            actor = actor,
+            action = "auth.login",
+            resource = "session",
+            outcome = "failure",
+        );
+        return json_error(StatusCode::UNAUTHORIZED, "wrong email or password");
+    }
+    mercenary_obs::audit!(
+        actor = actor,
+        action = "auth.login",
+        resource = "session",
+        outcome = "success",
+    );
+    counter!("feature_usage_total", "feature" => "login", help: "Feature usage by feature.").inc();
+    let sessions = state.sessions.fetch_add(1, Ordering::Relaxed) + 1;
+    gauge!("active_sessions", help: "Signed-in sessions.").set(sessions as f64);
+    Json(json!({ "status": "ok" })).into_response()
+}
+
+/// A stable pseudonym for an email address (FNV-1a), so logs and audit lines identify the
+/// actor without holding the address.
+fn email_hash(email: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in email.trim().to_ascii_lowercase().bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("user:{h:016x}")
 }
 
 /// A simulated call to a payment provider.
@@ -500,4 +572,64 @@ async fn slow(Query(params): Query<SlowParams>) -> Response {
 
 async fn panic_handler() -> &'static str {
     panic!("demo panic")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The simulated database: a connection pool whose gauges feed `mercenary_obs::db::DbPool`, and
+// queries timed and traced by `mercenary_obs::db::DbQuery` (`db_client_*` metrics, `db.query`
+// spans with the OpenTelemetry database attributes).
+// ---------------------------------------------------------------------------------------------
+
+/// Connections of the simulated pool.
+const DB_POOL_SIZE: u64 = 10;
+/// How long a simulated query holds its connection.
+const DB_QUERY_TIME: Duration = Duration::from_millis(1);
+
+/// A stand-in for a real pool (sqlx, deadpool, bb8): a semaphore of connections.
+struct DemoDb {
+    connections: tokio::sync::Semaphore,
+    waiting: AtomicU64,
+    gauges: DbPool,
+}
+
+/// The pool, made on first use (after `init()`, so its gauges are on the global instance).
+fn db() -> &'static DemoDb {
+    static DB: std::sync::OnceLock<DemoDb> = std::sync::OnceLock::new();
+    DB.get_or_init(|| DemoDb {
+        connections: tokio::sync::Semaphore::new(DB_POOL_SIZE as usize),
+        waiting: AtomicU64::new(0),
+        gauges: DbPool::new("main"),
+    })
+}
+
+impl DemoDb {
+    /// Feeds the pool's state to its gauges, as an application does from its pool's stats.
+    fn report(&self) {
+        self.gauges.record(PoolStats {
+            size: DB_POOL_SIZE,
+            idle: self.connections.available_permits() as u64,
+            max: DB_POOL_SIZE,
+            waiting: self.waiting.load(Ordering::Relaxed),
+        });
+    }
+}
+
+/// A simulated query on `table`: waits for a connection, holds it briefly, in a `db.query` span
+/// recorded in `db_client_operation_duration_seconds`.
+async fn db_query(operation: &str, table: &str) {
+    let db = db();
+    DbQuery::new("postgresql", operation)
+        .collection(table)
+        .namespace("mercenary")
+        .time(async {
+            db.waiting.fetch_add(1, Ordering::Relaxed);
+            db.report();
+            let connection = db.connections.acquire().await;
+            db.waiting.fetch_sub(1, Ordering::Relaxed);
+            db.report();
+            tokio::time::sleep(DB_QUERY_TIME).await;
+            drop(connection);
+            db.report();
+        })
+        .await;
 }

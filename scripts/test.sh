@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine with only Rust installed.
-# Installs what the tests need (Prometheus and promtool), then runs: rustfmt check, clippy with
+# Installs what the tests need (Prometheus, promtool, amtool), then runs: rustfmt check, clippy with
 # -D warnings, rustdoc with -D warnings, and every test (unit, integration, doc), among them the
 # tests against a real Prometheus server and promtool.
 set -euo pipefail
@@ -18,8 +18,18 @@ if [ ${#need_install[@]} -gt 0 ]; then
     # Debian's package may start a server on :9090; the tests start their own on free ports.
     if pgrep -x prometheus >/dev/null 2>&1; then $SUDO pkill -x prometheus || true; fi
 fi
+if ! command -v amtool >/dev/null 2>&1; then
+    echo "==> installing Alertmanager (amtool) for the monitoring tests"
+    SUDO=""
+    if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus-alertmanager >/dev/null
+    # The package may start an Alertmanager on :9093; the tests only use amtool.
+    if pgrep -x prometheus-alertmanager >/dev/null 2>&1; then $SUDO pkill -x prometheus-alertmanager || true; fi
+fi
 promtool --version | head -1
 prometheus --version 2>&1 | head -1
+amtool --version 2>&1 | head -1
 
 if ! rustup component list --installed 2>/dev/null | grep -q rustfmt; then rustup component add rustfmt; fi
 if ! rustup component list --installed 2>/dev/null | grep -q clippy; then rustup component add clippy; fi

@@ -1,5 +1,6 @@
 //! [`ObsBuilder`]: configuration in code and from the environment.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
@@ -48,6 +49,12 @@ pub mod env {
     pub const MERCENARY_OBS_SUCCESS_RATIO: &str = "MERCENARY_OBS_SUCCESS_RATIO";
     /// Forced (`trace: true`) traces kept per second at most.
     pub const MERCENARY_OBS_FORCED_PER_SECOND: &str = "MERCENARY_OBS_FORCED_PER_SECOND";
+    /// Sentry DSN (feature `sentry`); unset or empty: Sentry off.
+    pub const SENTRY_DSN: &str = "SENTRY_DSN";
+    /// Sentry environment of the events (feature `sentry`).
+    pub const SENTRY_ENVIRONMENT: &str = "SENTRY_ENVIRONMENT";
+    /// Sentry release of the events (feature `sentry`).
+    pub const SENTRY_RELEASE: &str = "SENTRY_RELEASE";
 }
 
 /// The OTLP transport.
@@ -108,6 +115,12 @@ pub struct ObsBuilder {
     pub(crate) otlp_timeout: Option<Duration>,
     pub(crate) export_schedule_delay: Option<Duration>,
     pub(crate) export_queue_size: Option<usize>,
+    pub(crate) audit_writer: Option<Box<dyn Write + Send>>,
+    pub(crate) series_cap: Option<usize>,
+    pub(crate) series_caps: HashMap<String, usize>,
+    pub(crate) unauthorized_events: Option<bool>,
+    #[cfg(feature = "sentry")]
+    pub(crate) sentry: crate::sentry::SentrySettings,
     env: EnvValues,
 }
 
@@ -130,6 +143,8 @@ struct EnvValues {
     otlp_timeout: Option<Duration>,
     export_schedule_delay: Option<Duration>,
     export_queue_size: Option<usize>,
+    #[cfg(feature = "sentry")]
+    sentry: crate::sentry::SentryEnv,
     errors: Vec<Error>,
 }
 
@@ -189,6 +204,12 @@ impl ObsBuilder {
             otlp_timeout: None,
             export_schedule_delay: None,
             export_queue_size: None,
+            audit_writer: None,
+            series_cap: None,
+            series_caps: HashMap::new(),
+            unauthorized_events: None,
+            #[cfg(feature = "sentry")]
+            sentry: Default::default(),
             env: EnvValues::default(),
         }
     }
@@ -245,6 +266,48 @@ impl ObsBuilder {
     /// Default: standard output.
     pub fn log_writer(mut self, writer: impl Write + Send + 'static) -> Self {
         self.log_writer = Some(Box::new(writer));
+        self
+    }
+
+    /// Where [`crate::audit!`] lines go. Audit lines are never dropped: when this sink is slow,
+    /// the thread logging the audit event waits for room instead. Default: standard output
+    /// (shared with the application log lines when those go to standard output too, so the two
+    /// stay in order).
+    ///
+    /// ```
+    /// let obs = mercenary_obs::Obs::builder()
+    ///     .log_writer(std::io::sink())
+    ///     .audit_writer(std::io::stderr())
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = obs;
+    /// ```
+    pub fn audit_writer(mut self, writer: impl Write + Send + 'static) -> Self {
+        self.audit_writer = Some(Box::new(writer));
+        self
+    }
+
+    /// The most series a business metric (`counter!`, `gauge!`, `histogram!`) may have. Past
+    /// it, new label sets are folded into one series whose label values are all `_other`, and
+    /// `mercenary_obs_metric_overflow_total{metric}` counts each folded resolution. A per-call
+    /// site `max_series:` or [`Self::series_cap_for`] overrides it. Default: 1000.
+    pub fn series_cap(mut self, max: usize) -> Self {
+        self.series_cap = Some(max);
+        self
+    }
+
+    /// The series cap of one business metric, overriding [`Self::series_cap`] and the macro's
+    /// `max_series:`.
+    pub fn series_cap_for(mut self, metric: impl Into<String>, max: usize) -> Self {
+        self.series_caps.insert(metric.into(), max);
+        self
+    }
+
+    /// Whether every 401 and 403 response also records a `security_event!` of kind
+    /// `unauthorized` (a WARNING line and `security_events_total{kind="unauthorized"}`).
+    /// Default: `true`.
+    pub fn unauthorized_events(mut self, enabled: bool) -> Self {
+        self.unauthorized_events = Some(enabled);
         self
     }
 
@@ -312,7 +375,9 @@ impl ObsBuilder {
         self
     }
 
-    /// Whether to register the `process_*` metrics (Linux only). Default: `true`.
+    /// Whether to register the `process_*` metrics (Linux only) and, with feature `tokio`, the
+    /// `tokio_runtime_*` gauges (read at scrape time from the runtime serving `/metrics`).
+    /// Default: `true`.
     pub fn process_metrics(mut self, enabled: bool) -> Self {
         self.process_metrics = Some(enabled);
         self
@@ -534,6 +599,10 @@ impl ObsBuilder {
                         "a delay in milliseconds, above 0",
                     ),
                 },
+                #[cfg(feature = "sentry")]
+                variable @ (env::SENTRY_DSN | env::SENTRY_ENVIRONMENT | env::SENTRY_RELEASE) => {
+                    self.env.sentry.set(variable, value)
+                }
                 env::OTEL_BSP_MAX_QUEUE_SIZE => match value.trim().parse::<usize>() {
                     Ok(n) if n > 0 => self.env.export_queue_size = Some(n),
                     _ => self.env_error(
@@ -604,6 +673,8 @@ impl ObsBuilder {
         }
         let env = std::mem::take(&mut self.env);
         let tracing = self.resolve_tracing(&env)?;
+        #[cfg(feature = "sentry")]
+        let sentry = crate::sentry::resolve(&mut self.sentry, &env.sentry)?;
 
         let filter_text = self
             .log_filter
@@ -693,6 +764,28 @@ impl ObsBuilder {
             .filter(|s| !s.trim().is_empty())
             .unwrap_or_else(default_service_name);
 
+        let audit_sink = match (self.audit_writer.take(), self.log_writer.is_some()) {
+            (Some(w), _) => AuditSink::Own(w),
+            (None, true) => AuditSink::Own(Box::new(std::io::stdout())),
+            (None, false) => AuditSink::SameAsLogs,
+        };
+        let series_cap = self
+            .series_cap
+            .unwrap_or(crate::metrics::business::DEFAULT_SERIES_CAP);
+        if series_cap == 0 {
+            return Err(Error::InvalidSetting {
+                setting: "ObsBuilder::series_cap",
+                value: "0".into(),
+                expected: "at least 1 series".into(),
+            });
+        }
+        if let Some((name, _)) = self.series_caps.iter().find(|(_, n)| **n == 0) {
+            return Err(Error::InvalidSetting {
+                setting: "ObsBuilder::series_cap_for",
+                value: format!("{name} = 0"),
+                expected: "at least 1 series".into(),
+            });
+        }
         let (log_writer, sink_is_terminal) = match self.log_writer.take() {
             Some(w) => (w, false),
             None => (
@@ -732,6 +825,12 @@ impl ObsBuilder {
             catch_panics: self.catch_panics.unwrap_or(true),
             shutdown_timeout: self.shutdown_timeout.unwrap_or(Duration::from_secs(5)),
             process_metrics: self.process_metrics.unwrap_or(true),
+            audit_sink,
+            series_cap,
+            series_caps: std::mem::take(&mut self.series_caps),
+            unauthorized_events: self.unauthorized_events.unwrap_or(true),
+            #[cfg(feature = "sentry")]
+            sentry,
         })
     }
 }
@@ -757,6 +856,14 @@ pub(crate) struct OtlpConfig {
     pub(crate) queue_size: usize,
 }
 
+/// Where audit lines go.
+pub(crate) enum AuditSink {
+    /// The application log writer (both on standard output).
+    SameAsLogs,
+    /// A writer of their own.
+    Own(Box<dyn Write + Send>),
+}
+
 /// A validated configuration.
 pub(crate) struct Config {
     pub(crate) tracing: TracingConfig,
@@ -779,6 +886,13 @@ pub(crate) struct Config {
     pub(crate) catch_panics: bool,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) process_metrics: bool,
+    pub(crate) audit_sink: AuditSink,
+    pub(crate) series_cap: usize,
+    pub(crate) series_caps: HashMap<String, usize>,
+    pub(crate) unauthorized_events: bool,
+    /// `None` when no DSN is set.
+    #[cfg(feature = "sentry")]
+    pub(crate) sentry: Option<crate::sentry::SentryConfig>,
 }
 
 impl ObsBuilder {

@@ -41,6 +41,27 @@
 //! # }
 //! ```
 //!
+//! ## Business metrics, audit and security events
+//!
+//! [`counter!`], [`gauge!`] and [`histogram!`] register in the instance `init()` installed (the
+//! metrics-only default before it). The family is resolved once per call site: with literal
+//! label values the call costs one atomic load plus the increment; with run-time values, a hash
+//! lookup that allocates nothing when the series exists. Each metric holds at most 1000 series
+//! (configurable); new label sets past the cap fold into an `_other` series counted in
+//! `mercenary_obs_metric_overflow_total{metric}`. Invalid literal names and malformed label
+//! lists do not compile; run-time mistakes are logged once and become no-ops.
+//!
+//! [`audit!`] writes a JSON line with `"audit":true` to the audit sink
+//! ([`ObsBuilder::audit_writer`]) and is never dropped; [`security_event!`] writes a WARNING
+//! line. Both are counted (`audit_events_total{action,outcome}`,
+//! `security_events_total{kind}`), redacted, and pass whatever `RUST_LOG` says.
+//!
+//! ```
+//! let (user_id, email_hash) = (42, "5f2b");
+//! mercenary_obs::audit!(actor = user_id, action = "permission.grant", resource = "project:42", outcome = "success");
+//! mercenary_obs::security_event!(kind = "failed_login", actor = email_hash);
+//! ```
+//!
 //! ## Log lines
 //!
 //! One JSON object per line, fields in this order: `timestamp` (RFC 3339, UTC, microseconds),
@@ -62,6 +83,14 @@
 //! installs nothing: its layer makes its own subscriber current around each request, so several
 //! can run in one process, which is what tests want.
 //!
+//! ## Monitoring kit
+//!
+//! [`monitoring`] generates the Prometheus alert and recording rules, their `promtool` unit
+//! tests, Grafana dashboards and an Alertmanager routing example from the metric names the code
+//! emits (checked in under `monitoring/`, with runbooks in `docs/runbooks/`). [`db`] gives the
+//! pool and query metrics its database alerts and dashboard use; with feature `tokio`, the
+//! `tokio_runtime_*` gauges feed the runtime dashboard.
+//!
 //! ## Features
 //!
 //! | feature | default | what it adds |
@@ -69,9 +98,42 @@
 //! | `axum` | yes | route labels from `MatchedPath`, the [`CorrelationId`] extractor, [`axum::metrics_router`] |
 //! | `otlp` | yes | OTLP/HTTP protobuf export of kept traces (without it they stay in the `/debug/traces` ring) |
 //! | `grpc` | no | OTLP/gRPC export (tonic) |
+//! | `sentry` | no | Sentry error reporting with `SENTRY_DSN`: ERROR events, one event per failed request linked to its trace and log lines, breadcrumbs, a non-blocking transport (see below) |
+//! | `tokio` | yes | tokio runtime gauges (`tokio_runtime_workers`, `tokio_runtime_alive_tasks`, `tokio_runtime_global_queue_depth`) |
+//!
+//! ## Sentry
+//!
+//! With the `sentry` feature and a DSN (`SENTRY_DSN`, or `ObsBuilder::sentry_dsn`), an instance
+//! owns a Sentry client. ERROR events (and [`critical!`], sent as `fatal`) become Sentry events
+//! with their fields, INFO and WARNING events breadcrumbs. Every request classified as an error
+//! (5xx, `Err`, panic) gives exactly one event, even when the handler logged nothing and never
+//! two when it logged an ERROR, tagged `correlation_id`, `trace_id`, `http.route`,
+//! `http.request.method` (and `http.response.status_code`), with the panic message and backtrace
+//! for panics. Each request has its own hub, and the event's trace context is the request's OTel
+//! trace ID, the one in its log lines and exported spans. Redaction runs on every event and
+//! breadcrumb. The transport never blocks a request: a bounded queue, one thread, timeouts,
+//! `429`/`Retry-After` honoured, drops counted in `mercenary_obs_sentry_events_dropped_total`.
 //!
 //! ## Where this differs from the design document
 //!
+//! - Business metrics (§5): a call site whose label values are all literals returns
+//!   `&'static Counter` (the cached series itself), one with run-time values an owned
+//!   [`Counter`]; both have the same methods. Besides labels, the macros take `help:`,
+//!   `buckets:` (histograms) and `max_series:`; the first call site to register a name decides
+//!   its HELP text and buckets. Label keys must be string literals. Label values are cut at
+//!   1 KiB. `mercenary_obs_metric_overflow_total` counts folded *resolutions* (one per macro
+//!   call that landed in `_other`), so a handle kept and incremented many times counts once.
+//! - `audit!` takes `actor`, `action`, `resource`, `outcome` first, in that order (a compile
+//!   error otherwise), then any `tracing` fields. Audit lines go to the application writer when
+//!   both sinks are standard output (one thread, lines in order), otherwise to a writer thread
+//!   of their own; either way they wait for room instead of dropping. Audit and security events
+//!   are counted by the instance whose subscriber receives them: before `init()` they go to
+//!   whatever subscriber is current and are not counted. They are INFO and WARNING `tracing`
+//!   events, so a crate-wide `tracing` static max level below those compiles them out.
+//! - Security events (target `mercenary_obs::security`) pass `RUST_LOG` like audit events:
+//!   with `RUST_LOG=error` a failed login is still written. Every 401/403 response adds one of
+//!   kind `unauthorized` with the method, route, path and status
+//!   (`ObsBuilder::unauthorized_events(false)` turns it off).
 //! - Spans are recorded by the crate's own span layer and handed to the official
 //!   `opentelemetry-otlp` exporter as the SDK's `SpanData`, instead of going through
 //!   `tracing-opentelemetry` and the SDK tracer. Tail sampling must record every span, and
@@ -97,6 +159,20 @@
 //!   `http.request.header.<name>` (OTel's name; default: `user-agent`), redacted like fields.
 //! - An `Err` from the inner service has `error_type` set to the error's type name
 //!   (`std::any::type_name`): low-cardinality, and says what failed.
+//! - Sentry (feature `sentry`): the first instance with a DSN, from `build()` too, installs a
+//!   chained panic hook (the previous hook still runs). It only records the stack of a panic on a
+//!   thread that is polling a request of an instance with Sentry on, because the layer catches
+//!   panics after the stack has unwound. Everything else `build()` does stays per instance; an
+//!   instance from `build()` reports what happens inside its requests, while `init()` also binds
+//!   its client to Sentry's main hub, so events outside requests are reported too.
+//! - Sentry: when a handler's ERROR event was captured, it is the request's one event, so it
+//!   does not carry `http.response.status_code` (not known yet when it was logged). The
+//!   request-level event is made only when nothing was captured.
+//! - Sentry: the transport is the crate's own (`ureq` with rustls, Sentry's `RateLimiter`),
+//!   not Sentry's reqwest/ureq transports, whose queue drops without telling anyone and whose
+//!   flush blocks on a full queue. Redaction also replaces the values of sensitive query
+//!   parameters in any URL-like string of an event (`?token=[REDACTED]`). `SENTRY_DSN` is
+//!   ignored by a build without the `sentry` feature.
 //! - Beyond the design's surface: `ObsBuilder::from_vars` (the environment as pairs, for tests
 //!   and config files), `Obs::dispatch`, `Obs::in_scope`, `Obs::flush` and
 //!   `Obs::log_lines_dropped`.
@@ -109,23 +185,31 @@ mod correlation;
 mod error;
 mod layer;
 mod logging;
+mod macros;
 mod metrics;
 mod obs;
+#[cfg(feature = "sentry")]
+mod sentry;
 mod tracing;
 
 #[cfg(feature = "axum")]
 pub mod axum;
+pub mod db;
+pub mod monitoring;
 
+#[cfg(feature = "sentry")]
+pub use self::sentry::SENTRY_EVENTS_DROPPED;
 pub use builder::{DEFAULT_DURATION_BUCKETS, DEFAULT_LOG_HEADERS, ObsBuilder, OtlpProtocol, env};
 pub use classify::{Outcome, Severity};
 pub use correlation::{CorrelationId, correlation_id};
 pub use error::Error;
 pub use layer::{ObsLayer, ObsService, ResponseBody, ResponseFuture, Route, RouteExtractor};
+pub use logging::events::{AUDIT_EVENTS, AUDIT_TARGET, SECURITY_EVENTS, SECURITY_TARGET};
 pub use logging::redact::REDACTED;
 pub use logging::{DEFAULT_SENSITIVE, LogFormat};
 pub use metrics::{
-    ACTIVE_REQUESTS, CONTENT_TYPE, Counter, Gauge, Histogram, LOG_LINES_DROPPED, MetricsService,
-    REQUEST_DURATION, TARGET_INFO,
+    ACTIVE_REQUESTS, CONTENT_TYPE, Counter, Gauge, Histogram, HistogramTimer, LOG_LINES_DROPPED,
+    METRIC_OVERFLOW, MetricsService, REQUEST_DURATION, TARGET_INFO,
 };
 pub use obs::{Obs, ObsGuard};
 
@@ -144,72 +228,7 @@ pub fn metrics_service() -> MetricsService {
 pub mod __private {
     pub use ::tracing;
 
-    use std::fmt::Display;
-
-    pub fn counter(name: &str, labels: &[(&str, &dyn Display)]) -> crate::Counter {
-        crate::Obs::global().counter(name, labels)
-    }
-
-    pub fn gauge(name: &str, labels: &[(&str, &dyn Display)]) -> crate::Gauge {
-        crate::Obs::global().gauge(name, labels)
-    }
-
-    pub fn histogram(name: &str, labels: &[(&str, &dyn Display)]) -> crate::Histogram {
-        crate::Obs::global().histogram(name, labels)
-    }
-}
-
-/// A business counter of the global instance: `counter!("name", "label" => value, ...)`.
-///
-/// Label values are anything `Display`. A name that is not a valid Prometheus name, or a name
-/// used before with other labels or another type, is logged once and gives a no-op handle.
-///
-/// ```
-/// let plan = "pro";
-/// mercenary_obs::counter!("user_signups_total", "plan" => plan).inc();
-/// mercenary_obs::counter!("payments_total", "currency" => "EUR", "outcome" => "ok").inc_by(1);
-/// ```
-#[macro_export]
-macro_rules! counter {
-    ($name:expr $(, $key:literal => $value:expr)* $(,)?) => {
-        $crate::__private::counter($name, &[$(($key, &$value as &dyn ::std::fmt::Display)),*])
-    };
-}
-
-/// A business gauge of the global instance: `gauge!("name", "label" => value, ...)`.
-///
-/// ```
-/// mercenary_obs::gauge!("active_sessions").set(12.0);
-/// ```
-#[macro_export]
-macro_rules! gauge {
-    ($name:expr $(, $key:literal => $value:expr)* $(,)?) => {
-        $crate::__private::gauge($name, &[$(($key, &$value as &dyn ::std::fmt::Display)),*])
-    };
-}
-
-/// A business histogram of the global instance: `histogram!("name", "label" => value, ...)`.
-///
-/// ```
-/// mercenary_obs::histogram!("payment_amount_dollars", "currency" => "USD").observe(49.0);
-/// ```
-#[macro_export]
-macro_rules! histogram {
-    ($name:expr $(, $key:literal => $value:expr)* $(,)?) => {
-        $crate::__private::histogram($name, &[$(($key, &$value as &dyn ::std::fmt::Display)),*])
-    };
-}
-
-/// Logs an ERROR event that is written with level `CRITICAL` (it carries `critical = true`).
-///
-/// Takes what `tracing::error!` takes after the target:
-///
-/// ```
-/// mercenary_obs::critical!(db = "primary", "database unreachable, serving from cache");
-/// ```
-#[macro_export]
-macro_rules! critical {
-    ($($arg:tt)+) => {
-        $crate::__private::tracing::error!(critical = true, $($arg)+)
+    pub use crate::metrics::business::{
+        CounterKind, Desc, DynSite, GaugeKind, HistogramKind, Kind, StaticSite, by_name,
     };
 }

@@ -11,7 +11,7 @@ use crate::builder::{Config, ObsBuilder, TracingConfig};
 use crate::error::Error;
 use crate::layer::ObsLayer;
 use crate::logging::{self, LogConfig, LogPipeline};
-use crate::metrics::business::BusinessMetrics;
+use crate::metrics::business::{BusinessMetrics, CounterKind, GaugeKind, HistogramKind};
 use crate::metrics::exposition::{self, MetricsService};
 use crate::metrics::red::{self, RedMetrics};
 use crate::metrics::{Counter, Gauge, Histogram};
@@ -38,7 +38,9 @@ pub struct Obs {
 pub(crate) struct ObsInner {
     pub(crate) registry: prometheus::Registry,
     pub(crate) red: RedMetrics,
-    pub(crate) business: BusinessMetrics,
+    pub(crate) business: Arc<BusinessMetrics>,
+    /// Database pool gauges and query histogram (`crate::db`).
+    pub(crate) db: crate::db::DbMetrics,
     /// `None` for the metrics-only default instance.
     pub(crate) logs: Option<LogPipeline>,
     /// Whether the layer must make this instance's subscriber current around each request
@@ -47,10 +49,15 @@ pub(crate) struct ObsInner {
     pub(crate) request_id_header: HeaderName,
     pub(crate) log_headers: Vec<LoggedHeader>,
     pub(crate) catch_panics: bool,
+    /// Record a `security_event!` of kind `unauthorized` for 401/403 responses.
+    pub(crate) unauthorized_events: bool,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) service_name: String,
     /// `None` when traces are off (and for the metrics-only default instance).
     pub(crate) tracing: Option<TracingState>,
+    /// `None` when no Sentry DSN is set.
+    #[cfg(feature = "sentry")]
+    pub(crate) sentry: Option<crate::sentry::SentryState>,
 }
 
 /// The trace side of an instance.
@@ -80,6 +87,15 @@ pub(crate) struct LoggedHeader {
 
 static GLOBAL: OnceLock<Obs> = OnceLock::new();
 
+/// The instance the metric macros use now, with its call-site slot (0: default, 1: global).
+#[inline]
+pub(crate) fn macro_target() -> (usize, &'static Obs) {
+    match GLOBAL.get() {
+        Some(obs) => (1, obs),
+        None => (0, &DEFAULT),
+    }
+}
+
 /// The instance used before `init()`: metrics only, logs go to whatever subscriber is current.
 static DEFAULT: LazyLock<Obs> = LazyLock::new(Obs::metrics_only);
 
@@ -105,7 +121,15 @@ impl Obs {
         )?;
         if config.process_metrics {
             red::register_process_metrics(&registry)?;
+            #[cfg(feature = "tokio")]
+            crate::metrics::runtime::register_runtime_metrics(&registry)?;
         }
+        let db = crate::db::DbMetrics::register(&registry)?;
+        let business = Arc::new(BusinessMetrics::new(
+            &registry,
+            config.series_cap,
+            config.series_caps,
+        )?);
         let log_dispatch = Arc::new(OnceLock::new());
         let tracing = Self::start_tracing(
             &registry,
@@ -116,6 +140,21 @@ impl Obs {
             &config.resource_attributes,
             log_dispatch.clone(),
         )?;
+        #[cfg(feature = "sentry")]
+        let sentry = match config.sentry {
+            None => None,
+            Some(sentry) => Some(crate::sentry::start(
+                sentry,
+                crate::sentry::SentryStart {
+                    registry: &registry,
+                    redact: &config.redact_fields,
+                    service_name: &config.service_name,
+                    service_version: &config.service_version,
+                    environment: &config.environment,
+                    shutdown_timeout: config.shutdown_timeout,
+                },
+            )?),
+        };
         let dropped = red.log_lines_dropped.clone();
         let logs = logging::start(
             LogConfig {
@@ -127,6 +166,10 @@ impl Obs {
                 value_cap: config.log_value_max_bytes,
                 redact: config.redact_fields,
                 service: config.service_name.clone(),
+                audit_sink: config.audit_sink,
+                business: business.clone(),
+                #[cfg(feature = "sentry")]
+                sentry: sentry.is_some(),
             },
             Box::new(move || dropped.inc()),
             tracing.as_ref().map(|t| t.sampler.clone()),
@@ -156,15 +199,19 @@ impl Obs {
             inner: Arc::new(ObsInner {
                 registry,
                 red,
-                business: BusinessMetrics::default(),
+                business,
+                db,
                 logs: Some(logs),
                 scoped: !global,
                 request_id_header: config.request_id_header,
                 log_headers,
                 catch_panics: config.catch_panics,
+                unauthorized_events: config.unauthorized_events,
                 shutdown_timeout: config.shutdown_timeout,
                 service_name: config.service_name,
                 tracing,
+                #[cfg(feature = "sentry")]
+                sentry,
             }),
         })
     }
@@ -264,19 +311,33 @@ impl Obs {
             "unknown",
         )
         .unwrap_or_else(|_| unreachable_registration());
+        let db = crate::db::DbMetrics::register(&registry)
+            .unwrap_or_else(|_| unreachable_registration());
+        let business = Arc::new(
+            BusinessMetrics::new(
+                &registry,
+                crate::metrics::business::DEFAULT_SERIES_CAP,
+                Default::default(),
+            )
+            .unwrap_or_else(|_| BusinessMetrics::unregistered(&registry)),
+        );
         Obs {
             inner: Arc::new(ObsInner {
                 registry,
                 red,
-                business: BusinessMetrics::default(),
+                business,
+                db,
                 logs: None,
                 scoped: false,
                 request_id_header: HeaderName::from_static("x-request-id"),
                 log_headers: Vec::new(),
                 catch_panics: true,
+                unauthorized_events: false,
                 shutdown_timeout: Duration::from_secs(5),
                 service_name: "unknown_service".into(),
                 tracing: None,
+                #[cfg(feature = "sentry")]
+                sentry: None,
             }),
         }
     }
@@ -333,8 +394,15 @@ impl Obs {
         };
         #[cfg(not(feature = "otlp"))]
         let traces = true;
+        #[cfg(feature = "sentry")]
+        let traces = traces
+            && self
+                .inner
+                .sentry
+                .as_ref()
+                .is_none_or(|s| s.flush(self.inner.shutdown_timeout));
         let logs = match &self.inner.logs {
-            Some(logs) => logs.writer.flush(self.inner.shutdown_timeout),
+            Some(logs) => logs.flush(self.inner.shutdown_timeout),
             None => true,
         };
         traces && logs
@@ -346,31 +414,33 @@ impl Obs {
     }
 
     /// A business counter on this instance (what [`crate::counter!`] does on the global one).
+    ///
+    /// The family is looked up by name on each call; the macros cache it per call site. Label
+    /// keys must be the same on every call for one name.
+    ///
+    /// ```
+    /// let obs = mercenary_obs::Obs::builder().log_writer(std::io::sink()).build().unwrap();
+    /// obs.counter("jobs_total", &[("queue", &"mail")]).inc();
+    /// assert!(obs.render_metrics().contains("jobs_total{queue=\"mail\"} 1"));
+    /// ```
     pub fn counter(&self, name: &str, labels: &[(&str, &dyn fmt::Display)]) -> Counter {
-        self.inner
-            .business
-            .counter(&self.inner.registry, name, labels)
+        self.inner.business.resolve::<CounterKind>(name, labels)
     }
 
     /// A business gauge on this instance.
     pub fn gauge(&self, name: &str, labels: &[(&str, &dyn fmt::Display)]) -> Gauge {
-        self.inner
-            .business
-            .gauge(&self.inner.registry, name, labels)
+        self.inner.business.resolve::<GaugeKind>(name, labels)
     }
 
-    /// A business histogram on this instance.
+    /// A business histogram on this instance (default buckets; the [`crate::histogram!`] macro
+    /// takes `buckets:`).
     pub fn histogram(&self, name: &str, labels: &[(&str, &dyn fmt::Display)]) -> Histogram {
-        self.inner
-            .business
-            .histogram(&self.inner.registry, name, labels)
+        self.inner.business.resolve::<HistogramKind>(name, labels)
     }
 
     pub(crate) fn shutdown_logs_within(&self, timeout: Duration) -> bool {
         match &self.inner.logs {
-            Some(logs) => logs
-                .writer
-                .shutdown(timeout.max(Duration::from_millis(100))),
+            Some(logs) => logs.shutdown(timeout.max(Duration::from_millis(100))),
             None => true,
         }
     }
@@ -385,16 +455,20 @@ impl Drop for ObsInner {
                 export.shutdown(self.shutdown_timeout);
             }
         }
+        #[cfg(feature = "sentry")]
+        if let Some(sentry) = &self.sentry {
+            sentry.close(self.shutdown_timeout);
+        }
         if let Some(logs) = &self.logs {
-            logs.writer.shutdown(self.shutdown_timeout);
+            logs.shutdown(self.shutdown_timeout);
         }
     }
 }
 
 #[cold]
-fn unreachable_registration() -> RedMetrics {
+fn unreachable_registration<T>() -> T {
     // A fresh registry with the crate's own, valid names cannot refuse a registration.
-    panic!("registering the RED metrics in a fresh registry failed")
+    panic!("registering the crate's metrics in a fresh registry failed")
 }
 
 /// Builds, then installs as the global subscriber and instance.
@@ -411,6 +485,10 @@ pub(crate) fn install_global(config: Config) -> Result<ObsGuard, Error> {
         .map_err(|_| Error::GlobalSubscriberAlreadySet)?;
     if GLOBAL.set(obs.clone()).is_err() {
         return Err(Error::AlreadyInitialized);
+    }
+    #[cfg(feature = "sentry")]
+    if let Some(sentry) = &obs.inner.sentry {
+        sentry.bind_main();
     }
     Ok(ObsGuard { obs: Some(obs) })
 }
@@ -457,6 +535,13 @@ impl ObsGuard {
         let timeout = obs.inner.shutdown_timeout;
         let started = std::time::Instant::now();
         let traces = obs.shutdown_traces(timeout);
+        #[cfg(feature = "sentry")]
+        let traces = traces
+            && obs
+                .inner
+                .sentry
+                .as_ref()
+                .is_none_or(|s| s.close(timeout.saturating_sub(started.elapsed())));
         let logs = obs.shutdown_logs_within(timeout.saturating_sub(started.elapsed()));
         if traces && logs {
             Ok(())

@@ -3,129 +3,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::processes::{Demo, Prometheus, demo_binary, free_port};
 use common::{client, get as http_get, send};
-
-/// Builds the demo (a no-op when it is up to date) and returns the executable's path.
-fn demo_binary() -> PathBuf {
-    let out = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--example",
-            "demo",
-            "--message-format=json-render-diagnostics",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("cargo runs");
-    assert!(out.status.success(), "building the demo failed");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "demo")
-        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .expect("cargo reports the demo executable")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A running demo; killed when dropped.
-struct Demo {
-    child: Child,
-    addr: SocketAddr,
-    stdout: Arc<Mutex<Vec<String>>>,
-}
-
-impl Demo {
-    async fn start(envs: &[(&str, &str)]) -> Demo {
-        let port = free_port();
-        let mut cmd = Command::new(demo_binary());
-        cmd.env("PORT", port.to_string())
-            .env_remove("RUST_LOG")
-            .env_remove("MERCENARY_OBS_LOG_FORMAT")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("the demo starts");
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let sink = stdout.clone();
-        let pipe = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("demo stderr: {line}");
-            }
-        });
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                break;
-            }
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("the demo exited early with {status}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the demo did not listen within 60 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Demo {
-            child,
-            addr,
-            stdout,
-        }
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.stdout.lock().unwrap().clone()
-    }
-
-    /// SIGTERM, then waits (bounded) for a clean exit.
-    fn stop(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the demo did not exit within 15 s of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Sends the demo a bit of everything.
 async fn traffic(addr: SocketAddr) {
@@ -165,6 +48,16 @@ async fn traffic(addr: SocketAddr) {
     assert_eq!(
         send(&c, "POST", &format!("{base}/payments"), big).await.0,
         402
+    );
+    let wrong = r#"{"email":"ada@example.com","password":"guess-hunter3"}"#;
+    assert_eq!(
+        send(&c, "POST", &format!("{base}/login"), wrong).await.0,
+        401
+    );
+    let right = r#"{"email":"ada@example.com","password":"correct horse battery staple"}"#;
+    assert_eq!(
+        send(&c, "POST", &format!("{base}/login"), right).await.0,
+        200
     );
     assert_eq!(send(&c, "GET", &format!("{base}/fail"), "").await.0, 500);
     assert_eq!(
@@ -230,13 +123,15 @@ async fn demo_logs_are_json_lines_in_schema_order_with_redaction() {
     }
     let all = lines.join("\n");
     assert!(!all.contains("hunter2"), "password leaked");
+    assert!(!all.contains("guess-hunter3"), "login password leaked");
+    assert!(!all.contains("ada@example.com"), "emails are pseudonymised");
     assert!(!all.contains("top-secret"), "authorization header leaked");
 
     let access: Vec<_> = parsed
         .iter()
         .filter(|l| l["message"] == "request completed")
         .collect();
-    assert_eq!(access.len(), 17, "one access line per request");
+    assert_eq!(access.len(), 19, "one access line per request");
     for a in &access {
         for k in [
             "http.request.method",
@@ -279,6 +174,47 @@ async fn demo_logs_are_json_lines_in_schema_order_with_redaction() {
         .collect();
     assert!(handler_lines.len() >= 2, "{handler_lines:#?}");
     assert!(parsed.iter().any(|l| l["message"] == "shutting down"));
+
+    // Audit lines: sign-up, two payments, two logins; each with its request's correlation id.
+    let audits: Vec<_> = parsed.iter().filter(|l| l["audit"] == true).collect();
+    let actions: Vec<(&str, &str)> = audits
+        .iter()
+        .map(|l| {
+            (
+                l["action"].as_str().unwrap(),
+                l["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    for expected in [
+        ("user.signup", "success"),
+        ("payment.create", "success"),
+        ("payment.create", "declined"),
+        ("auth.login", "failure"),
+        ("auth.login", "success"),
+    ] {
+        assert!(actions.contains(&expected), "{expected:?} in {actions:?}");
+    }
+    for a in &audits {
+        assert_eq!(a["target"], "mercenary_obs::audit");
+        assert!(
+            a["correlation_id"].is_string() && a["trace_id"].is_string(),
+            "{a}"
+        );
+    }
+    // The failed login: a security event (password redacted) and, for its 401, `unauthorized`.
+    let failed = parsed
+        .iter()
+        .find(|l| l["kind"] == "failed_login")
+        .expect("the failed_login line");
+    assert_eq!(failed["level"], "WARNING");
+    assert_eq!(failed["password"], "[REDACTED]");
+    let unauthorized = parsed
+        .iter()
+        .find(|l| l["kind"] == "unauthorized")
+        .expect("the unauthorized line");
+    assert_eq!(unauthorized["http.route"], "/login");
+    assert_eq!(unauthorized["correlation_id"], failed["correlation_id"]);
 }
 
 #[tokio::test]
@@ -293,91 +229,11 @@ async fn demo_refuses_bad_configuration() {
     assert!(stderr.contains("MERCENARY_OBS_LOG_FORMAT"), "{stderr}");
 }
 
-/// A Prometheus server started by the test; killed and cleaned up when dropped.
-struct Prometheus {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Prometheus {
-    fn start(target: SocketAddr) -> Prometheus {
-        let dir = std::env::temp_dir().join(format!(
-            "mercenary-obs-prom-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: demo\n    static_configs:\n      - targets: ['{target}']\n"
-        );
-        std::fs::write(dir.join("prometheus.yml"), config).unwrap();
-        let port = free_port();
-        let child = Command::new("prometheus")
-            .arg(format!(
-                "--config.file={}",
-                dir.join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--log.level=warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "the prometheus server is needed for this test ({e}); install it with \
-                     `apt-get install -y prometheus` or run `bash scripts/test.sh`, which does"
-                )
-            });
-        Prometheus { child, port, dir }
-    }
-
-    async fn query(&self, promql: &str) -> Option<serde_json::Value> {
-        let c = client();
-        let encoded: String = promql
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect();
-        let url = format!(
-            "http://127.0.0.1:{}/api/v1/query?query={encoded}",
-            self.port
-        );
-        let req = http::Request::get(url)
-            .body(http_body_util::Full::new(bytes::Bytes::new()))
-            .unwrap();
-        let resp = tokio::time::timeout(Duration::from_secs(5), c.request(req))
-            .await
-            .ok()?
-            .ok()?;
-        use http_body_util::BodyExt;
-        let body = resp.into_body().collect().await.ok()?.to_bytes();
-        serde_json::from_slice(&body).ok()
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_scrapes_the_demo() {
     let demo = Demo::start(&[]).await;
     traffic(demo.addr).await;
-    let prom = Prometheus::start(demo.addr);
+    let prom = Prometheus::start("demo", demo.addr, &[]);
 
     let wanted = [
         "/healthz",
@@ -438,5 +294,48 @@ async fn a_real_prometheus_scrapes_the_demo() {
     assert_eq!(
         info["data"]["result"][0]["metric"]["service_name"], "mercenary-api",
         "{info}"
+    );
+    // Business metrics, audit and security counters as Prometheus stores them.
+    let value = |v: &serde_json::Value| -> f64 {
+        v["data"]["result"][0]["value"][1]
+            .as_str()
+            .unwrap_or_else(|| panic!("one sample in {v}"))
+            .parse()
+            .unwrap()
+    };
+    let q = |promql: &'static str| {
+        let prom = &prom;
+        async move {
+            prom.query(promql)
+                .await
+                .unwrap_or_else(|| panic!("{promql}"))
+        }
+    };
+    assert_eq!(value(&q("user_signups_total{plan=\"pro\"}").await), 1.0);
+    assert_eq!(value(&q("sum(payments_total)").await), 2.0);
+    assert_eq!(
+        value(&q("payment_amount_dollars_count{currency=\"USD\"}").await),
+        1.0
+    );
+    assert_eq!(
+        value(&q("payment_amount_dollars_bucket{currency=\"USD\",le=\"50\"}").await),
+        1.0
+    );
+    assert_eq!(value(&q("sum(audit_events_total)").await), 5.0);
+    assert_eq!(
+        value(&q("audit_events_total{action=\"auth.login\",outcome=\"failure\"}").await),
+        1.0
+    );
+    assert_eq!(
+        value(&q("security_events_total{kind=\"failed_login\"}").await),
+        1.0
+    );
+    assert_eq!(
+        value(&q("security_events_total{kind=\"unauthorized\"}").await),
+        1.0
+    );
+    assert_eq!(
+        value(&q("feature_usage_total{feature=\"login\"}").await),
+        1.0
     );
 }

@@ -57,6 +57,9 @@ pub(crate) struct RequestRecord {
     span: tracing::Span,
     trace: Option<TraceIds>,
     in_flight: InFlight,
+    /// The request's Sentry hub, when Sentry is on.
+    #[cfg(feature = "sentry")]
+    sentry: Option<crate::sentry::RequestSentry>,
 }
 
 impl RequestRecord {
@@ -85,11 +88,47 @@ impl RequestRecord {
             span,
             trace,
             in_flight,
+            #[cfg(feature = "sentry")]
+            sentry: None,
         }
     }
 
-    /// Runs `f` inside the request span, with the instance's subscriber current.
+    /// Gives the request its own Sentry hub (tags, trace context, request data), when the
+    /// instance reports to Sentry.
+    #[cfg(feature = "sentry")]
+    pub(crate) fn with_sentry(mut self, headers: &http::HeaderMap) -> Self {
+        let Some(state) = &self.obs.inner.sentry else {
+            return self;
+        };
+        let ids = match self.trace {
+            Some(t) => Some((t.trace_id, t.span_id)),
+            None => self.in_span(|| {
+                crate::logging::context::with_current_context(|c| (c.trace_id, c.span_id))
+            }),
+        };
+        let correlation_id = self.header_value.to_str().unwrap_or_default();
+        let sentry = crate::sentry::RequestSentry::start(
+            state,
+            crate::sentry::RequestInfo {
+                headers,
+                uri: &self.uri,
+                method: self.method,
+                route: self.route.as_str(),
+                correlation_id,
+                ids,
+            },
+        );
+        self.sentry = Some(sentry);
+        self
+    }
+
+    /// Runs `f` inside the request span, with the instance's subscriber (and the request's
+    /// Sentry hub) current.
     pub(crate) fn in_span<R>(&self, f: impl FnOnce() -> R) -> R {
+        #[cfg(feature = "sentry")]
+        if let Some(sentry) = &self.sentry {
+            return sentry.run(|| self.obs.in_scope(|| self.span.in_scope(f)));
+        }
         self.obs.in_scope(|| self.span.in_scope(f))
     }
 
@@ -121,12 +160,33 @@ impl RequestRecord {
             }
         }
         self.in_span(|| self.log_access(outcome, elapsed, panic_message));
+        if let Some(status) = status
+            && (status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN)
+            && self.obs.inner.unauthorized_events
+        {
+            self.in_span(|| self.log_unauthorized(status));
+        }
+        #[cfg(feature = "sentry")]
+        if let Some(sentry) = &self.sentry {
+            sentry.finish(outcome, panic_message, self.method, self.route.as_str());
+        }
         let RequestRecord {
             in_flight, span, ..
         } = self;
         // The request span ends at the response head, like the duration.
         drop(span);
         in_flight
+    }
+
+    /// A `security_event!` of kind `unauthorized` for a 401 or 403 response.
+    fn log_unauthorized(&self, status: StatusCode) {
+        crate::security_event!(
+            kind = "unauthorized",
+            "http.request.method" = self.method,
+            "http.route" = self.route.as_str(),
+            "url.path" = self.uri.path(),
+            "http.response.status_code" = status.as_u16(),
+        );
     }
 
     fn log_access(&self, outcome: Outcome, elapsed: Duration, panic_message: Option<&str>) {

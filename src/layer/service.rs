@@ -189,6 +189,8 @@ where
             span,
             trace,
         );
+        #[cfg(feature = "sentry")]
+        let record = record.with_sentry(&parts.headers);
         let req = Request::from_parts(parts, body);
         let inner = &mut self.inner;
         let called = record.in_span(|| catch_unwind(AssertUnwindSafe(|| inner.call(req))));

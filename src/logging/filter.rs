@@ -1,8 +1,10 @@
-//! The `RUST_LOG` filter, with one exception: request spans are always enabled.
+//! The `RUST_LOG` filter, with exceptions: request spans, audit events and security events are
+//! always enabled.
 //!
 //! The correlation ID and trace context travel on the request span. If `RUST_LOG=warn` disabled
 //! that span, a WARNING logged by a handler would lose its `correlation_id`. So spans with the
-//! request target pass whatever the filter says; events (the access line included) do not.
+//! request target pass whatever the filter says; events (the access line included) do not,
+//! except audit events (which must be complete) and security events.
 
 use tracing_core::span::{Attributes, Id, Record};
 use tracing_core::subscriber::Interest;
@@ -10,6 +12,8 @@ use tracing_core::{Event, LevelFilter, Metadata, Subscriber};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
+
+use super::events::{AUDIT_TARGET, SECURITY_TARGET};
 
 /// The target of the request span the tower layer opens.
 pub(crate) const REQUEST_TARGET: &str = "mercenary_obs::request";
@@ -20,7 +24,11 @@ pub(crate) struct ObsFilter {
 }
 
 fn always(meta: &Metadata<'_>) -> bool {
-    meta.is_span() && meta.target() == REQUEST_TARGET
+    if meta.is_span() {
+        meta.target() == REQUEST_TARGET
+    } else {
+        meta.target() == AUDIT_TARGET || meta.target() == SECURITY_TARGET
+    }
 }
 
 impl<S> Layer<S> for ObsFilter
@@ -44,7 +52,7 @@ where
     }
 
     fn event_enabled(&self, event: &Event<'_>, ctx: Context<'_, S>) -> bool {
-        Layer::<S>::event_enabled(&self.env, event, ctx)
+        always(event.metadata()) || Layer::<S>::event_enabled(&self.env, event, ctx)
     }
 
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {

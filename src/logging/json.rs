@@ -16,6 +16,7 @@ use tracing_subscriber::registry::LookupSpan;
 use super::context::{RenderSettings, SpanContext};
 use super::entries::JsonEntries;
 use super::escape::{JsonStr, push_json_str};
+use super::events::AUDIT_TARGET;
 use super::time::push_now;
 use super::writer::LineWriter;
 
@@ -70,16 +71,28 @@ pub(crate) struct JsonLayer {
     /// `,"service":"…"`
     pub(crate) service_json: String,
     pub(crate) writer: LineWriter,
+    /// The audit sink: audit lines are pushed here and wait for room rather than drop.
+    pub(crate) audit: LineWriter,
+    /// Write audit lines only (when the application lines use the pretty format).
+    pub(crate) audit_only: bool,
 }
 
 impl JsonLayer {
-    pub(crate) fn new(settings: Arc<RenderSettings>, service: &str, writer: LineWriter) -> Self {
+    pub(crate) fn new(
+        settings: Arc<RenderSettings>,
+        service: &str,
+        writer: LineWriter,
+        audit: LineWriter,
+        audit_only: bool,
+    ) -> Self {
         let mut service_json = String::from(",\"service\":");
         push_json_str(&mut service_json, service, settings.value_cap);
         Self {
             settings,
             service_json,
             writer,
+            audit,
+            audit_only,
         }
     }
 
@@ -160,16 +173,27 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let audit = event.metadata().target() == AUDIT_TARGET;
+        if self.audit_only && !audit {
+            return;
+        }
+        let write = |b: &Buffers| {
+            if audit {
+                self.audit.push_blocking(b.line.as_bytes());
+            } else {
+                self.writer.push(b.line.as_bytes());
+            }
+        };
         BUFFERS.with(|cell| match cell.try_borrow_mut() {
             Ok(mut b) => {
                 self.format(&mut b, event, &ctx);
-                self.writer.push(b.line.as_bytes());
+                write(&b);
             }
             // An event logged while formatting another (from a `Debug` impl): fresh buffers.
             Err(_) => {
                 let mut b = Buffers::default();
                 self.format(&mut b, event, &ctx);
-                self.writer.push(b.line.as_bytes());
+                write(&b);
             }
         });
     }

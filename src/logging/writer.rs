@@ -97,7 +97,6 @@ impl LineWriter {
     }
 
     /// Appends one line, waiting for room when the buffer is full. Used for audit lines.
-    #[allow(dead_code)] // used by the audit sink of the business-events issue
     pub(crate) fn push_blocking(&self, line: &[u8]) {
         let mut state = lock(&self.shared.state);
         loop {

@@ -1,18 +1,71 @@
-//! Support for the business-metric macros: families registered on first use, one per name.
+//! Support for the business-metric macros ([`crate::counter!`], [`crate::gauge!`],
+//! [`crate::histogram!`]) and for `Obs::counter`/`gauge`/`histogram`.
+//!
+//! # How a call is resolved
+//!
+//! - Each macro call site holds a `static` with its description (name, label keys, help,
+//!   buckets, series cap), checked at compile time when the name is a literal.
+//! - The family (one Prometheus metric vector) is resolved once per call site and per target
+//!   instance: the metrics-only default before `init()`, the global instance after. There are
+//!   only these two, so a call site has two slots, each a `OnceLock`.
+//! - When every label value is a literal, the slot holds the series handle itself: the call is
+//!   one atomic load plus the increment, and returns `&'static Counter`.
+//! - Otherwise the values are formatted into a reused thread-local buffer, hashed with a seeded
+//!   hash, and looked up under a read lock. An existing series costs no allocation.
+//! - A family holds at most `cap` series (default 1000). Past it, a new label set is folded into
+//!   one series whose values are all `_other`, and `mercenary_obs_metric_overflow_total{metric}`
+//!   counts the folded resolution. Every update still lands in some series, so sums stay exact.
+//! - A name used again with another type or other label keys, a name or label that Prometheus
+//!   refuses, or a name already taken in the registry: the problem is logged once (a WARNING
+//!   with target `mercenary_obs::metrics`) and the call gets a no-op handle. The first family
+//!   is untouched. Nothing panics.
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::fmt::{self, Display, Write as _};
-use std::sync::Mutex;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
-use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
+use prometheus::{
+    GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+};
 
-/// A counter handle returned by [`crate::counter!`]. A no-op when the call was invalid.
-#[derive(Clone, Debug)]
-pub struct Counter(Option<prometheus::IntCounter>);
+use crate::error::Error;
+
+/// The overflow counter's name (DESIGN §4).
+pub const METRIC_OVERFLOW: &str = "mercenary_obs_metric_overflow_total";
+
+/// The label value of the series that collects label sets past a metric's series cap.
+pub const OTHER: &str = "_other";
+
+/// Default number of series per business metric.
+pub const DEFAULT_SERIES_CAP: usize = 1000;
+
+/// At most this many business metric families per instance (runtime names could otherwise grow
+/// the registry without bound).
+const MAX_FAMILIES: usize = 10_000;
+
+/// Label values are cut to this many bytes (at a character boundary).
+const MAX_LABEL_VALUE: usize = 1024;
+
+/// Default buckets of business histograms (the `prometheus` crate's defaults).
+const DEFAULT_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+// ---------------------------------------------------------------------------------------------
+// Handles
+
+/// A counter handle, from [`crate::counter!`] or [`crate::Obs::counter`]. A no-op when the call
+/// was invalid (the problem was logged once).
+#[derive(Clone, Debug, Default)]
+pub struct Counter(Option<IntCounter>);
 
 impl Counter {
     /// Adds one.
+    #[inline]
     pub fn inc(&self) {
         if let Some(c) = &self.0 {
             c.inc();
@@ -20,6 +73,7 @@ impl Counter {
     }
 
     /// Adds `n`.
+    #[inline]
     pub fn inc_by(&self, n: u64) {
         if let Some(c) = &self.0 {
             c.inc_by(n);
@@ -30,14 +84,21 @@ impl Counter {
     pub fn get(&self) -> u64 {
         self.0.as_ref().map_or(0, |c| c.get())
     }
+
+    /// Whether this handle records anything (`false` after an invalid call).
+    pub fn is_active(&self) -> bool {
+        self.0.is_some()
+    }
 }
 
-/// A gauge handle returned by [`crate::gauge!`]. A no-op when the call was invalid.
-#[derive(Clone, Debug)]
+/// A gauge handle, from [`crate::gauge!`] or [`crate::Obs::gauge`]. A no-op when the call was
+/// invalid.
+#[derive(Clone, Debug, Default)]
 pub struct Gauge(Option<prometheus::Gauge>);
 
 impl Gauge {
     /// Sets the value.
+    #[inline]
     pub fn set(&self, v: f64) {
         if let Some(g) = &self.0 {
             g.set(v);
@@ -45,6 +106,7 @@ impl Gauge {
     }
 
     /// Adds `v`.
+    #[inline]
     pub fn add(&self, v: f64) {
         if let Some(g) = &self.0 {
             g.add(v);
@@ -52,6 +114,7 @@ impl Gauge {
     }
 
     /// Subtracts `v`.
+    #[inline]
     pub fn sub(&self, v: f64) {
         if let Some(g) = &self.0 {
             g.sub(v);
@@ -59,11 +122,13 @@ impl Gauge {
     }
 
     /// Adds one.
+    #[inline]
     pub fn inc(&self) {
         self.add(1.0);
     }
 
     /// Subtracts one.
+    #[inline]
     pub fn dec(&self) {
         self.sub(1.0);
     }
@@ -72,207 +137,1019 @@ impl Gauge {
     pub fn get(&self) -> f64 {
         self.0.as_ref().map_or(0.0, |g| g.get())
     }
+
+    /// Whether this handle records anything (`false` after an invalid call).
+    pub fn is_active(&self) -> bool {
+        self.0.is_some()
+    }
 }
 
-/// A histogram handle returned by [`crate::histogram!`]. A no-op when the call was invalid.
-#[derive(Clone, Debug)]
+/// A histogram handle, from [`crate::histogram!`] or [`crate::Obs::histogram`]. A no-op when
+/// the call was invalid.
+#[derive(Clone, Debug, Default)]
 pub struct Histogram(Option<prometheus::Histogram>);
 
 impl Histogram {
     /// Records one observation.
+    #[inline]
     pub fn observe(&self, v: f64) {
         if let Some(h) = &self.0 {
             h.observe(v);
         }
     }
 
-    /// Starts a timer that observes the elapsed seconds when dropped (or on `observe_duration`).
-    pub fn start_timer(&self) -> Option<prometheus::HistogramTimer> {
-        self.0.as_ref().map(|h| h.start_timer())
+    /// Starts a timer that records the elapsed seconds when dropped, or on
+    /// [`HistogramTimer::observe_duration`].
+    ///
+    /// ```
+    /// let timer = mercenary_obs::histogram!("report_render_seconds").start_timer();
+    /// // ... work ...
+    /// drop(timer); // observed here
+    /// ```
+    pub fn start_timer(&self) -> HistogramTimer {
+        HistogramTimer(self.0.as_ref().map(|h| h.start_timer()))
+    }
+
+    /// Observations so far (0 for a no-op handle).
+    pub fn sample_count(&self) -> u64 {
+        self.0.as_ref().map_or(0, |h| h.get_sample_count())
+    }
+
+    /// Whether this handle records anything (`false` after an invalid call).
+    pub fn is_active(&self) -> bool {
+        self.0.is_some()
     }
 }
 
-enum Family {
-    Counter(IntCounterVec, Vec<String>),
-    Gauge(GaugeVec, Vec<String>),
-    Histogram(HistogramVec, Vec<String>),
-}
+/// Observes the time since [`Histogram::start_timer`] when dropped.
+#[derive(Debug)]
+#[must_use = "a timer observes when it is dropped; dropping it at once records ~0 s"]
+pub struct HistogramTimer(Option<prometheus::HistogramTimer>);
 
-impl Family {
-    fn kind(&self) -> &'static str {
-        match self {
-            Family::Counter(..) => "counter",
-            Family::Gauge(..) => "gauge",
-            Family::Histogram(..) => "histogram",
+impl HistogramTimer {
+    /// Observes the elapsed seconds now and consumes the timer.
+    pub fn observe_duration(self) {
+        if let Some(t) = self.0 {
+            t.observe_duration();
         }
     }
 
-    fn labels(&self) -> &[String] {
+    /// Observes the elapsed seconds now and returns them (0 for a no-op timer).
+    pub fn stop_and_record(self) -> f64 {
+        self.0.map_or(0.0, |t| t.stop_and_record())
+    }
+
+    /// Discards the timer without observing; returns the elapsed seconds.
+    pub fn stop_and_discard(self) -> f64 {
+        self.0.map_or(0.0, |t| t.stop_and_discard())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Descriptions, checked at compile time for literal names
+
+/// The three kinds of business metric.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
         match self {
-            Family::Counter(_, l) | Family::Gauge(_, l) | Family::Histogram(_, l) => l,
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
         }
     }
 }
+
+/// What a macro call site declares. Built in a `static` by the macros, so its `const fn`
+/// checks turn an invalid literal name, label or bucket list into a compile error.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Desc {
+    kind: Kind,
+    /// Empty when the name is an expression (resolved at run time).
+    name: &'static str,
+    labels: &'static [&'static str],
+    help: &'static str,
+    buckets: &'static [f64],
+    max_series: usize,
+}
+
+const fn is_name_char(b: u8, first: bool, colon: bool) -> bool {
+    b == b'_' || b.is_ascii_alphabetic() || (!first && b.is_ascii_digit()) || (colon && b == b':')
+}
+
+/// Whether `name` is a valid Prometheus metric name (`[a-zA-Z_:][a-zA-Z0-9_:]*`).
+pub(crate) const fn valid_metric_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    if b.is_empty() {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        if !is_name_char(b[i], i == 0, true) {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Whether `name` is a valid label name (`[a-zA-Z_][a-zA-Z0-9_]*`, not starting with `__`).
+pub(crate) const fn valid_label_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    if b.is_empty() || (b.len() >= 2 && b[0] == b'_' && b[1] == b'_') {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        if !is_name_char(b[i], i == 0, false) {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+impl Desc {
+    /// A description; panics (at compile time, in a `static`) on an invalid literal name or
+    /// label name, or a repeated label.
+    pub const fn new(kind: Kind, name: &'static str, labels: &'static [&'static str]) -> Self {
+        if !name.is_empty() && !valid_metric_name(name) {
+            panic!(
+                "invalid metric name: a Prometheus metric name matches [a-zA-Z_:][a-zA-Z0-9_:]*"
+            );
+        }
+        let mut i = 0;
+        while i < labels.len() {
+            if !valid_label_name(labels[i]) {
+                panic!(
+                    "invalid label name: a Prometheus label name matches [a-zA-Z_][a-zA-Z0-9_]* and does not start with __"
+                );
+            }
+            if str_eq(labels[i], "le") && matches!(kind, Kind::Histogram) {
+                panic!("a histogram cannot have a label named `le`");
+            }
+            let mut j = 0;
+            while j < i {
+                if str_eq(labels[i], labels[j]) {
+                    panic!("the same label key is given twice");
+                }
+                j += 1;
+            }
+            i += 1;
+        }
+        Desc {
+            kind,
+            name,
+            labels,
+            help: "",
+            buckets: &[],
+            max_series: 0,
+        }
+    }
+
+    /// Sets the HELP text.
+    pub const fn with_help(mut self, help: &'static str) -> Self {
+        self.help = help;
+        self
+    }
+
+    /// Sets histogram buckets; panics (at compile time) unless the metric is a histogram and
+    /// the bounds are finite and strictly increasing.
+    pub const fn with_buckets(mut self, buckets: &'static [f64]) -> Self {
+        if !matches!(self.kind, Kind::Histogram) {
+            panic!("`buckets:` is only for histogram!");
+        }
+        if buckets.is_empty() {
+            panic!("`buckets:` needs at least one bound");
+        }
+        let mut i = 0;
+        while i < buckets.len() {
+            if !buckets[i].is_finite() {
+                panic!("bucket bounds must be finite (+Inf is added automatically)");
+            }
+            if i > 0 && buckets[i] <= buckets[i - 1] {
+                panic!("bucket bounds must be strictly increasing");
+            }
+            i += 1;
+        }
+        self.buckets = buckets;
+        self
+    }
+
+    /// Sets this metric's series cap.
+    pub const fn with_max_series(mut self, max: usize) -> Self {
+        if max == 0 {
+            panic!("`max_series:` must be at least 1");
+        }
+        self.max_series = max;
+        self
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kinds as types
+
+/// Ties a [`Kind`] to its Prometheus vector and handle types.
+#[doc(hidden)]
+pub trait MetricKind: Sized + Send + Sync + 'static {
+    /// The Prometheus vector builder.
+    type Builder: MetricVecBuilder<M = Self::Metric>;
+    /// One series.
+    type Metric: Clone + Send + Sync + 'static;
+    /// The handle the macros return.
+    type Handle: Send + Sync + 'static;
+    /// The kind tag.
+    const KIND: Kind;
+    /// Makes the vector.
+    fn new_vec(
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        buckets: &[f64],
+    ) -> Result<MetricVec<Self::Builder>, prometheus::Error>;
+    /// Wraps a series (or nothing) into a handle.
+    fn handle(metric: Option<Self::Metric>) -> Self::Handle;
+    /// Stores a family in the instance's table.
+    fn wrap(family: Arc<Family<Self>>) -> AnyFamily;
+    /// Takes a family of this kind back out.
+    fn unwrap(family: &AnyFamily) -> Option<&Arc<Family<Self>>>;
+}
+
+/// The counter kind.
+#[doc(hidden)]
+pub struct CounterKind;
+/// The gauge kind.
+#[doc(hidden)]
+pub struct GaugeKind;
+/// The histogram kind.
+#[doc(hidden)]
+pub struct HistogramKind;
+
+impl MetricKind for CounterKind {
+    type Builder = <IntCounterVec as KindVec>::B;
+    type Metric = IntCounter;
+    type Handle = Counter;
+    const KIND: Kind = Kind::Counter;
+    fn new_vec(
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        _: &[f64],
+    ) -> Result<IntCounterVec, prometheus::Error> {
+        IntCounterVec::new(Opts::new(name, help), labels)
+    }
+    fn handle(metric: Option<IntCounter>) -> Counter {
+        Counter(metric)
+    }
+    fn wrap(family: Arc<Family<Self>>) -> AnyFamily {
+        AnyFamily::Counter(family)
+    }
+    fn unwrap(family: &AnyFamily) -> Option<&Arc<Family<Self>>> {
+        match family {
+            AnyFamily::Counter(f) => Some(f),
+            _ => None,
+        }
+    }
+}
+
+impl MetricKind for GaugeKind {
+    type Builder = <GaugeVec as KindVec>::B;
+    type Metric = prometheus::Gauge;
+    type Handle = Gauge;
+    const KIND: Kind = Kind::Gauge;
+    fn new_vec(
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        _: &[f64],
+    ) -> Result<GaugeVec, prometheus::Error> {
+        GaugeVec::new(Opts::new(name, help), labels)
+    }
+    fn handle(metric: Option<prometheus::Gauge>) -> Gauge {
+        Gauge(metric)
+    }
+    fn wrap(family: Arc<Family<Self>>) -> AnyFamily {
+        AnyFamily::Gauge(family)
+    }
+    fn unwrap(family: &AnyFamily) -> Option<&Arc<Family<Self>>> {
+        match family {
+            AnyFamily::Gauge(f) => Some(f),
+            _ => None,
+        }
+    }
+}
+
+impl MetricKind for HistogramKind {
+    type Builder = <HistogramVec as KindVec>::B;
+    type Metric = prometheus::Histogram;
+    type Handle = Histogram;
+    const KIND: Kind = Kind::Histogram;
+    fn new_vec(
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        buckets: &[f64],
+    ) -> Result<HistogramVec, prometheus::Error> {
+        let buckets = if buckets.is_empty() {
+            DEFAULT_BUCKETS
+        } else {
+            buckets
+        };
+        HistogramVec::new(
+            HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+            labels,
+        )
+    }
+    fn handle(metric: Option<prometheus::Histogram>) -> Histogram {
+        Histogram(metric)
+    }
+    fn wrap(family: Arc<Family<Self>>) -> AnyFamily {
+        AnyFamily::Histogram(family)
+    }
+    fn unwrap(family: &AnyFamily) -> Option<&Arc<Family<Self>>> {
+        match family {
+            AnyFamily::Histogram(f) => Some(f),
+            _ => None,
+        }
+    }
+}
+
+/// Names the builder type inside a `MetricVec` alias.
+#[doc(hidden)]
+pub trait KindVec {
+    type B: MetricVecBuilder;
+}
+
+impl<T: MetricVecBuilder> KindVec for MetricVec<T> {
+    type B = T;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Families
+
+/// A hasher that passes through the already-mixed `u64` key.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// A fast keyed hash of the label values. Collisions only cost comparisons, and a family holds
+/// at most `cap` series, so the work per lookup stays bounded whatever clients send.
+fn hash_values(seed: u64, buf: &str, ends: &[usize]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut h = seed;
+    let mut start = 0;
+    for &end in ends {
+        let bytes = &buf.as_bytes()[start..end];
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            h = (h.rotate_left(5) ^ w).wrapping_mul(K);
+        }
+        let mut tail = 0u64;
+        for (i, &b) in chunks.remainder().iter().enumerate() {
+            tail |= u64::from(b) << (8 * i);
+        }
+        h = (h.rotate_left(5) ^ tail ^ (((end - start) as u64) << 56)).wrapping_mul(K);
+        start = end;
+    }
+    h ^ (h >> 29)
+}
+
+/// Series by the hash of their label values (colliding hashes share a bucket).
+type SeriesIndex<M> = HashMap<u64, Vec<Series<M>>, BuildHasherDefault<PassThrough>>;
+
+struct Series<M> {
+    values: Box<[Box<str>]>,
+    metric: M,
+}
+
+/// One business metric family: the Prometheus vector plus the capped series index.
+#[doc(hidden)]
+pub struct Family<K: MetricKind> {
+    labels: Box<[Box<str>]>,
+    vec: MetricVec<K::Builder>,
+    cap: usize,
+    seed: u64,
+    index: RwLock<SeriesIndex<K::Metric>>,
+    len: AtomicUsize,
+    other: OnceLock<K::Metric>,
+    overflow: IntCounter,
+}
+
+/// A family of any kind, as stored in the instance's table.
+#[doc(hidden)]
+pub enum AnyFamily {
+    Counter(Arc<Family<CounterKind>>),
+    Gauge(Arc<Family<GaugeKind>>),
+    Histogram(Arc<Family<HistogramKind>>),
+}
+
+impl AnyFamily {
+    fn kind(&self) -> Kind {
+        match self {
+            AnyFamily::Counter(_) => Kind::Counter,
+            AnyFamily::Gauge(_) => Kind::Gauge,
+            AnyFamily::Histogram(_) => Kind::Histogram,
+        }
+    }
+
+    fn labels(&self) -> &[Box<str>] {
+        match self {
+            AnyFamily::Counter(f) => &f.labels,
+            AnyFamily::Gauge(f) => &f.labels,
+            AnyFamily::Histogram(f) => &f.labels,
+        }
+    }
+}
+
+/// Formatted label values: one string, with the end offset of each value.
+#[derive(Default)]
+struct Scratch {
+    buf: String,
+    ends: Vec<usize>,
+}
+
+impl Scratch {
+    fn fill(&mut self, values: &[&dyn Display]) {
+        self.buf.clear();
+        self.ends.clear();
+        for v in values {
+            let start = self.buf.len();
+            let _ = write!(self.buf, "{v}");
+            if self.buf.len() - start > MAX_LABEL_VALUE {
+                let mut cut = start + MAX_LABEL_VALUE;
+                while !self.buf.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                self.buf.truncate(cut);
+            }
+            self.ends.push(self.buf.len());
+        }
+    }
+
+    fn value(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.buf[start..self.ends[i]]
+    }
+
+    fn matches(&self, values: &[Box<str>]) -> bool {
+        values.len() == self.ends.len()
+            && values
+                .iter()
+                .enumerate()
+                .all(|(i, v)| **v == *self.value(i))
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+impl<K: MetricKind> Family<K> {
+    /// The series for these label values (in key order); `None` on a wrong value count.
+    pub(crate) fn series(&self, values: &[&dyn Display]) -> Option<K::Metric> {
+        if values.len() != self.labels.len() {
+            return None;
+        }
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => {
+                scratch.fill(values);
+                Some(self.lookup(&scratch))
+            }
+            // A label value's `Display` used a metric macro itself: fresh buffers.
+            Err(_) => {
+                let mut scratch = Scratch::default();
+                scratch.fill(values);
+                Some(self.lookup(&scratch))
+            }
+        })
+    }
+
+    fn lookup(&self, scratch: &Scratch) -> K::Metric {
+        let h = hash_values(self.seed, &scratch.buf, &scratch.ends);
+        {
+            let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(bucket) = index.get(&h) {
+                for s in bucket {
+                    if scratch.matches(&s.values) {
+                        return s.metric.clone();
+                    }
+                }
+            }
+        }
+        let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(bucket) = index.get(&h) {
+            for s in bucket {
+                if scratch.matches(&s.values) {
+                    return s.metric.clone();
+                }
+            }
+        }
+        if self.len.load(Ordering::Relaxed) >= self.cap {
+            drop(index);
+            self.overflow.inc();
+            return self.other();
+        }
+        let values: Vec<&str> = (0..scratch.ends.len()).map(|i| scratch.value(i)).collect();
+        let metric = match self.vec.get_metric_with_label_values(&values) {
+            Ok(m) => m,
+            // Only a wrong value count can fail here, which `series` excludes.
+            Err(_) => return self.other(),
+        };
+        index.entry(h).or_default().push(Series {
+            values: values.iter().map(|v| Box::<str>::from(*v)).collect(),
+            metric: metric.clone(),
+        });
+        self.len.fetch_add(1, Ordering::Relaxed);
+        metric
+    }
+
+    fn other(&self) -> K::Metric {
+        self.other
+            .get_or_init(|| {
+                let values = vec![OTHER; self.labels.len()];
+                self.vec
+                    .get_metric_with_label_values(&values)
+                    .expect("the value count matches the label keys")
+            })
+            .clone()
+    }
+
+    /// Series created so far (not counting `_other`).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The table of one instance
 
 /// The business-metric families of one instance.
-#[derive(Default)]
 pub(crate) struct BusinessMetrics {
-    families: Mutex<HashMap<String, Family>>,
-    /// Names already reported as misused, so each problem is logged once.
-    reported: Mutex<std::collections::HashSet<String>>,
+    registry: Registry,
+    families: RwLock<HashMap<String, AnyFamily>>,
+    overflow: IntCounterVec,
+    default_cap: usize,
+    caps: HashMap<String, usize>,
+    /// Problems already reported, so each is logged once.
+    reported: Mutex<HashSet<String>>,
 }
 
-/// Default buckets of business histograms (prometheus' defaults).
-const DEFAULT_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
 impl BusinessMetrics {
-    fn report(&self, name: &str, problem: fmt::Arguments<'_>) {
-        let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
-        if reported.len() < 10_000 && reported.insert(name.to_string()) {
-            tracing::warn!(target: "mercenary_obs::metrics", metric = name, "metric call ignored: {problem}");
+    /// Registers `mercenary_obs_metric_overflow_total` in `registry`.
+    pub(crate) fn new(
+        registry: &Registry,
+        default_cap: usize,
+        caps: HashMap<String, usize>,
+    ) -> Result<Self, Error> {
+        let overflow = IntCounterVec::new(
+            Opts::new(
+                METRIC_OVERFLOW,
+                "Resolutions of a new label set folded into the `_other` series because the metric reached its series cap.",
+            ),
+            &["metric"],
+        )
+        .map_err(|e| Error::MetricRegistration {
+            metric: METRIC_OVERFLOW.into(),
+            reason: e.to_string(),
+        })?;
+        registry
+            .register(Box::new(overflow.clone()))
+            .map_err(|e| Error::MetricRegistration {
+                metric: METRIC_OVERFLOW.into(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            registry: registry.clone(),
+            families: RwLock::new(HashMap::new()),
+            overflow,
+            default_cap,
+            caps,
+            reported: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// A table whose overflow counter is not registered (only if registering failed).
+    pub(crate) fn unregistered(registry: &Registry) -> Self {
+        Self {
+            registry: registry.clone(),
+            families: RwLock::new(HashMap::new()),
+            overflow: IntCounterVec::new(Opts::new(METRIC_OVERFLOW, "unregistered"), &["metric"])
+                .expect("a valid name and help"),
+            default_cap: DEFAULT_SERIES_CAP,
+            caps: HashMap::new(),
+            reported: Mutex::new(HashSet::new()),
         }
     }
 
-    fn resolve<T>(
+    fn report(&self, key: String, problem: fmt::Arguments<'_>) {
+        let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
+        if reported.len() < 10_000 && reported.insert(key) {
+            drop(reported);
+            tracing::warn!(target: "mercenary_obs::metrics", "metric call ignored: {problem}");
+        }
+    }
+
+    /// The family `name` of kind `K` with these label keys, registering it on first use.
+    /// `None` (logged once) when the call conflicts with an existing metric or is invalid.
+    pub(crate) fn family<K: MetricKind>(&self, desc: &Desc, name: &str) -> Option<Arc<Family<K>>> {
+        self.family_with::<K>(desc, name, desc.labels)
+    }
+
+    /// [`Self::family`] with label keys that need not be `'static`.
+    fn family_with<K: MetricKind>(
         &self,
-        registry: &Registry,
-        kind: &'static str,
+        desc: &Desc,
         name: &str,
-        labels: &[(&str, &dyn Display)],
-        make: impl FnOnce(&[&str]) -> Result<Family, prometheus::Error>,
-        pick: impl FnOnce(&Family, &[&str]) -> Option<T>,
-    ) -> Option<T> {
-        let keys: Vec<&str> = labels.iter().map(|(k, _)| *k).collect();
-        let values: Vec<String> = labels
-            .iter()
-            .map(|(_, v)| {
-                let mut s = String::new();
-                let _ = write!(s, "{v}");
-                s
-            })
-            .collect();
-        let value_refs: Vec<&str> = values.iter().map(String::as_str).collect();
-        let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
-        let family = match families.entry(name.to_string()) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(v) => {
-                let family = match make(&keys) {
-                    Ok(f) => f,
-                    Err(e) => {
-                        drop(families);
-                        self.report(name, format_args!("invalid {kind} `{name}`: {e}"));
-                        return None;
-                    }
-                };
-                let collector: Box<dyn prometheus::core::Collector> = match &family {
-                    Family::Counter(c, _) => Box::new(c.clone()),
-                    Family::Gauge(g, _) => Box::new(g.clone()),
-                    Family::Histogram(h, _) => Box::new(h.clone()),
-                };
-                if let Err(e) = registry.register(collector) {
-                    drop(families);
-                    self.report(name, format_args!("cannot register {kind} `{name}`: {e}"));
-                    return None;
-                }
-                v.insert(family)
-            }
-        };
-        if family.kind() != kind
-            || family
-                .labels()
-                .iter()
-                .map(String::as_str)
-                .ne(keys.iter().copied())
+        labels: &[&str],
+    ) -> Option<Arc<Family<K>>> {
         {
-            let existing = format!("{} with labels {:?}", family.kind(), family.labels());
+            let families = self.families.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(f) = families.get(name) {
+                return self.check::<K>(f, labels, name);
+            }
+        }
+        let mut families = self.families.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = families.get(name) {
+            return self.check::<K>(f, labels, name);
+        }
+        let kind = K::KIND.as_str();
+        if !valid_metric_name(name) {
             drop(families);
             self.report(
-                name,
+                format!("name:{name}"),
                 format_args!(
-                    "`{name}` is already a {existing}; used as a {kind} with labels {keys:?}"
+                    "`{}` is not a valid Prometheus metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)",
+                    name.escape_debug()
                 ),
             );
             return None;
         }
-        pick(family, &value_refs)
+        if let Some(bad) = labels.iter().find(|l| !valid_label_name(l)) {
+            drop(families);
+            self.report(
+                format!("label:{name}"),
+                format_args!(
+                    "{kind} `{name}`: `{}` is not a valid label name",
+                    bad.escape_debug()
+                ),
+            );
+            return None;
+        }
+        if families.len() >= MAX_FAMILIES {
+            drop(families);
+            self.report(
+                "families".into(),
+                format_args!("more than {MAX_FAMILIES} business metrics; `{name}` not created"),
+            );
+            return None;
+        }
+        let help = if desc.help.is_empty() {
+            format!("Business {kind} {name}.")
+        } else {
+            desc.help.to_string()
+        };
+        let vec = match K::new_vec(name, &help, labels, desc.buckets) {
+            Ok(v) => v,
+            Err(e) => {
+                drop(families);
+                self.report(format!("new:{name}"), format_args!("{kind} `{name}`: {e}"));
+                return None;
+            }
+        };
+        if let Err(e) = self
+            .registry
+            .register(Box::new(vec.clone()) as Box<dyn Collector>)
+        {
+            drop(families);
+            self.report(
+                format!("register:{name}"),
+                format_args!("cannot register {kind} `{name}`: {e}"),
+            );
+            return None;
+        }
+        let cap = self
+            .caps
+            .get(name)
+            .copied()
+            .or((desc.max_series > 0).then_some(desc.max_series))
+            .unwrap_or(self.default_cap);
+        let family = Arc::new(Family::<K> {
+            labels: labels.iter().map(|l| Box::<str>::from(*l)).collect(),
+            vec,
+            cap,
+            seed: fastrand::u64(..) | 1,
+            index: RwLock::default(),
+            len: AtomicUsize::new(0),
+            other: OnceLock::new(),
+            overflow: self.overflow.with_label_values(&[name]),
+        });
+        families.insert(name.to_string(), K::wrap(family.clone()));
+        Some(family)
     }
 
-    pub(crate) fn counter(
+    fn check<K: MetricKind>(
         &self,
-        registry: &Registry,
+        f: &AnyFamily,
+        labels: &[&str],
         name: &str,
-        labels: &[(&str, &dyn Display)],
-    ) -> Counter {
-        Counter(self.resolve(
-            registry,
-            "counter",
-            name,
-            labels,
-            |keys| {
-                let help = format!("Business counter {name}.");
-                Ok(Family::Counter(
-                    IntCounterVec::new(Opts::new(name, help), keys)?,
-                    own(keys),
-                ))
-            },
-            |f, v| match f {
-                Family::Counter(c, _) => c.get_metric_with_label_values(v).ok(),
-                _ => None,
-            },
-        ))
+    ) -> Option<Arc<Family<K>>> {
+        match K::unwrap(f) {
+            Some(family)
+                if family
+                    .labels
+                    .iter()
+                    .map(|l| &**l)
+                    .eq(labels.iter().copied()) =>
+            {
+                Some(family.clone())
+            }
+            _ => {
+                let existing = format!("{} with labels {:?}", f.kind().as_str(), f.labels());
+                self.report(
+                    format!("conflict:{name}:{}:{labels:?}", K::KIND.as_str()),
+                    format_args!(
+                        "`{name}` is already a {existing}; this call uses it as a {} with labels {labels:?}",
+                        K::KIND.as_str(),
+                    ),
+                );
+                None
+            }
+        }
     }
 
-    pub(crate) fn gauge(
+    /// One call of `Obs::counter` and friends: family by name, then the series.
+    pub(crate) fn resolve<K: MetricKind>(
         &self,
-        registry: &Registry,
         name: &str,
         labels: &[(&str, &dyn Display)],
-    ) -> Gauge {
-        Gauge(self.resolve(
-            registry,
-            "gauge",
-            name,
-            labels,
-            |keys| {
-                let help = format!("Business gauge {name}.");
-                Ok(Family::Gauge(
-                    GaugeVec::new(Opts::new(name, help), keys)?,
-                    own(keys),
-                ))
-            },
-            |f, v| match f {
-                Family::Gauge(g, _) => g.get_metric_with_label_values(v).ok(),
-                _ => None,
-            },
-        ))
-    }
-
-    pub(crate) fn histogram(
-        &self,
-        registry: &Registry,
-        name: &str,
-        labels: &[(&str, &dyn Display)],
-    ) -> Histogram {
-        Histogram(self.resolve(
-            registry,
-            "histogram",
-            name,
-            labels,
-            |keys| {
-                let help = format!("Business histogram {name}.");
-                let opts = HistogramOpts::new(name, help).buckets(DEFAULT_BUCKETS.to_vec());
-                Ok(Family::Histogram(HistogramVec::new(opts, keys)?, own(keys)))
-            },
-            |f, v| match f {
-                Family::Histogram(h, _) => h.get_metric_with_label_values(v).ok(),
-                _ => None,
-            },
-        ))
+    ) -> K::Handle {
+        const DESC: Desc = Desc::new(Kind::Counter, "", &[]);
+        let desc = Desc {
+            kind: K::KIND,
+            ..DESC
+        };
+        let keys: smallkeys::Keys<'_> = smallkeys::Keys::new(labels);
+        let family = self.family_with::<K>(&desc, name, keys.as_slice());
+        let values: smallkeys::Values<'_> = smallkeys::Values::new(labels);
+        K::handle(family.and_then(|f| f.series(values.as_slice())))
     }
 }
 
-fn own(keys: &[&str]) -> Vec<String> {
-    keys.iter().map(|k| k.to_string()).collect()
+/// Label keys and values split from `(key, value)` pairs without allocating for up to 8 labels.
+mod smallkeys {
+    use std::fmt::Display;
+
+    const N: usize = 8;
+
+    pub(super) struct Keys<'a> {
+        inline: [&'a str; N],
+        heap: Vec<&'a str>,
+        len: usize,
+    }
+
+    impl<'a> Keys<'a> {
+        pub(super) fn new(labels: &[(&'a str, &dyn Display)]) -> Self {
+            let mut k = Keys {
+                inline: [""; N],
+                heap: Vec::new(),
+                len: labels.len(),
+            };
+            if labels.len() <= N {
+                for (i, (key, _)) in labels.iter().enumerate() {
+                    k.inline[i] = key;
+                }
+            } else {
+                k.heap = labels.iter().map(|(key, _)| *key).collect();
+            }
+            k
+        }
+
+        pub(super) fn as_slice(&self) -> &[&'a str] {
+            if self.len <= N {
+                &self.inline[..self.len]
+            } else {
+                &self.heap
+            }
+        }
+    }
+
+    pub(super) struct Values<'a> {
+        inline: [&'a dyn Display; N],
+        heap: Vec<&'a dyn Display>,
+        len: usize,
+    }
+
+    impl<'a> Values<'a> {
+        pub(super) fn new(labels: &[(&str, &'a dyn Display)]) -> Self {
+            let mut v = Values {
+                inline: [&""; N],
+                heap: Vec::new(),
+                len: labels.len(),
+            };
+            if labels.len() <= N {
+                for (i, (_, value)) in labels.iter().enumerate() {
+                    v.inline[i] = *value;
+                }
+            } else {
+                v.heap = labels.iter().map(|(_, value)| *value).collect();
+            }
+            v
+        }
+
+        pub(super) fn as_slice(&self) -> &[&'a dyn Display] {
+            if self.len <= N {
+                &self.inline[..self.len]
+            } else {
+                &self.heap
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Call sites
+
+/// Which instance the macros target now, and its slot index (0: default, 1: global).
+fn target() -> (usize, &'static crate::Obs) {
+    crate::obs::macro_target()
+}
+
+/// A macro call site whose label values are all literals: the slot holds the series handle.
+#[doc(hidden)]
+pub struct StaticSite<K: MetricKind> {
+    desc: Desc,
+    values: &'static [&'static (dyn Display + Sync)],
+    slots: [OnceLock<K::Handle>; 2],
+}
+
+impl<K: MetricKind> StaticSite<K> {
+    /// A call site (in a `static`).
+    pub const fn new(desc: Desc, values: &'static [&'static (dyn Display + Sync)]) -> Self {
+        if values.len() != desc.labels.len() {
+            panic!("label values do not match the label keys");
+        }
+        Self {
+            desc,
+            values,
+            slots: [OnceLock::new(), OnceLock::new()],
+        }
+    }
+
+    /// The handle of this call site's series in the current target instance.
+    #[inline]
+    pub fn get(&'static self) -> &'static K::Handle {
+        let (slot, obs) = target();
+        self.slots[slot].get_or_init(|| {
+            let family = obs.inner.business.family::<K>(&self.desc, self.desc.name);
+            let values: Vec<&dyn Display> =
+                self.values.iter().map(|v| *v as &dyn Display).collect();
+            K::handle(family.and_then(|f| f.series(&values)))
+        })
+    }
+}
+
+/// A macro call site with a literal name and run-time label values: the slot holds the family.
+#[doc(hidden)]
+pub struct DynSite<K: MetricKind> {
+    desc: Desc,
+    slots: [OnceLock<Option<Arc<Family<K>>>>; 2],
+}
+
+impl<K: MetricKind> DynSite<K> {
+    /// A call site (in a `static`).
+    pub const fn new(desc: Desc) -> Self {
+        Self {
+            desc,
+            slots: [OnceLock::new(), OnceLock::new()],
+        }
+    }
+
+    /// The handle of the series for `values` in the current target instance.
+    #[inline]
+    pub fn get(&'static self, values: &[&dyn Display]) -> K::Handle {
+        let (slot, obs) = target();
+        let family = self.slots[slot]
+            .get_or_init(|| obs.inner.business.family::<K>(&self.desc, self.desc.name));
+        K::handle(family.as_ref().and_then(|f| f.series(values)))
+    }
+}
+
+/// A macro call with a run-time name: the family is looked up by name on every call.
+#[doc(hidden)]
+pub fn by_name<K: MetricKind>(desc: &Desc, name: &str, values: &[&dyn Display]) -> K::Handle {
+    let (_, obs) = target();
+    let family = obs.inner.business.family::<K>(desc, name);
+    K::handle(family.and_then(|f| f.series(values)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> (Registry, BusinessMetrics) {
+        let registry = Registry::new();
+        let b = BusinessMetrics::new(&registry, 3, HashMap::new()).unwrap();
+        (registry, b)
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(valid_metric_name("user_signups_total"));
+        assert!(valid_metric_name("a:b_c9"));
+        assert!(!valid_metric_name("9lives"));
+        assert!(!valid_metric_name("with-dash"));
+        assert!(!valid_metric_name(""));
+        assert!(valid_label_name("currency"));
+        assert!(!valid_label_name("__reserved"));
+        assert!(!valid_label_name("a:b"));
+    }
+
+    #[test]
+    fn the_cap_folds_new_label_sets_into_other() {
+        let (registry, b) = table();
+        let desc = Desc::new(Kind::Counter, "", &["user"]);
+        let f = b.family::<CounterKind>(&desc, "logins_total").unwrap();
+        for i in 0..10 {
+            f.series(&[&i]).unwrap().inc();
+        }
+        // Existing series still resolve to themselves after the cap.
+        f.series(&[&0]).unwrap().inc();
+        assert_eq!(f.len(), 3);
+        let text = crate::metrics::exposition::render(&registry);
+        assert!(text.contains("logins_total{user=\"_other\"} 7"), "{text}");
+        assert!(text.contains("logins_total{user=\"0\"} 2"), "{text}");
+        assert!(
+            text.contains("mercenary_obs_metric_overflow_total{metric=\"logins_total\"} 7"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn conflicts_give_no_op_handles_and_keep_the_first_family() {
+        let (registry, b) = table();
+        let c = Desc::new(Kind::Counter, "", &["a"]);
+        let g = Desc::new(Kind::Gauge, "", &["a"]);
+        let c2 = Desc::new(Kind::Counter, "", &["b"]);
+        let f = b.family::<CounterKind>(&c, "jobs_total").unwrap();
+        f.series(&[&"x"]).unwrap().inc();
+        assert!(b.family::<GaugeKind>(&g, "jobs_total").is_none());
+        assert!(b.family::<CounterKind>(&c2, "jobs_total").is_none());
+        assert!(b.family::<CounterKind>(&c, "not valid").is_none());
+        // A name the RED catalogue already took in the registry.
+        let red = Desc::new(Kind::Counter, "", &[]);
+        let _ = registry.register(Box::new(IntCounter::new("taken_total", "x").unwrap()));
+        assert!(b.family::<CounterKind>(&red, "taken_total").is_none());
+        let text = crate::metrics::exposition::render(&registry);
+        assert!(text.contains("jobs_total{a=\"x\"} 1"), "{text}");
+    }
+
+    #[test]
+    fn long_values_are_cut_at_a_char_boundary() {
+        let (_registry, b) = table();
+        let desc = Desc::new(Kind::Counter, "", &["v"]);
+        let f = b.family::<CounterKind>(&desc, "long_total").unwrap();
+        let long = "é".repeat(2000);
+        f.series(&[&long]).unwrap().inc();
+        let index = f.index.read().unwrap();
+        let s = &index.values().next().unwrap()[0];
+        assert!(s.values[0].len() <= MAX_LABEL_VALUE);
+    }
 }

@@ -2,6 +2,8 @@
 //! HTTP/1.1 client that can send bytes a well-behaved client would refuse to.
 #![allow(dead_code)]
 
+pub mod processes;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -1,0 +1,242 @@
+//! The handler-side macros: business metrics, audit and security events, `critical!`.
+//!
+//! Laid out like metrics-rs (`metrics/src/macros.rs`): each call site declares a `static` with
+//! its description, the macros use only `$crate::` paths, and the per-call work is a cached
+//! lookup.
+
+/// A business counter: `counter!("name", "label" => value, ..., help: "...", max_series: N)`.
+///
+/// Returns a handle with `inc()`, `inc_by(n)` and `get()`. The metric lives in the instance
+/// that [`ObsBuilder::init`](crate::ObsBuilder::init) installed, or in the metrics-only default
+/// before `init`.
+///
+/// - **Name**: a literal is checked at compile time (`[a-zA-Z_:][a-zA-Z0-9_:]*`); an
+///   expression is checked at run time (an invalid one is logged once and the call is a no-op).
+/// - **Labels**: `"key" => value` pairs, keys literal, values `&str`, `String` or anything
+///   `Display`. With only literal values the call returns `&'static Counter` and costs one
+///   atomic load plus the increment; with run-time values it returns a [`Counter`](crate::Counter)
+///   found without allocating when the series exists.
+/// - **Options**, after the labels: `help: "text"` (the `# HELP` line; the first call site to
+///   register the name decides), `max_series: N` (this metric's series cap; default 1000, see
+///   [`ObsBuilder::series_cap`](crate::ObsBuilder::series_cap)).
+///
+/// The same name with other label keys or another type: logged once, no-op handle, the first
+/// family is kept. Past the series cap, new label sets go to one series whose values are all
+/// `_other`, counted in `mercenary_obs_metric_overflow_total{metric}`.
+///
+/// ```
+/// let plan = String::from("pro");
+/// mercenary_obs::counter!("user_signups_total", "plan" => plan, help: "Sign-ups by plan.").inc();
+/// mercenary_obs::counter!("payments_total", "currency" => "EUR", "outcome" => "ok").inc_by(1);
+/// let user_id = 42;
+/// mercenary_obs::counter!("logins_total", "user" => user_id, max_series: 100).inc();
+/// let name = "jobs_total";
+/// mercenary_obs::counter!(name).inc(); // a run-time name
+/// ```
+///
+/// An invalid literal name does not compile:
+///
+/// ```compile_fail
+/// mercenary_obs::counter!("user-signups").inc();
+/// ```
+#[macro_export]
+macro_rules! counter {
+    ($($args:tt)+) => {
+        $crate::__metric!(CounterKind, Counter; $($args)+)
+    };
+}
+
+/// A business gauge: `gauge!("name", "label" => value, ..., help: "...", max_series: N)`.
+///
+/// Returns a handle with `set`, `add`, `sub`, `inc`, `dec` and `get`. Names, labels and options
+/// as for [`counter!`](crate::counter!).
+///
+/// ```
+/// mercenary_obs::gauge!("active_sessions", help: "Signed-in sessions.").set(12.0);
+/// mercenary_obs::gauge!("queue_depth", "queue" => "mail").inc();
+/// ```
+#[macro_export]
+macro_rules! gauge {
+    ($($args:tt)+) => {
+        $crate::__metric!(GaugeKind, Gauge; $($args)+)
+    };
+}
+
+/// A business histogram:
+/// `histogram!("name", "label" => value, ..., help: "...", buckets: [..], max_series: N)`.
+///
+/// Returns a handle with `observe(v)` and `start_timer()`. `buckets:` takes finite, strictly
+/// increasing bounds (checked at compile time; `+Inf` is added); the default is the
+/// `prometheus` crate's latency buckets (5 ms to 10 s). Names, labels and other options as for
+/// [`counter!`](crate::counter!).
+///
+/// ```
+/// let currency = "USD";
+/// mercenary_obs::histogram!(
+///     "payment_amount_dollars",
+///     "currency" => currency,
+///     help: "Payment amounts.",
+///     buckets: [1.0, 10.0, 100.0, 1000.0, 10000.0],
+/// )
+/// .observe(49.0);
+/// let _timer = mercenary_obs::histogram!("report_render_seconds").start_timer();
+/// ```
+#[macro_export]
+macro_rules! histogram {
+    ($($args:tt)+) => {
+        $crate::__metric!(HistogramKind, Histogram; $($args)+)
+    };
+}
+
+/// The shared body of the metric macros (a token muncher: name, labels, then options).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __metric {
+    // Options.
+    (@parse $k:ident, $K:ident; $n:tt; $mode:ident; [$($l:tt)*]; [$($o:tt)*]; help: $h:expr $(, $($rest:tt)*)?) => {
+        $crate::__metric!(@parse $k, $K; $n; $mode; [$($l)*]; [$($o)* .with_help($h)]; $($($rest)*)?)
+    };
+    (@parse $k:ident, $K:ident; $n:tt; $mode:ident; [$($l:tt)*]; [$($o:tt)*]; buckets: [$($b:expr),+ $(,)?] $(, $($rest:tt)*)?) => {
+        $crate::__metric!(@parse $k, $K; $n; $mode; [$($l)*]; [$($o)* .with_buckets(&[$(($b) as f64),+])]; $($($rest)*)?)
+    };
+    (@parse $k:ident, $K:ident; $n:tt; $mode:ident; [$($l:tt)*]; [$($o:tt)*]; max_series: $m:expr $(, $($rest:tt)*)?) => {
+        $crate::__metric!(@parse $k, $K; $n; $mode; [$($l)*]; [$($o)* .with_max_series($m)]; $($($rest)*)?)
+    };
+    // Labels: a literal value keeps the call site static, anything else makes it dynamic.
+    (@parse $k:ident, $K:ident; $n:tt; $mode:ident; [$($l:tt)*]; [$($o:tt)*]; $key:literal => $v:literal $(, $($rest:tt)*)?) => {
+        $crate::__metric!(@parse $k, $K; $n; $mode; [$($l)* ($key ($v))]; [$($o)*]; $($($rest)*)?)
+    };
+    (@parse $k:ident, $K:ident; $n:tt; $mode:ident; [$($l:tt)*]; [$($o:tt)*]; $key:literal => $v:expr $(, $($rest:tt)*)?) => {
+        $crate::__metric!(@parse $k, $K; $n; dynamic; [$($l)* ($key ($v))]; [$($o)*]; $($($rest)*)?)
+    };
+    // Done: emit.
+    (@parse $k:ident, $K:ident; (lit $name:literal); static; [$(($key:literal ($v:expr)))*]; [$($o:tt)*];) => {{
+        static __MERCENARY_OBS_SITE: $crate::__private::StaticSite<$crate::__private::$k> =
+            $crate::__private::StaticSite::new(
+                $crate::__private::Desc::new($crate::__private::Kind::$K, $name, &[$($key),*]) $($o)*,
+                &[$(&$v),*],
+            );
+        __MERCENARY_OBS_SITE.get()
+    }};
+    (@parse $k:ident, $K:ident; (lit $name:literal); dynamic; [$(($key:literal ($v:expr)))*]; [$($o:tt)*];) => {{
+        static __MERCENARY_OBS_SITE: $crate::__private::DynSite<$crate::__private::$k> =
+            $crate::__private::DynSite::new(
+                $crate::__private::Desc::new($crate::__private::Kind::$K, $name, &[$($key),*]) $($o)*,
+            );
+        __MERCENARY_OBS_SITE.get(&[$(&$v as &dyn ::std::fmt::Display),*])
+    }};
+    (@parse $k:ident, $K:ident; (expr $name:expr); $mode:ident; [$(($key:literal ($v:expr)))*]; [$($o:tt)*];) => {{
+        static __MERCENARY_OBS_DESC: $crate::__private::Desc =
+            $crate::__private::Desc::new($crate::__private::Kind::$K, "", &[$($key),*]) $($o)*;
+        $crate::__private::by_name::<$crate::__private::$k>(
+            &__MERCENARY_OBS_DESC,
+            ::std::convert::AsRef::<str>::as_ref(&$name),
+            &[$(&$v as &dyn ::std::fmt::Display),*],
+        )
+    }};
+    (@parse $k:ident, $K:ident; $n:tt; $mode:ident; [$($l:tt)*]; [$($o:tt)*]; $($bad:tt)+) => {
+        ::std::compile_error!(
+            "malformed metric arguments: expected `\"key\" => value` labels (key a string literal), then options `help: \"...\"`, `buckets: [..]` (histograms), `max_series: N`, separated by commas"
+        )
+    };
+    // Entry: a literal name is checked at compile time, an expression at run time.
+    ($k:ident, $K:ident; $name:literal $(, $($rest:tt)*)?) => {
+        $crate::__metric!(@parse $k, $K; (lit $name); static; []; []; $($($rest)*)?)
+    };
+    ($k:ident, $K:ident; $name:expr $(, $($rest:tt)*)?) => {
+        $crate::__metric!(@parse $k, $K; (expr $name); dynamic; []; []; $($($rest)*)?)
+    };
+}
+
+/// An audit event: one JSON line with `"audit": true` on the audit sink, never dropped.
+///
+/// `audit!(actor = .., action = .., resource = .., outcome = .., other = .., ...)`: the four
+/// named fields first, in this order, then any fields in `tracing` syntax (`key = value`,
+/// `key = %display`, `key = ?debug`). Values are anything `tracing` records (`&str`, `String`,
+/// numbers, `bool`); wrap others in `tracing::field::display(..)`.
+///
+/// The line carries the request's `correlation_id` and `trace_id` when logged inside a request,
+/// goes through the same redaction as every log line (a `password` field is written
+/// `[REDACTED]`), and is written to [`ObsBuilder::audit_writer`](crate::ObsBuilder::audit_writer)
+/// (standard output by default) even when `RUST_LOG` would filter it out and even when the
+/// application log queue is full: the caller then waits for room. `audit_events_total{action,
+/// outcome}` counts audit lines in the instance that wrote them.
+///
+/// Before `init()` (or outside [`Obs::in_scope`](crate::Obs::in_scope) for a built instance)
+/// the event goes to whatever `tracing` subscriber is current, as an ordinary INFO event.
+///
+/// ```
+/// let user_id = 42;
+/// mercenary_obs::audit!(
+///     actor = user_id,
+///     action = "permission.grant",
+///     resource = "project:42",
+///     outcome = "success",
+///     role = "admin",
+/// );
+/// ```
+#[macro_export]
+macro_rules! audit {
+    (actor = $actor:expr, action = $action:expr, resource = $resource:expr, outcome = $outcome:expr $(, $($rest:tt)*)?) => {
+        $crate::__private::tracing::event!(
+            target: "mercenary_obs::audit",
+            $crate::__private::tracing::Level::INFO,
+            {
+                audit = true,
+                actor = $actor,
+                action = $action,
+                resource = $resource,
+                outcome = $outcome,
+                $($($rest)*)?
+            },
+            "audit"
+        )
+    };
+    ($($bad:tt)*) => {
+        ::std::compile_error!(
+            "audit! takes `actor = .., action = .., resource = .., outcome = ..` in this order, then other `key = value` fields"
+        )
+    };
+}
+
+/// A security event: a WARNING line (target `mercenary_obs::security`) and
+/// `security_events_total{kind}`.
+///
+/// `security_event!(kind = .., other = .., ...)`: `kind` first (`failed_login`, `unauthorized`,
+/// `suspicious_usage`, ... — keep it to a fixed set, it is a label), then any fields in
+/// `tracing` syntax. Redaction applies; the event is written even when `RUST_LOG` filters
+/// WARNING out. The tower layer records one of kind `unauthorized` for every 401 and 403
+/// response (see [`ObsBuilder::unauthorized_events`](crate::ObsBuilder::unauthorized_events)).
+///
+/// ```
+/// let email_hash = "5f2b…";
+/// mercenary_obs::security_event!(kind = "failed_login", actor = email_hash, attempts = 3);
+/// ```
+#[macro_export]
+macro_rules! security_event {
+    (kind = $kind:expr $(, $($rest:tt)*)?) => {
+        $crate::__private::tracing::event!(
+            target: "mercenary_obs::security",
+            $crate::__private::tracing::Level::WARN,
+            { kind = $kind, $($($rest)*)? },
+            "security event"
+        )
+    };
+    ($($bad:tt)*) => {
+        ::std::compile_error!("security_event! takes `kind = ..` first, then other `key = value` fields")
+    };
+}
+
+/// Logs an ERROR event that is written with level `CRITICAL` (it carries `critical = true`).
+///
+/// Takes what `tracing::error!` takes after the target:
+///
+/// ```
+/// mercenary_obs::critical!(db = "primary", "database unreachable, serving from cache");
+/// ```
+#[macro_export]
+macro_rules! critical {
+    ($($arg:tt)+) => {
+        $crate::__private::tracing::error!(critical = true, $($arg)+)
+    };
+}

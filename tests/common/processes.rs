@@ -1,0 +1,236 @@
+//! Child processes the tests drive: the demo service and a Prometheus server.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::client;
+
+/// Builds the demo (a no-op when it is up to date) and returns the executable's path.
+pub fn demo_binary() -> PathBuf {
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--example",
+            "demo",
+            "--message-format=json-render-diagnostics",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("cargo runs");
+    assert!(out.status.success(), "building the demo failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "demo")
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .expect("cargo reports the demo executable")
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fresh directory under the system temp dir, removed by the owner's `Drop`.
+pub fn temp_dir(what: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "mercenary-obs-{what}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A running demo; killed when dropped.
+pub struct Demo {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub stdout: Arc<Mutex<Vec<String>>>,
+}
+
+impl Demo {
+    /// Builds and starts the demo on a free port with `envs`, and waits (bounded) until it
+    /// listens.
+    pub async fn start(envs: &[(&str, &str)]) -> Demo {
+        let port = free_port();
+        let mut cmd = Command::new(demo_binary());
+        cmd.env("PORT", port.to_string())
+            .env_remove("RUST_LOG")
+            .env_remove("MERCENARY_OBS_LOG_FORMAT")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("the demo starts");
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let sink = stdout.clone();
+        let pipe = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("demo stderr: {line}");
+            }
+        });
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                break;
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("the demo exited early with {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the demo did not listen within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Demo {
+            child,
+            addr,
+            stdout,
+        }
+    }
+
+    /// The stdout lines so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// SIGTERM, then waits (bounded) for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the demo did not exit within 15 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Prometheus server started by the test (1 s scrape and evaluation); killed and cleaned up
+/// when dropped.
+pub struct Prometheus {
+    pub child: Child,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl Prometheus {
+    /// Starts Prometheus scraping `target` as job `job`, with the rule files `rules`
+    /// (`(file name, contents)`, written next to its configuration).
+    pub fn start(job: &str, target: SocketAddr, rules: &[(&str, &str)]) -> Prometheus {
+        let dir = temp_dir("prom");
+        let mut rule_files = String::new();
+        for (name, contents) in rules {
+            let path = dir.join(name);
+            std::fs::write(&path, contents).unwrap();
+            rule_files.push_str(&format!("  - '{}'\n", path.display()));
+        }
+        let rule_files = if rule_files.is_empty() {
+            String::new()
+        } else {
+            format!("rule_files:\n{rule_files}")
+        };
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{rule_files}scrape_configs:\n  - job_name: '{job}'\n    static_configs:\n      - targets: ['{target}']\n"
+        );
+        std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+        let port = free_port();
+        let child = Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--log.level=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "the prometheus server is needed for this test ({e}); install it with \
+                     `apt-get install -y prometheus` or run `bash scripts/test.sh`, which does"
+                )
+            });
+        Prometheus { child, port, dir }
+    }
+
+    /// `GET path_and_query` on the HTTP API, parsed as JSON (`None` on any failure, bounded by
+    /// 5 s).
+    pub async fn get(&self, path_and_query: &str) -> Option<serde_json::Value> {
+        use http_body_util::BodyExt;
+        let url = format!("http://127.0.0.1:{}{path_and_query}", self.port);
+        let req = http::Request::get(url)
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(5), client().request(req))
+            .await
+            .ok()?
+            .ok()?;
+        let body = resp.into_body().collect().await.ok()?.to_bytes();
+        serde_json::from_slice(&body).ok()
+    }
+
+    /// An instant query.
+    pub async fn query(&self, promql: &str) -> Option<serde_json::Value> {
+        self.get(&format!("/api/v1/query?query={}", url_encode(promql)))
+            .await
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Percent-encodes a query parameter.
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}

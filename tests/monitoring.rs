@@ -1,0 +1,560 @@
+//! The monitoring kit proven with the real tools: the checked-in files are what the code
+//! generates, `promtool` checks and unit-tests the rules, `amtool` checks the Alertmanager routing,
+//! and a real Prometheus running the generated rules against the demo fires the alerts the
+//! traffic calls for and answers every dashboard query.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use common::processes::{Demo, Prometheus, temp_dir};
+use mercenary_obs::monitoring::{
+    BurnRateWindow, GeneratedFile, MonitoringConfig, Severity, alert_names, generate,
+};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs a tool; fails the test with a message saying how to get it when it is missing.
+fn run(tool: &str, args: &[&str], dir: &Path) -> (bool, String) {
+    let out = Command::new(tool)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| {
+            let package = if tool == "amtool" {
+                "prometheus-alertmanager"
+            } else {
+                "prometheus"
+            };
+            panic!(
+                "`{tool}` is needed for this test ({e}); install it with `apt-get install -y \
+                 {package}` or run `bash scripts/test.sh`, which does"
+            )
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// A configuration with windows and `for` durations short enough for a test against a live
+/// Prometheus scraping every second.
+fn fast_config() -> MonitoringConfig {
+    let mut c = MonitoringConfig::default();
+    let s = Duration::from_secs;
+    c.rate_window = s(10);
+    c.error_for = s(3);
+    c.latency_for = s(3);
+    c.down_for = s(3);
+    c.pool_usage_for = s(3);
+    c.pool_waiting_for = s(3);
+    c.resource_for = s(3);
+    c.export_failing_for = s(3);
+    c.sentry_dropped_for = s(3);
+    c.failed_logins_for = s(3);
+    let row = |long, short, factor, severity| BurnRateWindow {
+        long: s(long),
+        short: s(short),
+        factor,
+        severity,
+    };
+    c.burn_rate_windows = vec![
+        row(30, 10, 14.4, Severity::Page),
+        row(60, 20, 6.0, Severity::Page),
+        row(120, 40, 3.0, Severity::Ticket),
+        row(180, 60, 1.0, Severity::Ticket),
+    ];
+    c
+}
+
+fn write_kit(files: &[GeneratedFile], dir: &Path) {
+    for f in files {
+        let path = dir.join(&f.path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, &f.contents).unwrap();
+    }
+}
+
+fn files_under(dir: &Path, base: &Path, out: &mut BTreeSet<String>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files_under(&path, base, out);
+        } else {
+            let rel = path
+                .strip_prefix(base)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
+            out.insert(rel);
+        }
+    }
+}
+
+#[test]
+fn the_checked_in_kit_is_what_the_code_generates() {
+    let dir = repo().join("monitoring");
+    let files = generate(&MonitoringConfig::default()).unwrap();
+    let fix = "regenerate it with `cargo run --example monitoring -- --out monitoring`";
+    for f in &files {
+        let path = dir.join(&f.path);
+        let on_disk = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{} is missing ({e}); {fix}", path.display()));
+        assert!(
+            on_disk == f.contents,
+            "{} differs from what the code generates; {fix}",
+            path.display()
+        );
+    }
+    let mut present = BTreeSet::new();
+    files_under(&dir, &dir, &mut present);
+    let generated: BTreeSet<String> = files.iter().map(|f| f.path.clone()).collect();
+    let stale: Vec<_> = present.difference(&generated).collect();
+    assert!(
+        stale.is_empty(),
+        "files in monitoring/ the code does not generate: {stale:?}"
+    );
+}
+
+/// `promtool check rules` and `promtool test rules` on a generated kit; every alert has a case
+/// that fires and a case that does not.
+fn promtool_proves(dir: &Path, config: &MonitoringConfig) {
+    let (ok, out) = run("promtool", &["check", "rules", "alert.rules.yml"], dir);
+    assert!(ok, "promtool check rules failed:\n{out}");
+    let (ok, out) = run("promtool", &["test", "rules", "alert.rules.test.yml"], dir);
+    assert!(ok, "promtool test rules failed:\n{out}");
+
+    let tests = std::fs::read_to_string(dir.join("alert.rules.test.yml")).unwrap();
+    let names = alert_names(config);
+    assert!(names.len() >= 15, "{names:?}");
+    for name in &names {
+        let cases: Vec<&str> = tests
+            .split("alert_rule_test:")
+            .skip(1)
+            .filter(|case| case.contains(&format!("alertname: \"{name}\"\n")))
+            .collect();
+        let quiet = cases
+            .iter()
+            .filter(|c| c.contains("exp_alerts: []"))
+            .count();
+        let fires = cases.iter().filter(|c| c.contains("exp_labels:")).count();
+        assert!(
+            quiet >= 1 && fires >= 1,
+            "{name} needs a firing and a non-firing unit test ({fires} firing, {quiet} quiet)"
+        );
+    }
+}
+
+#[test]
+fn promtool_checks_and_unit_tests_the_checked_in_rules() {
+    promtool_proves(&repo().join("monitoring"), &MonitoringConfig::default());
+}
+
+#[test]
+fn promtool_unit_tests_the_rules_of_another_configuration() {
+    let mut config = fast_config();
+    config.service = "billing-api".into();
+    config.extra_matchers = "namespace=\"prod\"".into();
+    config.error_ratio = 0.02;
+    config.latency_p99_seconds = 0.3;
+    config.latency_objective_seconds = 0.25;
+    config.memory_bytes = 512.0 * 1024.0 * 1024.0;
+    let dir = temp_dir("kit");
+    write_kit(&generate(&config).unwrap(), &dir);
+    promtool_proves(&dir, &config);
+    let rules = std::fs::read_to_string(dir.join("alert.rules.yml")).unwrap();
+    assert!(rules.contains("job=\"billing-api\", namespace=\"prod\""));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn amtool_accepts_the_alertmanager_config_and_routes_each_severity() {
+    let dir = repo().join("monitoring");
+    let (ok, out) = run("amtool", &["check-config", "alertmanager.yml"], &dir);
+    assert!(ok, "amtool check-config failed:\n{out}");
+    for (severity, receiver) in [
+        ("page", "pagerduty-page"),
+        ("ticket", "email-ticket"),
+        ("info", "slack-info"),
+    ] {
+        let label = format!("severity={severity}");
+        let (ok, out) = run(
+            "amtool",
+            &[
+                "config",
+                "routes",
+                "test",
+                "--config.file=alertmanager.yml",
+                "alertname=Anything",
+                "job=mercenary-api",
+                &label,
+            ],
+            &dir,
+        );
+        assert!(ok, "amtool config routes test failed:\n{out}");
+        let got: Vec<&str> = out
+            .lines()
+            .filter(|l| !l.starts_with("Warning"))
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert_eq!(got, [receiver], "{severity} goes to {receiver}: {out}");
+    }
+}
+
+#[test]
+fn every_alert_links_a_runbook_with_first_queries_and_post_mortem_steps() {
+    let rules = std::fs::read_to_string(repo().join("monitoring/alert.rules.yml")).unwrap();
+    let mut runbooks: BTreeSet<String> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("runbook_url: "))
+        .map(|u| u.trim_matches('"').to_string())
+        .collect();
+    assert_eq!(
+        rules.matches("runbook_url: ").count(),
+        rules.matches("- alert: ").count(),
+        "every alert has a runbook_url"
+    );
+    for required in [
+        "high-error-rate",
+        "high-latency",
+        "service-down",
+        "database-connections",
+        "cache-failures",
+        "trace-export-failing",
+        "security-incidents",
+    ] {
+        runbooks.insert(format!("docs/runbooks/{required}.md"));
+    }
+    for url in runbooks {
+        let path = repo().join(&url);
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("runbook {url} is missing: {e}"));
+        assert!(text.contains("```promql"), "{url} has PromQL to run first");
+        assert!(
+            text.contains("correlation_id") && text.contains("trace_id"),
+            "{url} has log queries by correlation_id and trace_id"
+        );
+        assert!(
+            text.to_lowercase().contains("post-mortem"),
+            "{url} has post-mortem steps"
+        );
+    }
+    let security =
+        std::fs::read_to_string(repo().join("docs/runbooks/security-incidents.md")).unwrap();
+    assert!(security.contains("security_events_total"));
+}
+
+fn dashboards(dir: &Path) -> Vec<(String, serde_json::Value)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir.join("dashboards")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+        out.push((
+            path.file_stem().unwrap().to_string_lossy().into_owned(),
+            json,
+        ));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// `(dashboard, panel title, [expr])` of every Prometheus panel.
+fn prometheus_panels(dir: &Path) -> Vec<(String, String, Vec<String>)> {
+    let mut out = Vec::new();
+    for (name, d) in dashboards(dir) {
+        for p in d["panels"].as_array().unwrap() {
+            if p["datasource"]["type"] != "prometheus" {
+                continue;
+            }
+            let exprs = p["targets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["expr"].as_str().unwrap().to_string())
+                .collect();
+            out.push((
+                name.clone(),
+                p["title"].as_str().unwrap().to_string(),
+                exprs,
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn dashboards_have_datasource_and_service_variables_and_trace_links() {
+    let all = dashboards(&repo().join("monitoring"));
+    let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["business", "database", "overview", "runtime"]);
+    for (name, d) in &all {
+        let vars: Vec<&str> = d["templating"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].as_str().unwrap())
+            .collect();
+        assert!(
+            vars.contains(&"datasource") && vars.contains(&"service"),
+            "{name}: {vars:?}"
+        );
+        let mut ids = BTreeSet::new();
+        for p in d["panels"].as_array().unwrap() {
+            assert!(
+                ids.insert(p["id"].as_u64().unwrap()),
+                "{name}: duplicate panel id"
+            );
+        }
+    }
+    for (_, _, exprs) in prometheus_panels(&repo().join("monitoring")) {
+        for e in exprs {
+            assert!(e.contains("job=\"$service\""), "{e} selects the service");
+        }
+    }
+    let overview = &all.iter().find(|(n, _)| n == "overview").unwrap().1;
+    let text = overview.to_string();
+    assert!(
+        text.contains("traceql") && text.contains("${tempo}"),
+        "trace links"
+    );
+}
+
+/// What the traffic task sends: healthy requests, 20% failures, or nothing.
+const HEALTHY: u8 = 0;
+const FAILING: u8 = 1;
+const STOP: u8 = 2;
+
+/// Drives the demo until told to stop. Requests that fail at the transport are ignored (the
+/// test stops the demo at the end).
+async fn traffic(addr: SocketAddr, mode: Arc<AtomicU8>) -> u64 {
+    let c = common::client();
+    let base = format!("http://{addr}");
+    let healthy: [(&str, String, &str); 8] = [
+        ("GET", format!("{base}/healthz"), ""),
+        ("GET", format!("{base}/users/7"), ""),
+        ("GET", format!("{base}/users/99999"), ""), // 404: a client error, not an error
+        (
+            "POST",
+            format!("{base}/signup"),
+            r#"{"plan":"pro","email":"a@example.com","password":"x"}"#,
+        ),
+        ("POST", format!("{base}/projects"), r#"{"name":"p"}"#),
+        ("POST", format!("{base}/proposals"), r#"{"project_id":1}"#),
+        (
+            "POST",
+            format!("{base}/payments"),
+            r#"{"amount":49.0,"currency":"USD"}"#,
+        ),
+        (
+            "POST",
+            format!("{base}/payments"),
+            r#"{"amount":20000.0,"currency":"EUR"}"#,
+        ), // 402
+    ];
+    let mut sent = 0u64;
+    let mut i = 0usize;
+    loop {
+        let m = mode.load(Ordering::Relaxed);
+        if m == STOP {
+            return sent;
+        }
+        // Failing: one request in five is `/fail` (500).
+        let (method, url, body) = if m == FAILING && i % 5 == 4 {
+            ("GET", format!("{base}/fail"), "")
+        } else {
+            let (m, u, b) = &healthy[i % healthy.len()];
+            (*m, u.clone(), *b)
+        };
+        let req = http::Request::builder()
+            .method(method)
+            .uri(url)
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.to_string(),
+            )))
+            .unwrap();
+        if let Ok(Ok(resp)) = tokio::time::timeout(Duration::from_secs(5), c.request(req)).await {
+            use http_body_util::BodyExt;
+            let _ = resp.into_body().collect().await;
+            sent += 1;
+        }
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Active alerts named `name`, as `(state, labels, annotations)`.
+async fn alerts(prom: &Prometheus, name: &str) -> Vec<serde_json::Value> {
+    prom.get("/api/v1/alerts")
+        .await
+        .and_then(|v| v["data"]["alerts"].as_array().cloned())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|a| a["labels"]["alertname"] == name)
+        .collect()
+}
+
+/// Waits (bounded) until `name` is firing; returns the alert.
+async fn until_firing(prom: &Prometheus, name: &str, within: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let found = alerts(prom, name).await;
+        if let Some(a) = found.iter().find(|a| a["state"] == "firing") {
+            return a.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} did not fire within {within:?}; active: {found:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn result_len(v: &serde_json::Value) -> usize {
+    v["data"]["result"].as_array().map_or(0, Vec::len)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_fires_the_generated_alerts_on_the_demo() {
+    let config = fast_config();
+    let kit_dir = temp_dir("fast-kit");
+    let files = generate(&config).unwrap();
+    write_kit(&files, &kit_dir);
+    let rules = files.iter().find(|f| f.path == "alert.rules.yml").unwrap();
+
+    let mut demo = Demo::start(&[]).await;
+    let prom = Prometheus::start(
+        &config.service,
+        demo.addr,
+        &[("alert.rules.yml", &rules.contents)],
+    );
+
+    // Scraped.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let up = prom.query("up{job=\"mercenary-api\"} == 1").await;
+        if up.as_ref().is_some_and(|v| result_len(v) == 1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus did not scrape the demo within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Healthy traffic (4xx included) for longer than the rate window plus `for`: no alert.
+    let mode = Arc::new(AtomicU8::new(HEALTHY));
+    let driver = tokio::spawn(traffic(demo.addr, mode.clone()));
+    let healthy_until = Instant::now() + Duration::from_secs(16);
+    while Instant::now() < healthy_until {
+        let active = alerts(&prom, "HighErrorRate").await;
+        assert!(
+            active.is_empty(),
+            "HighErrorRate on healthy traffic: {active:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Every rule evaluates without error.
+    let groups = prom
+        .get("/api/v1/rules")
+        .await
+        .expect("the rules API answers");
+    let mut rule_count = 0;
+    for g in groups["data"]["groups"].as_array().unwrap() {
+        for r in g["rules"].as_array().unwrap() {
+            rule_count += 1;
+            assert_eq!(
+                r["health"], "ok",
+                "rule {} failed: {}",
+                r["name"], r["lastError"]
+            );
+        }
+    }
+    assert!(rule_count >= 25, "{groups}");
+
+    // 20% failures: HighErrorRate fires.
+    mode.store(FAILING, Ordering::Relaxed);
+    let fired = until_firing(&prom, "HighErrorRate", Duration::from_secs(60)).await;
+    assert_eq!(fired["labels"]["severity"], "page");
+    assert_eq!(fired["labels"]["job"], "mercenary-api");
+    let description = fired["annotations"]["description"].as_str().unwrap();
+    assert!(
+        description.contains('%') && description.contains("mercenary-api"),
+        "{description}"
+    );
+    assert!(
+        fired["annotations"]["runbook_url"]
+            .as_str()
+            .unwrap()
+            .ends_with("high-error-rate.md")
+    );
+
+    // Every dashboard query and recording rule runs; RED panels, pool and runtime panels have
+    // data after the traffic.
+    let substitute = |e: &str| {
+        e.replace("$service", &config.service)
+            .replace("$__rate_interval", "10s")
+            .replace("$__range", "1m")
+    };
+    // Panels whose metrics the demo does not emit (no database errors, no Sentry, no OTLP).
+    let may_be_empty = ["Query errors"];
+    let must_have_data = ["overview", "database", "runtime"];
+    for (dashboard, title, exprs) in prometheus_panels(&kit_dir) {
+        let mut with_data = 0;
+        for e in &exprs {
+            let q = substitute(e);
+            let v = prom
+                .query(&q)
+                .await
+                .unwrap_or_else(|| panic!("no answer for {q}"));
+            assert_eq!(v["status"], "success", "{dashboard}/{title}: {q}: {v}");
+            let n = result_len(&v);
+            if n > 0 {
+                with_data += 1;
+            } else if dashboard == "overview" {
+                panic!("{dashboard}/{title}: no data for {q}");
+            }
+        }
+        if must_have_data.contains(&dashboard.as_str()) && !may_be_empty.contains(&title.as_str()) {
+            assert!(with_data > 0, "{dashboard}/{title}: no data for {exprs:?}");
+        }
+    }
+    for g in groups["data"]["groups"].as_array().unwrap() {
+        for r in g["rules"].as_array().unwrap() {
+            let q = r["query"].as_str().unwrap();
+            let v = prom.query(q).await.unwrap();
+            assert_eq!(v["status"], "success", "{q}: {v}");
+            if r["type"] == "recording" {
+                assert!(
+                    result_len(&v) > 0,
+                    "recording rule {} has no data",
+                    r["name"]
+                );
+            }
+        }
+    }
+
+    // The service stops: ServiceDown fires.
+    mode.store(STOP, Ordering::Relaxed);
+    let sent = driver.await.unwrap();
+    assert!(sent > 100, "the traffic reached the demo ({sent} requests)");
+    demo.stop();
+    let down = until_firing(&prom, "ServiceDown", Duration::from_secs(60)).await;
+    assert_eq!(down["labels"]["severity"], "page");
+    assert_eq!(down["labels"]["instance"], demo.addr.to_string());
+    std::fs::remove_dir_all(&kit_dir).unwrap();
+}

@@ -772,18 +772,22 @@ impl ObsBuilder {
         let series_cap = self
             .series_cap
             .unwrap_or(crate::metrics::business::DEFAULT_SERIES_CAP);
-        if series_cap == 0 {
+        if series_cap == 0 || series_cap > crate::metrics::business::MAX_SERIES_CAP {
             return Err(Error::InvalidSetting {
                 setting: "ObsBuilder::series_cap",
-                value: "0".into(),
-                expected: "at least 1 series".into(),
+                value: series_cap.to_string(),
+                expected: "from 1 to 100000 series".into(),
             });
         }
-        if let Some((name, _)) = self.series_caps.iter().find(|(_, n)| **n == 0) {
+        if let Some((name, n)) = self
+            .series_caps
+            .iter()
+            .find(|(_, n)| **n == 0 || **n > crate::metrics::business::MAX_SERIES_CAP)
+        {
             return Err(Error::InvalidSetting {
                 setting: "ObsBuilder::series_cap_for",
-                value: format!("{name} = 0"),
-                expected: "at least 1 series".into(),
+                value: format!("{name} = {n}"),
+                expected: "from 1 to 100000 series".into(),
             });
         }
         let (log_writer, sink_is_terminal) = match self.log_writer.take() {

@@ -229,6 +229,7 @@ pub mod __private {
     pub use ::tracing;
 
     pub use crate::metrics::business::{
-        CounterKind, Desc, DynSite, GaugeKind, HistogramKind, Kind, StaticSite, by_name,
+        CounterKind, Desc, DynSite, GaugeKind, HistogramKind, Kind, LabelRef, StaticSite,
+        ViaDisplay, ViaStr, Wrap, by_name,
     };
 }

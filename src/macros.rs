@@ -123,15 +123,19 @@ macro_rules! __metric {
             $crate::__private::DynSite::new(
                 $crate::__private::Desc::new($crate::__private::Kind::$K, $name, &[$($key),*]) $($o)*,
             );
-        __MERCENARY_OBS_SITE.get(&[$(&$v as &dyn ::std::fmt::Display),*])
+        #[allow(unused_imports)]
+        use $crate::__private::{ViaDisplay as _, ViaStr as _};
+        __MERCENARY_OBS_SITE.get(&[$((&$crate::__private::Wrap(&$v)).label_ref()),*])
     }};
     (@parse $k:ident, $K:ident; (expr $name:expr); $mode:ident; [$(($key:literal ($v:expr)))*]; [$($o:tt)*];) => {{
         static __MERCENARY_OBS_DESC: $crate::__private::Desc =
             $crate::__private::Desc::new($crate::__private::Kind::$K, "", &[$($key),*]) $($o)*;
+        #[allow(unused_imports)]
+        use $crate::__private::{ViaDisplay as _, ViaStr as _};
         $crate::__private::by_name::<$crate::__private::$k>(
             &__MERCENARY_OBS_DESC,
             ::std::convert::AsRef::<str>::as_ref(&$name),
-            &[$(&$v as &dyn ::std::fmt::Display),*],
+            &[$((&$crate::__private::Wrap(&$v)).label_ref()),*],
         )
     }};
     (@parse $k:ident, $K:ident; $n:tt; $mode:ident; [$($l:tt)*]; [$($o:tt)*]; $($bad:tt)+) => {

@@ -13,7 +13,7 @@ use tracing_core::field::{Field, Visit};
 use tracing_core::{Event, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
 
-use crate::metrics::business::{BusinessMetrics, CounterKind, Desc, Family, Kind};
+use crate::metrics::business::{BusinessMetrics, CounterKind, Desc, Family, Kind, LabelRef};
 
 /// The target of [`crate::audit!`] events.
 pub const AUDIT_TARGET: &str = "mercenary_obs::audit";
@@ -55,7 +55,9 @@ impl<S: Subscriber> Layer<S> for EventsLayer {
             if let Some(family) = &self.audit {
                 let mut v = Pick::new(["action", "outcome"]);
                 event.record(&mut v);
-                if let Some(c) = family.series(&[&v.values[0], &v.values[1]]) {
+                if let Some(c) =
+                    family.series(&[LabelRef::Str(&v.values[0]), LabelRef::Str(&v.values[1])])
+                {
                     c.inc();
                 }
             }
@@ -64,7 +66,7 @@ impl<S: Subscriber> Layer<S> for EventsLayer {
         {
             let mut v = Pick::new(["kind", ""]);
             event.record(&mut v);
-            if let Some(c) = family.series(&[&v.values[0]]) {
+            if let Some(c) = family.series(&[LabelRef::Str(&v.values[0])]) {
                 c.inc();
             }
         }

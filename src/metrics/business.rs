@@ -23,7 +23,6 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::fmt::{self, Display, Write as _};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
@@ -42,6 +41,9 @@ pub const OTHER: &str = "_other";
 
 /// Default number of series per business metric.
 pub const DEFAULT_SERIES_CAP: usize = 1000;
+
+/// The largest series cap a metric may have (its table takes 32 bytes per series of cap).
+pub const MAX_SERIES_CAP: usize = 100_000;
 
 /// At most this many business metric families per instance (runtime names could otherwise grow
 /// the registry without bound).
@@ -361,8 +363,8 @@ impl Desc {
 
     /// Sets this metric's series cap.
     pub const fn with_max_series(mut self, max: usize) -> Self {
-        if max == 0 {
-            panic!("`max_series:` must be at least 1");
+        if max == 0 || max > MAX_SERIES_CAP {
+            panic!("`max_series:` must be from 1 to 100000");
         }
         self.max_series = max;
         self
@@ -510,51 +512,88 @@ impl<T: MetricVecBuilder> KindVec for MetricVec<T> {
 // ---------------------------------------------------------------------------------------------
 // Families
 
-/// A hasher that passes through the already-mixed `u64` key.
-#[derive(Default)]
-struct PassThrough(u64);
-
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) | u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
 /// A fast keyed hash of the label values. Collisions only cost comparisons, and a family holds
 /// at most `cap` series, so the work per lookup stays bounded whatever clients send.
-fn hash_values(seed: u64, buf: &str, ends: &[usize]) -> u64 {
+fn hash_values(seed: u64, values: &[&str]) -> u64 {
     const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mix = |h: u64, w: u64| (h.rotate_left(5) ^ w).wrapping_mul(K);
     let mut h = seed;
-    let mut start = 0;
-    for &end in ends {
-        let bytes = &buf.as_bytes()[start..end];
+    for v in values {
+        let bytes = v.as_bytes();
+        // The length first, so ("ab", "c") and ("a", "bc") differ.
+        h = mix(h, bytes.len() as u64);
         let mut chunks = bytes.chunks_exact(8);
         for c in &mut chunks {
-            let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-            h = (h.rotate_left(5) ^ w).wrapping_mul(K);
+            h = mix(h, u64::from_le_bytes(c.try_into().unwrap_or([0; 8])));
         }
-        let mut tail = 0u64;
-        for (i, &b) in chunks.remainder().iter().enumerate() {
-            tail |= u64::from(b) << (8 * i);
-        }
-        h = (h.rotate_left(5) ^ tail ^ (((end - start) as u64) << 56)).wrapping_mul(K);
-        start = end;
+        let r = chunks.remainder();
+        let n = r.len();
+        // The last 1..=7 bytes in two overlapping reads (the length is already mixed in).
+        let tail = if n >= 4 {
+            let lo = u32::from_le_bytes([r[0], r[1], r[2], r[3]]);
+            let hi = u32::from_le_bytes([r[n - 4], r[n - 3], r[n - 2], r[n - 1]]);
+            (u64::from(lo) << 32) | u64::from(hi)
+        } else if n > 0 {
+            (u64::from(r[0]) << 16) | (u64::from(r[n / 2]) << 8) | u64::from(r[n - 1])
+        } else {
+            0
+        };
+        h = mix(h, tail);
     }
     h ^ (h >> 29)
 }
 
-/// Series by the hash of their label values (colliding hashes share a bucket).
-type SeriesIndex<M> = HashMap<u64, Vec<Series<M>>, BuildHasherDefault<PassThrough>>;
+/// Label values held inline (more go through a `Vec`).
+const INLINE: usize = 8;
+
+/// `s` cut to [`MAX_LABEL_VALUE`] bytes at a character boundary.
+fn cut(s: &str) -> &str {
+    if s.len() <= MAX_LABEL_VALUE {
+        return s;
+    }
+    let mut end = MAX_LABEL_VALUE;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The series of a family: an open-addressing table at least twice the series cap, whose
+/// slots are set once (under `insert`) and read without a lock.
+struct SeriesTable<M> {
+    slots: Box<[OnceLock<Box<Series<M>>>]>,
+    mask: usize,
+}
+
+impl<M> SeriesTable<M> {
+    fn with_cap(cap: usize) -> Self {
+        let size = cap.saturating_mul(2).max(8).next_power_of_two();
+        Self {
+            slots: (0..size).map(|_| OnceLock::new()).collect(),
+            mask: size - 1,
+        }
+    }
+
+    /// The series with these values, or the first free slot of their probe sequence.
+    fn probe(&self, h: u64, values: &[&str]) -> Result<&Series<M>, Option<usize>> {
+        let mut i = h as usize & self.mask;
+        for _ in 0..self.slots.len() {
+            match self.slots[i].get() {
+                None => return Err(Some(i)),
+                Some(s)
+                    if s.hash == h && s.values.iter().map(|v| &**v).eq(values.iter().copied()) =>
+                {
+                    return Ok(s);
+                }
+                Some(_) => i = (i + 1) & self.mask,
+            }
+        }
+        Err(None)
+    }
+}
 
 struct Series<M> {
+    hash: u64,
     values: Box<[Box<str>]>,
     metric: M,
 }
@@ -566,7 +605,9 @@ pub struct Family<K: MetricKind> {
     vec: MetricVec<K::Builder>,
     cap: usize,
     seed: u64,
-    index: RwLock<SeriesIndex<K::Metric>>,
+    table: SeriesTable<K::Metric>,
+    /// Held while a series is added.
+    insert: Mutex<()>,
     len: AtomicUsize,
     other: OnceLock<K::Metric>,
     overflow: IntCounter,
@@ -598,6 +639,49 @@ impl AnyFamily {
     }
 }
 
+/// One label value as the macros pass it: text as it is, anything else through `Display`.
+#[doc(hidden)]
+#[derive(Clone, Copy)]
+pub enum LabelRef<'a> {
+    /// `&str`, `String`, `Cow<str>`...: copied without formatting.
+    Str(&'a str),
+    /// Anything else that is `Display`.
+    Display(&'a dyn Display),
+}
+
+/// Picks [`LabelRef::Str`] for text and [`LabelRef::Display`] for the rest (autoref
+/// specialization: the macros call `(&Wrap(&value)).label_ref()` with both traits in scope).
+#[doc(hidden)]
+pub struct Wrap<'a, T: ?Sized>(pub &'a T);
+
+/// The text case of [`Wrap`].
+#[doc(hidden)]
+pub trait ViaStr {
+    /// The label value.
+    fn label_ref(&self) -> LabelRef<'_>;
+}
+
+impl<T: AsRef<str> + ?Sized> ViaStr for Wrap<'_, T> {
+    #[inline]
+    fn label_ref(&self) -> LabelRef<'_> {
+        LabelRef::Str(self.0.as_ref())
+    }
+}
+
+/// The `Display` case of [`Wrap`].
+#[doc(hidden)]
+pub trait ViaDisplay {
+    /// The label value.
+    fn label_ref(&self) -> LabelRef<'_>;
+}
+
+impl<T: Display> ViaDisplay for &Wrap<'_, T> {
+    #[inline]
+    fn label_ref(&self) -> LabelRef<'_> {
+        LabelRef::Display(self.0)
+    }
+}
+
 /// Formatted label values: one string, with the end offset of each value.
 #[derive(Default)]
 struct Scratch {
@@ -606,12 +690,17 @@ struct Scratch {
 }
 
 impl Scratch {
-    fn fill(&mut self, values: &[&dyn Display]) {
+    fn fill(&mut self, values: &[LabelRef<'_>]) {
         self.buf.clear();
         self.ends.clear();
         for v in values {
             let start = self.buf.len();
-            let _ = write!(self.buf, "{v}");
+            match v {
+                LabelRef::Str(s) => self.buf.push_str(s),
+                LabelRef::Display(d) => {
+                    let _ = write!(self.buf, "{d}");
+                }
+            }
             if self.buf.len() - start > MAX_LABEL_VALUE {
                 let mut cut = start + MAX_LABEL_VALUE;
                 while !self.buf.is_char_boundary(cut) {
@@ -627,14 +716,6 @@ impl Scratch {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         &self.buf[start..self.ends[i]]
     }
-
-    fn matches(&self, values: &[Box<str>]) -> bool {
-        values.len() == self.ends.len()
-            && values
-                .iter()
-                .enumerate()
-                .all(|(i, v)| **v == *self.value(i))
-    }
 }
 
 thread_local! {
@@ -643,59 +724,60 @@ thread_local! {
 
 impl<K: MetricKind> Family<K> {
     /// The series for these label values (in key order); `None` on a wrong value count.
-    pub(crate) fn series(&self, values: &[&dyn Display]) -> Option<K::Metric> {
+    pub(crate) fn series(&self, values: &[LabelRef<'_>]) -> Option<K::Metric> {
         if values.len() != self.labels.len() {
             return None;
         }
+        // Text values (the common case) are hashed and compared in place, without copying.
+        if let [LabelRef::Str(s)] = values {
+            return Some(self.lookup(&[cut(s)]));
+        }
+        if values.len() <= INLINE && values.iter().all(|v| matches!(v, LabelRef::Str(_))) {
+            let mut strs = [""; INLINE];
+            for (slot, v) in strs.iter_mut().zip(values) {
+                if let LabelRef::Str(s) = v {
+                    *slot = cut(s);
+                }
+            }
+            return Some(self.lookup(&strs[..values.len()]));
+        }
+        let formatted = |scratch: &mut Scratch| {
+            scratch.fill(values);
+            let strs: Vec<&str> = (0..scratch.ends.len()).map(|i| scratch.value(i)).collect();
+            self.lookup(&strs)
+        };
         SCRATCH.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut scratch) => {
-                scratch.fill(values);
-                Some(self.lookup(&scratch))
-            }
+            Ok(mut scratch) => Some(formatted(&mut scratch)),
             // A label value's `Display` used a metric macro itself: fresh buffers.
-            Err(_) => {
-                let mut scratch = Scratch::default();
-                scratch.fill(values);
-                Some(self.lookup(&scratch))
-            }
+            Err(_) => Some(formatted(&mut Scratch::default())),
         })
     }
 
-    fn lookup(&self, scratch: &Scratch) -> K::Metric {
-        let h = hash_values(self.seed, &scratch.buf, &scratch.ends);
-        {
-            let index = self.index.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(bucket) = index.get(&h) {
-                for s in bucket {
-                    if scratch.matches(&s.values) {
-                        return s.metric.clone();
-                    }
-                }
-            }
+    fn lookup(&self, values: &[&str]) -> K::Metric {
+        let h = hash_values(self.seed, values);
+        if let Ok(s) = self.table.probe(h, values) {
+            return s.metric.clone();
         }
-        let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(bucket) = index.get(&h) {
-            for s in bucket {
-                if scratch.matches(&s.values) {
-                    return s.metric.clone();
-                }
-            }
-        }
-        if self.len.load(Ordering::Relaxed) >= self.cap {
-            drop(index);
+        let _insert = self.insert.lock().unwrap_or_else(|e| e.into_inner());
+        let free = match self.table.probe(h, values) {
+            Ok(s) => return s.metric.clone(),
+            Err(free) => free,
+        };
+        let Some(free) = free.filter(|_| self.len.load(Ordering::Relaxed) < self.cap) else {
+            drop(_insert);
             self.overflow.inc();
             return self.other();
-        }
-        let values: Vec<&str> = (0..scratch.ends.len()).map(|i| scratch.value(i)).collect();
-        let metric = match self.vec.get_metric_with_label_values(&values) {
+        };
+        let metric = match self.vec.get_metric_with_label_values(values) {
             Ok(m) => m,
             // Only a wrong value count can fail here, which `series` excludes.
             Err(_) => return self.other(),
         };
-        index.entry(h).or_default().push(Series {
+        let _ = self.table.slots[free].set(Box::new(Series {
+            hash: h,
             values: values.iter().map(|v| Box::<str>::from(*v)).collect(),
             metric: metric.clone(),
-        });
+        }));
         self.len.fetch_add(1, Ordering::Relaxed);
         metric
     }
@@ -876,7 +958,8 @@ impl BusinessMetrics {
             vec,
             cap,
             seed: fastrand::u64(..) | 1,
-            index: RwLock::default(),
+            table: SeriesTable::with_cap(cap),
+            insert: Mutex::new(()),
             len: AtomicUsize::new(0),
             other: OnceLock::new(),
             overflow: self.overflow.with_label_values(&[name]),
@@ -937,6 +1020,8 @@ impl BusinessMetrics {
 mod smallkeys {
     use std::fmt::Display;
 
+    use super::LabelRef;
+
     const N: usize = 8;
 
     pub(super) struct Keys<'a> {
@@ -972,29 +1057,32 @@ mod smallkeys {
     }
 
     pub(super) struct Values<'a> {
-        inline: [&'a dyn Display; N],
-        heap: Vec<&'a dyn Display>,
+        inline: [LabelRef<'a>; N],
+        heap: Vec<LabelRef<'a>>,
         len: usize,
     }
 
     impl<'a> Values<'a> {
         pub(super) fn new(labels: &[(&str, &'a dyn Display)]) -> Self {
             let mut v = Values {
-                inline: [&""; N],
+                inline: [LabelRef::Str(""); N],
                 heap: Vec::new(),
                 len: labels.len(),
             };
             if labels.len() <= N {
                 for (i, (_, value)) in labels.iter().enumerate() {
-                    v.inline[i] = *value;
+                    v.inline[i] = LabelRef::Display(*value);
                 }
             } else {
-                v.heap = labels.iter().map(|(_, value)| *value).collect();
+                v.heap = labels
+                    .iter()
+                    .map(|(_, value)| LabelRef::Display(*value))
+                    .collect();
             }
             v
         }
 
-        pub(super) fn as_slice(&self) -> &[&'a dyn Display] {
+        pub(super) fn as_slice(&self) -> &[LabelRef<'a>] {
             if self.len <= N {
                 &self.inline[..self.len]
             } else {
@@ -1039,8 +1127,11 @@ impl<K: MetricKind> StaticSite<K> {
         let (slot, obs) = target();
         self.slots[slot].get_or_init(|| {
             let family = obs.inner.business.family::<K>(&self.desc, self.desc.name);
-            let values: Vec<&dyn Display> =
-                self.values.iter().map(|v| *v as &dyn Display).collect();
+            let values: Vec<LabelRef<'_>> = self
+                .values
+                .iter()
+                .map(|v| LabelRef::Display(*v as &dyn Display))
+                .collect();
             K::handle(family.and_then(|f| f.series(&values)))
         })
     }
@@ -1064,7 +1155,7 @@ impl<K: MetricKind> DynSite<K> {
 
     /// The handle of the series for `values` in the current target instance.
     #[inline]
-    pub fn get(&'static self, values: &[&dyn Display]) -> K::Handle {
+    pub fn get(&'static self, values: &[LabelRef<'_>]) -> K::Handle {
         let (slot, obs) = target();
         let family = self.slots[slot]
             .get_or_init(|| obs.inner.business.family::<K>(&self.desc, self.desc.name));
@@ -1074,7 +1165,7 @@ impl<K: MetricKind> DynSite<K> {
 
 /// A macro call with a run-time name: the family is looked up by name on every call.
 #[doc(hidden)]
-pub fn by_name<K: MetricKind>(desc: &Desc, name: &str, values: &[&dyn Display]) -> K::Handle {
+pub fn by_name<K: MetricKind>(desc: &Desc, name: &str, values: &[LabelRef<'_>]) -> K::Handle {
     let (_, obs) = target();
     let family = obs.inner.business.family::<K>(desc, name);
     K::handle(family.and_then(|f| f.series(values)))
@@ -1108,10 +1199,10 @@ mod tests {
         let desc = Desc::new(Kind::Counter, "", &["user"]);
         let f = b.family::<CounterKind>(&desc, "logins_total").unwrap();
         for i in 0..10 {
-            f.series(&[&i]).unwrap().inc();
+            f.series(&[LabelRef::Display(&i)]).unwrap().inc();
         }
         // Existing series still resolve to themselves after the cap.
-        f.series(&[&0]).unwrap().inc();
+        f.series(&[LabelRef::Display(&0)]).unwrap().inc();
         assert_eq!(f.len(), 3);
         let text = crate::metrics::exposition::render(&registry);
         assert!(text.contains("logins_total{user=\"_other\"} 7"), "{text}");
@@ -1129,7 +1220,7 @@ mod tests {
         let g = Desc::new(Kind::Gauge, "", &["a"]);
         let c2 = Desc::new(Kind::Counter, "", &["b"]);
         let f = b.family::<CounterKind>(&c, "jobs_total").unwrap();
-        f.series(&[&"x"]).unwrap().inc();
+        f.series(&[LabelRef::Str("x")]).unwrap().inc();
         assert!(b.family::<GaugeKind>(&g, "jobs_total").is_none());
         assert!(b.family::<CounterKind>(&c2, "jobs_total").is_none());
         assert!(b.family::<CounterKind>(&c, "not valid").is_none());
@@ -1147,9 +1238,8 @@ mod tests {
         let desc = Desc::new(Kind::Counter, "", &["v"]);
         let f = b.family::<CounterKind>(&desc, "long_total").unwrap();
         let long = "é".repeat(2000);
-        f.series(&[&long]).unwrap().inc();
-        let index = f.index.read().unwrap();
-        let s = &index.values().next().unwrap()[0];
+        f.series(&[LabelRef::Str(&long)]).unwrap().inc();
+        let s = f.table.slots.iter().find_map(|s| s.get()).unwrap();
         assert!(s.values[0].len() <= MAX_LABEL_VALUE);
     }
 }

@@ -10,8 +10,10 @@
 //!   only these two, so a call site has two slots, each a `OnceLock`.
 //! - When every label value is a literal, the slot holds the series handle itself: the call is
 //!   one atomic load plus the increment, and returns `&'static Counter`.
-//! - Otherwise the values are formatted into a reused thread-local buffer, hashed with a seeded
-//!   hash, and looked up under a read lock. An existing series costs no allocation.
+//! - Otherwise text values (`&str`, `String`, ...) are hashed in place with a seeded hash and
+//!   other values formatted into a reused thread-local buffer first; the series is found in an
+//!   open-addressing table of set-once slots, read without a lock (a new series is added under
+//!   a mutex). An existing series costs no allocation.
 //! - A family holds at most `cap` series (default 1000). Past it, a new label set is folded into
 //!   one series whose values are all `_other`, and `mercenary_obs_metric_overflow_total{metric}`
 //!   counts the folded resolution. Every update still lands in some series, so sums stay exact.

@@ -116,9 +116,9 @@
 //!
 //! ## Where this differs from the design document
 //!
-//! - Business metrics (§5): a call site whose label values are all literals returns
-//!   `&'static Counter` (the cached series itself), one with run-time values an owned
-//!   [`Counter`]; both have the same methods. Besides labels, the macros take `help:`,
+//! - Business metrics (§5): a call with a literal name returns `&'static Counter` (series are
+//!   never removed, so the handle is borrowed from the call site's family), a call with a
+//!   run-time name an owned [`Counter`]; both have the same methods. Besides labels, the macros take `help:`,
 //!   `buckets:` (histograms) and `max_series:`; the first call site to register a name decides
 //!   its HELP text and buckets. Label keys must be string literals. Label values are cut at
 //!   1 KiB. `mercenary_obs_metric_overflow_total` counts folded *resolutions* (one per macro

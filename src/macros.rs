@@ -13,9 +13,11 @@
 /// - **Name**: a literal is checked at compile time (`[a-zA-Z_:][a-zA-Z0-9_:]*`); an
 ///   expression is checked at run time (an invalid one is logged once and the call is a no-op).
 /// - **Labels**: `"key" => value` pairs, keys literal, values `&str`, `String` or anything
-///   `Display`. With only literal values the call returns `&'static Counter` and costs one
-///   atomic load plus the increment; with run-time values it returns a [`Counter`](crate::Counter)
-///   found without allocating when the series exists.
+///   `Display`. With a literal name the call returns `&'static Counter` (series are never
+///   removed): with only literal values it costs one atomic load plus the increment; with
+///   run-time values, a hash and a lock-free table probe, with no allocation and no reference
+///   counting when the series exists. With a run-time name it returns an owned
+///   [`Counter`](crate::Counter).
 /// - **Options**, after the labels: `help: "text"` (the `# HELP` line; the first call site to
 ///   register the name decides), `max_series: N` (this metric's series cap; default 1000, see
 ///   [`ObsBuilder::series_cap`](crate::ObsBuilder::series_cap)).

@@ -87,6 +87,12 @@ pub(crate) struct LoggedHeader {
 
 static GLOBAL: OnceLock<Obs> = OnceLock::new();
 
+/// The call-site slot of the instance the metric macros use now (0: default, 1: global).
+#[inline]
+pub(crate) fn macro_slot() -> usize {
+    usize::from(GLOBAL.get().is_some())
+}
+
 /// The instance the metric macros use now, with its call-site slot (0: default, 1: global).
 #[inline]
 pub(crate) fn macro_target() -> (usize, &'static Obs) {

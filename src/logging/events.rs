@@ -55,9 +55,8 @@ impl<S: Subscriber> Layer<S> for EventsLayer {
             if let Some(family) = &self.audit {
                 let mut v = Pick::new(["action", "outcome"]);
                 event.record(&mut v);
-                if let Some(c) =
-                    family.series(&[LabelRef::Str(&v.values[0]), LabelRef::Str(&v.values[1])])
-                {
+                let values = [LabelRef::Str(&v.values[0]), LabelRef::Str(&v.values[1])];
+                if let Some(c) = family.series_ref(&values) {
                     c.inc();
                 }
             }
@@ -66,7 +65,7 @@ impl<S: Subscriber> Layer<S> for EventsLayer {
         {
             let mut v = Pick::new(["kind", ""]);
             event.record(&mut v);
-            if let Some(c) = family.series(&[LabelRef::Str(&v.values[0])]) {
+            if let Some(c) = family.series_ref(&[LabelRef::Str(&v.values[0])]) {
                 c.inc();
             }
         }

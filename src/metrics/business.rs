@@ -13,7 +13,8 @@
 //! - Otherwise text values (`&str`, `String`, ...) are hashed in place with a seeded hash and
 //!   other values formatted into a reused thread-local buffer first; the series is found in an
 //!   open-addressing table of set-once slots, read without a lock (a new series is added under
-//!   a mutex). An existing series costs no allocation.
+//!   a mutex). An existing series costs no allocation, and the call returns a reference into
+//!   the table (`&'static Counter`), so no reference count is touched either.
 //! - A family holds at most `cap` series (default 1000). Past it, a new label set is folded into
 //!   one series whose values are all `_other`, and `mercenary_obs_metric_overflow_total{metric}`
 //!   counts the folded resolution. Every update still lands in some series, so sums stay exact.
@@ -384,7 +385,7 @@ pub trait MetricKind: Sized + Send + Sync + 'static {
     /// One series.
     type Metric: Clone + Send + Sync + 'static;
     /// The handle the macros return.
-    type Handle: Send + Sync + 'static;
+    type Handle: Clone + Default + Send + Sync + 'static;
     /// The kind tag.
     const KIND: Kind;
     /// Makes the vector.
@@ -396,6 +397,8 @@ pub trait MetricKind: Sized + Send + Sync + 'static {
     ) -> Result<MetricVec<Self::Builder>, prometheus::Error>;
     /// Wraps a series (or nothing) into a handle.
     fn handle(metric: Option<Self::Metric>) -> Self::Handle;
+    /// A no-op handle that lives forever.
+    fn noop() -> &'static Self::Handle;
     /// Stores a family in the instance's table.
     fn wrap(family: Arc<Family<Self>>) -> AnyFamily;
     /// Takes a family of this kind back out.
@@ -428,6 +431,10 @@ impl MetricKind for CounterKind {
     fn handle(metric: Option<IntCounter>) -> Counter {
         Counter(metric)
     }
+    fn noop() -> &'static Counter {
+        static NOOP: Counter = Counter(None);
+        &NOOP
+    }
     fn wrap(family: Arc<Family<Self>>) -> AnyFamily {
         AnyFamily::Counter(family)
     }
@@ -454,6 +461,10 @@ impl MetricKind for GaugeKind {
     }
     fn handle(metric: Option<prometheus::Gauge>) -> Gauge {
         Gauge(metric)
+    }
+    fn noop() -> &'static Gauge {
+        static NOOP: Gauge = Gauge(None);
+        &NOOP
     }
     fn wrap(family: Arc<Family<Self>>) -> AnyFamily {
         AnyFamily::Gauge(family)
@@ -490,6 +501,10 @@ impl MetricKind for HistogramKind {
     fn handle(metric: Option<prometheus::Histogram>) -> Histogram {
         Histogram(metric)
     }
+    fn noop() -> &'static Histogram {
+        static NOOP: Histogram = Histogram(None);
+        &NOOP
+    }
     fn wrap(family: Arc<Family<Self>>) -> AnyFamily {
         AnyFamily::Histogram(family)
     }
@@ -516,33 +531,68 @@ impl<T: MetricVecBuilder> KindVec for MetricVec<T> {
 
 /// A fast keyed hash of the label values. Collisions only cost comparisons, and a family holds
 /// at most `cap` series, so the work per lookup stays bounded whatever clients send.
+#[inline]
 fn hash_values(seed: u64, values: &[&str]) -> u64 {
     const K: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mix = |h: u64, w: u64| (h.rotate_left(5) ^ w).wrapping_mul(K);
+    #[inline(always)]
+    fn mix(h: u64, w: u64) -> u64 {
+        (h.rotate_left(5) ^ w).wrapping_mul(K)
+    }
+    #[inline(always)]
+    fn read8(b: &[u8], at: usize) -> u64 {
+        u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]))
+    }
+    #[inline(always)]
+    fn read4(b: &[u8], at: usize) -> u64 {
+        u64::from(u32::from_le_bytes(
+            b[at..at + 4].try_into().unwrap_or([0; 4]),
+        ))
+    }
     let mut h = seed;
     for v in values {
-        let bytes = v.as_bytes();
-        // The length first, so ("ab", "c") and ("a", "bc") differ.
-        h = mix(h, bytes.len() as u64);
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            h = mix(h, u64::from_le_bytes(c.try_into().unwrap_or([0; 8])));
-        }
-        let r = chunks.remainder();
-        let n = r.len();
-        // The last 1..=7 bytes in two overlapping reads (the length is already mixed in).
-        let tail = if n >= 4 {
-            let lo = u32::from_le_bytes([r[0], r[1], r[2], r[3]]);
-            let hi = u32::from_le_bytes([r[n - 4], r[n - 3], r[n - 2], r[n - 1]]);
-            (u64::from(lo) << 32) | u64::from(hi)
+        let b = v.as_bytes();
+        let n = b.len();
+        // The length first, so ("ab", "c") and ("a", "bc") differ; then the bytes, the last
+        // ones in overlapping reads.
+        h = mix(h, n as u64);
+        let (first, last) = if n >= 8 {
+            let mut at = 0;
+            while at + 16 <= n {
+                h = mix(h, read8(b, at));
+                at += 8;
+            }
+            (read8(b, at), read8(b, n - 8))
+        } else if n >= 4 {
+            (read4(b, 0), read4(b, n - 4))
         } else if n > 0 {
-            (u64::from(r[0]) << 16) | (u64::from(r[n / 2]) << 8) | u64::from(r[n - 1])
+            (
+                (u64::from(b[0]) << 16) | (u64::from(b[n / 2]) << 8) | u64::from(b[n - 1]),
+                0,
+            )
         } else {
-            0
+            (0, 0)
         };
-        h = mix(h, tail);
+        h = mix(mix(h, first), last);
     }
     h ^ (h >> 29)
+}
+
+/// `a == b`, without a `memcmp` call for the short strings label values usually are.
+#[inline(always)]
+fn bytes_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().unwrap_or([0; 8]));
+    let half = |s: &[u8], at: usize| u32::from_le_bytes(s[at..at + 4].try_into().unwrap_or([0; 4]));
+    match n {
+        // Two overlapping reads cover every byte.
+        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        4..=7 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        _ => a == b,
+    }
 }
 
 /// Label values held inline (more go through a `Vec`).
@@ -583,7 +633,9 @@ impl<M> SeriesTable<M> {
             match self.slots[i].get() {
                 None => return Err(Some(i)),
                 Some(s)
-                    if s.hash == h && s.values.iter().map(|v| &**v).eq(values.iter().copied()) =>
+                    if s.hash == h
+                        && s.values.len() == values.len()
+                        && s.values.iter().zip(values).all(|(a, b)| bytes_eq(a, b)) =>
                 {
                     return Ok(s);
                 }
@@ -594,10 +646,10 @@ impl<M> SeriesTable<M> {
     }
 }
 
-struct Series<M> {
+struct Series<H> {
     hash: u64,
     values: Box<[Box<str>]>,
-    metric: M,
+    handle: H,
 }
 
 /// One business metric family: the Prometheus vector plus the capped series index.
@@ -607,11 +659,11 @@ pub struct Family<K: MetricKind> {
     vec: MetricVec<K::Builder>,
     cap: usize,
     seed: u64,
-    table: SeriesTable<K::Metric>,
+    table: SeriesTable<K::Handle>,
     /// Held while a series is added.
     insert: Mutex<()>,
     len: AtomicUsize,
-    other: OnceLock<K::Metric>,
+    other: OnceLock<K::Handle>,
     overflow: IntCounter,
 }
 
@@ -725,8 +777,10 @@ thread_local! {
 }
 
 impl<K: MetricKind> Family<K> {
-    /// The series for these label values (in key order); `None` on a wrong value count.
-    pub(crate) fn series(&self, values: &[LabelRef<'_>]) -> Option<K::Metric> {
+    /// The handle of the series for these label values (in key order); `None` on a wrong value
+    /// count. Borrowed from the family: series are never removed.
+    #[inline]
+    pub(crate) fn series_ref(&self, values: &[LabelRef<'_>]) -> Option<&K::Handle> {
         if values.len() != self.labels.len() {
             return None;
         }
@@ -755,14 +809,25 @@ impl<K: MetricKind> Family<K> {
         })
     }
 
-    fn lookup(&self, values: &[&str]) -> K::Metric {
+    /// [`Self::series_ref`], cloned (a no-op handle on a wrong value count).
+    pub(crate) fn series(&self, values: &[LabelRef<'_>]) -> K::Handle {
+        self.series_ref(values).cloned().unwrap_or_default()
+    }
+
+    #[inline]
+    fn lookup(&self, values: &[&str]) -> &K::Handle {
         let h = hash_values(self.seed, values);
         if let Ok(s) = self.table.probe(h, values) {
-            return s.metric.clone();
+            return &s.handle;
         }
+        self.insert(h, values)
+    }
+
+    #[cold]
+    fn insert(&self, h: u64, values: &[&str]) -> &K::Handle {
         let _insert = self.insert.lock().unwrap_or_else(|e| e.into_inner());
         let free = match self.table.probe(h, values) {
-            Ok(s) => return s.metric.clone(),
+            Ok(s) => return &s.handle,
             Err(free) => free,
         };
         let Some(free) = free.filter(|_| self.len.load(Ordering::Relaxed) < self.cap) else {
@@ -772,27 +837,25 @@ impl<K: MetricKind> Family<K> {
         };
         let metric = match self.vec.get_metric_with_label_values(values) {
             Ok(m) => m,
-            // Only a wrong value count can fail here, which `series` excludes.
+            // Only a wrong value count can fail here, which `series_ref` excludes.
             Err(_) => return self.other(),
         };
-        let _ = self.table.slots[free].set(Box::new(Series {
-            hash: h,
-            values: values.iter().map(|v| Box::<str>::from(*v)).collect(),
-            metric: metric.clone(),
-        }));
+        let series = self.table.slots[free].get_or_init(|| {
+            Box::new(Series {
+                hash: h,
+                values: values.iter().map(|v| Box::<str>::from(*v)).collect(),
+                handle: K::handle(Some(metric)),
+            })
+        });
         self.len.fetch_add(1, Ordering::Relaxed);
-        metric
+        &series.handle
     }
 
-    fn other(&self) -> K::Metric {
-        self.other
-            .get_or_init(|| {
-                let values = vec![OTHER; self.labels.len()];
-                self.vec
-                    .get_metric_with_label_values(&values)
-                    .expect("the value count matches the label keys")
-            })
-            .clone()
+    fn other(&self) -> &K::Handle {
+        self.other.get_or_init(|| {
+            let values = vec![OTHER; self.labels.len()];
+            K::handle(self.vec.get_metric_with_label_values(&values).ok())
+        })
     }
 
     /// Series created so far (not counting `_other`).
@@ -1014,7 +1077,9 @@ impl BusinessMetrics {
         let keys: smallkeys::Keys<'_> = smallkeys::Keys::new(labels);
         let family = self.family_with::<K>(&desc, name, keys.as_slice());
         let values: smallkeys::Values<'_> = smallkeys::Values::new(labels);
-        K::handle(family.and_then(|f| f.series(values.as_slice())))
+        family
+            .map(|f| f.series(values.as_slice()))
+            .unwrap_or_default()
     }
 }
 
@@ -1126,15 +1191,18 @@ impl<K: MetricKind> StaticSite<K> {
     /// The handle of this call site's series in the current target instance.
     #[inline]
     pub fn get(&'static self) -> &'static K::Handle {
-        let (slot, obs) = target();
-        self.slots[slot].get_or_init(|| {
-            let family = obs.inner.business.family::<K>(&self.desc, self.desc.name);
+        self.slots[crate::obs::macro_slot()].get_or_init(|| {
+            let family = target()
+                .1
+                .inner
+                .business
+                .family::<K>(&self.desc, self.desc.name);
             let values: Vec<LabelRef<'_>> = self
                 .values
                 .iter()
                 .map(|v| LabelRef::Display(*v as &dyn Display))
                 .collect();
-            K::handle(family.and_then(|f| f.series(&values)))
+            family.map(|f| f.series(&values)).unwrap_or_default()
         })
     }
 }
@@ -1157,11 +1225,18 @@ impl<K: MetricKind> DynSite<K> {
 
     /// The handle of the series for `values` in the current target instance.
     #[inline]
-    pub fn get(&'static self, values: &[LabelRef<'_>]) -> K::Handle {
-        let (slot, obs) = target();
-        let family = self.slots[slot]
-            .get_or_init(|| obs.inner.business.family::<K>(&self.desc, self.desc.name));
-        K::handle(family.as_ref().and_then(|f| f.series(values)))
+    pub fn get(&'static self, values: &[LabelRef<'_>]) -> &'static K::Handle {
+        let family = self.slots[crate::obs::macro_slot()].get_or_init(|| {
+            target()
+                .1
+                .inner
+                .business
+                .family::<K>(&self.desc, self.desc.name)
+        });
+        family
+            .as_deref()
+            .and_then(|f| f.series_ref(values))
+            .unwrap_or_else(K::noop)
     }
 }
 
@@ -1170,7 +1245,7 @@ impl<K: MetricKind> DynSite<K> {
 pub fn by_name<K: MetricKind>(desc: &Desc, name: &str, values: &[LabelRef<'_>]) -> K::Handle {
     let (_, obs) = target();
     let family = obs.inner.business.family::<K>(desc, name);
-    K::handle(family.and_then(|f| f.series(values)))
+    family.map(|f| f.series(values)).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -1201,10 +1276,10 @@ mod tests {
         let desc = Desc::new(Kind::Counter, "", &["user"]);
         let f = b.family::<CounterKind>(&desc, "logins_total").unwrap();
         for i in 0..10 {
-            f.series(&[LabelRef::Display(&i)]).unwrap().inc();
+            f.series(&[LabelRef::Display(&i)]).inc();
         }
         // Existing series still resolve to themselves after the cap.
-        f.series(&[LabelRef::Display(&0)]).unwrap().inc();
+        f.series(&[LabelRef::Display(&0)]).inc();
         assert_eq!(f.len(), 3);
         let text = crate::metrics::exposition::render(&registry);
         assert!(text.contains("logins_total{user=\"_other\"} 7"), "{text}");
@@ -1222,7 +1297,7 @@ mod tests {
         let g = Desc::new(Kind::Gauge, "", &["a"]);
         let c2 = Desc::new(Kind::Counter, "", &["b"]);
         let f = b.family::<CounterKind>(&c, "jobs_total").unwrap();
-        f.series(&[LabelRef::Str("x")]).unwrap().inc();
+        f.series(&[LabelRef::Str("x")]).inc();
         assert!(b.family::<GaugeKind>(&g, "jobs_total").is_none());
         assert!(b.family::<CounterKind>(&c2, "jobs_total").is_none());
         assert!(b.family::<CounterKind>(&c, "not valid").is_none());
@@ -1235,12 +1310,46 @@ mod tests {
     }
 
     #[test]
+    fn short_string_comparison_is_exact() {
+        for len in 0..40 {
+            let base = "a".repeat(len);
+            assert!(bytes_eq(&base, &base.clone()));
+            assert!(!bytes_eq(&base, &format!("{base}a")));
+            for i in 0..len {
+                let mut changed = base.clone().into_bytes();
+                changed[i] = b'b';
+                assert!(!bytes_eq(&base, std::str::from_utf8(&changed).unwrap()));
+            }
+        }
+    }
+
+    #[test]
+    fn the_hash_sees_every_byte_and_every_boundary() {
+        assert_ne!(hash_values(7, &["ab", "c"]), hash_values(7, &["a", "bc"]));
+        assert_eq!(hash_values(7, &["same"]), hash_values(7, &["same"]));
+        assert_ne!(hash_values(7, &["same"]), hash_values(8, &["same"]));
+        for len in 1..48 {
+            let base = vec![b'a'; len];
+            let h = hash_values(1, &[std::str::from_utf8(&base).unwrap()]);
+            for i in 0..len {
+                let mut changed = base.clone();
+                changed[i] = b'b';
+                let other = hash_values(1, &[std::str::from_utf8(&changed).unwrap()]);
+                assert_ne!(
+                    h, other,
+                    "a change at byte {i} of {len} must change the hash"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn long_values_are_cut_at_a_char_boundary() {
         let (_registry, b) = table();
         let desc = Desc::new(Kind::Counter, "", &["v"]);
         let f = b.family::<CounterKind>(&desc, "long_total").unwrap();
         let long = "é".repeat(2000);
-        f.series(&[LabelRef::Str(&long)]).unwrap().inc();
+        f.series(&[LabelRef::Str(&long)]).inc();
         let s = f.table.slots.iter().find_map(|s| s.get()).unwrap();
         assert!(s.values[0].len() <= MAX_LABEL_VALUE);
     }

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The DESIGN §13 throughput check: `wrk -t1 -c32` on loopback against `examples/throughput.rs`
+# (one tokio worker, one handler `info!` per request, logs to /dev/null) for three stacks: bare
+# axum, mercenary_obs, and the off-the-shelf AlwaysOn stack. The stacks take turns for ROUNDS
+# rounds so that a busy machine slows them alike; the medians and the ratios to bare are printed.
+# Budget: mercenary_obs keeps at least 60% of bare axum's throughput (aim: 75%).
+#
+#   bash scripts/throughput.sh            # 3 rounds of 10 s per stack
+#   ROUNDS=5 DURATION=20s bash scripts/throughput.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS="${ROUNDS:-3}"
+DURATION="${DURATION:-10s}"
+PORT="${PORT:-39871}"
+
+if ! command -v wrk >/dev/null 2>&1; then
+    echo "==> installing wrk"
+    SUDO=""
+    if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends wrk >/dev/null
+fi
+
+cargo build --release --example throughput
+BIN="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/examples/throughput"
+
+run_one() {
+    local stack="$1"
+    "$BIN" "$stack" "127.0.0.1:$PORT" >/dev/null 2>/tmp/throughput-$stack.err &
+    local pid=$!
+    for _ in $(seq 1 100); do
+        if grep -q listening "/tmp/throughput-$stack.err" 2>/dev/null; then break; fi
+        sleep 0.05
+    done
+    # Warm-up, then the measured run.
+    wrk -t1 -c32 -d2s "http://127.0.0.1:$PORT/users/42" >/dev/null
+    local rps
+    rps=$(wrk -t1 -c32 -d"$DURATION" "http://127.0.0.1:$PORT/users/42" | awk '/Requests\/sec/ {print $2}')
+    kill "$pid"
+    wait "$pid" 2>/dev/null || true
+    echo "$rps"
+}
+
+declare -A results
+for round in $(seq 1 "$ROUNDS"); do
+    for stack in bare mercenary off-the-shelf; do
+        rps=$(run_one "$stack")
+        echo "round $round: $stack $rps req/s"
+        results[$stack]="${results[$stack]:-} $rps"
+    done
+done
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+bare=$(echo "${results[bare]}" | median)
+ours=$(echo "${results[mercenary]}" | median)
+ots=$(echo "${results[off-the-shelf]}" | median)
+echo
+echo "medians over $ROUNDS rounds (req/s): bare $bare, mercenary_obs $ours, off-the-shelf AlwaysOn $ots"
+awk -v b="$bare" -v o="$ours" -v t="$ots" 'BEGIN {
+    printf "mercenary_obs keeps %.0f%% of bare (budget >= 60%%, aim 75%%); off-the-shelf keeps %.0f%%\n", 100*o/b, 100*t/b
+}'

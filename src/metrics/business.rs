@@ -45,7 +45,7 @@ pub const OTHER: &str = "_other";
 /// Default number of series per business metric.
 pub const DEFAULT_SERIES_CAP: usize = 1000;
 
-/// The largest series cap a metric may have (its table takes 32 bytes per series of cap).
+/// The largest series cap a metric may have (its table takes 32–64 bytes per series of cap).
 pub const MAX_SERIES_CAP: usize = 100_000;
 
 /// At most this many business metric families per instance (runtime names could otherwise grow

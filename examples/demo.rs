@@ -351,7 +351,7 @@ async fn signup(
     // "password":"[REDACTED]". Only the domain of the email goes to the logs.
     tracing::info!(plan, email_domain, password = %body.password, "user signed up");
     counter!("user_signups_total", "plan" => plan, help: "Sign-ups by plan.").inc();
-    counter!("feature_usage_total", "feature" => "signup", help: "Feature usage by feature.").inc();
+    counter!("feature_usage_total", "feature" => "signup", help: FEATURE_HELP).inc();
     mercenary_obs::audit!(
         actor = email_hash(&body.email),
         action = "user.signup",
@@ -388,8 +388,7 @@ async fn create_project(
         "project created"
     );
     counter!("projects_created_total", help: "Projects created.").inc();
-    counter!("feature_usage_total", "feature" => "projects", help: "Feature usage by feature.")
-        .inc();
+    counter!("feature_usage_total", "feature" => "projects", help: FEATURE_HELP).inc();
     (
         StatusCode::CREATED,
         Json(json!({ "id": id, "name": body.name })),
@@ -414,8 +413,7 @@ async fn submit_proposal(
         "proposal submitted"
     );
     counter!("proposals_submitted_total", help: "Proposals submitted.").inc();
-    counter!("feature_usage_total", "feature" => "proposals", help: "Feature usage by feature.")
-        .inc();
+    counter!("feature_usage_total", "feature" => "proposals", help: FEATURE_HELP).inc();
     let body = json!({ "id": id, "project_id": body.project_id });
     (StatusCode::CREATED, Json(body)).into_response()
 }
@@ -451,15 +449,7 @@ async fn create_payment(Json(body): Json<Payment>) -> Response {
         .await;
     if !approved {
         tracing::warn!(amount, currency, limit = PAYMENT_LIMIT, "payment declined");
-        counter!("payments_total", "currency" => currency, "outcome" => "declined", help: PAYMENTS_HELP)
-            .inc();
-        mercenary_obs::audit!(
-            actor = "customer",
-            action = "payment.create",
-            resource = format!("payment:{currency}"),
-            outcome = "declined",
-            amount,
-        );
+        record_payment(currency, amount, "declined");
         return json_error(
             StatusCode::PAYMENT_REQUIRED,
             "payment declined: amount over the limit",
@@ -467,8 +457,7 @@ async fn create_payment(Json(body): Json<Payment>) -> Response {
     }
 
     tracing::info!(amount, currency, "payment accepted");
-    counter!("payments_total", "currency" => currency, "outcome" => "ok", help: PAYMENTS_HELP)
-        .inc();
+    record_payment(currency, amount, "ok");
     histogram!(
         "payment_amount_dollars",
         "currency" => currency,
@@ -476,19 +465,25 @@ async fn create_payment(Json(body): Json<Payment>) -> Response {
         buckets: [1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0],
     )
     .observe(amount);
-    counter!("feature_usage_total", "feature" => "payments", help: "Feature usage by feature.")
+    counter!("feature_usage_total", "feature" => "payments", help: FEATURE_HELP).inc();
+    Json(json!({ "status": "ok", "amount": amount, "currency": currency })).into_response()
+}
+
+/// Counts a payment attempt and writes its audit line; `outcome` is `ok` or `declined`.
+fn record_payment(currency: &'static str, amount: f64, outcome: &'static str) {
+    counter!("payments_total", "currency" => currency, "outcome" => outcome, help: PAYMENTS_HELP)
         .inc();
     mercenary_obs::audit!(
         actor = "customer",
         action = "payment.create",
         resource = format!("payment:{currency}"),
-        outcome = "success",
+        outcome = if outcome == "ok" { "success" } else { outcome },
         amount,
     );
-    Json(json!({ "status": "ok", "amount": amount, "currency": currency })).into_response()
 }
 
 const PAYMENTS_HELP: &str = "Payments by currency and outcome.";
+const FEATURE_HELP: &str = "Feature usage by feature.";
 
 #[derive(Deserialize)]
 struct Login {
@@ -522,7 +517,7 @@ async fn login(State(state): State<Arc<AppState>>, Json(body): Json<Login>) -> R
         resource = "session",
         outcome = "success",
     );
-    counter!("feature_usage_total", "feature" => "login", help: "Feature usage by feature.").inc();
+    counter!("feature_usage_total", "feature" => "login", help: FEATURE_HELP).inc();
     let sessions = state.sessions.fetch_add(1, Ordering::Relaxed) + 1;
     gauge!("active_sessions", help: "Signed-in sessions.").set(sessions as f64);
     Json(json!({ "status": "ok" })).into_response()

@@ -59,7 +59,6 @@ fn every_macro_form_produces_the_expected_exposition() {
     mercenary_obs::histogram!("form_render_seconds").observe(0.02);
     let timer = mercenary_obs::histogram!("form_timed_seconds").start_timer();
     let elapsed = timer.stop_and_record();
-    assert!(elapsed >= 0.0);
     // A run-time name.
     let name = format!("form_{}_total", "dynamic");
     mercenary_obs::counter!(name, "kind" => "a").inc();
@@ -130,6 +129,11 @@ fn every_macro_form_produces_the_expected_exposition() {
     assert_eq!(
         samples(&text, "form_timed_seconds_count"),
         vec![(String::new(), 1.0)]
+    );
+    // The timer observed exactly the seconds it returned.
+    assert_eq!(
+        samples(&text, "form_timed_seconds_sum"),
+        vec![(String::new(), elapsed)]
     );
     assert_eq!(
         samples(&text, "form_dynamic_total"),

@@ -378,17 +378,10 @@ async fn traffic(addr: SocketAddr, mode: Arc<AtomicU8>) -> u64 {
             let (m, u, b) = &healthy[i % healthy.len()];
             (*m, u.clone(), *b)
         };
-        let req = http::Request::builder()
-            .method(method)
-            .uri(url)
-            .header("content-type", "application/json")
-            .body(http_body_util::Full::new(bytes::Bytes::from(
-                body.to_string(),
-            )))
-            .unwrap();
-        if let Ok(Ok(resp)) = tokio::time::timeout(Duration::from_secs(5), c.request(req)).await {
-            use http_body_util::BodyExt;
-            let _ = resp.into_body().collect().await;
+        if common::try_send(&c, method, &url, body, Duration::from_secs(5))
+            .await
+            .is_ok()
+        {
             sent += 1;
         }
         i += 1;

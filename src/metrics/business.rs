@@ -750,17 +750,12 @@ impl Scratch {
         for v in values {
             let start = self.buf.len();
             match v {
-                LabelRef::Str(s) => self.buf.push_str(s),
+                LabelRef::Str(s) => self.buf.push_str(cut(s)),
                 LabelRef::Display(d) => {
                     let _ = write!(self.buf, "{d}");
+                    let kept = cut(&self.buf[start..]).len();
+                    self.buf.truncate(start + kept);
                 }
-            }
-            if self.buf.len() - start > MAX_LABEL_VALUE {
-                let mut cut = start + MAX_LABEL_VALUE;
-                while !self.buf.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                self.buf.truncate(cut);
             }
             self.ends.push(self.buf.len());
         }

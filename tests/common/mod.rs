@@ -137,6 +137,19 @@ pub fn client() -> Client {
 
 /// Sends one request through `client` and returns (status, body).
 pub async fn send(client: &Client, method: &str, url: &str, body: &str) -> (u16, String) {
+    try_send(client, method, url, body, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+}
+
+/// [`send`] for a server that may be down: the failure (or timeout) as an error.
+pub async fn try_send(
+    client: &Client,
+    method: &str,
+    url: &str,
+    body: &str,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
     use http_body_util::BodyExt;
     let req = http::Request::builder()
         .method(method)
@@ -146,13 +159,18 @@ pub async fn send(client: &Client, method: &str, url: &str, body: &str) -> (u16,
             body.to_string(),
         )))
         .unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+    let resp = tokio::time::timeout(timeout, client.request(req))
         .await
-        .expect("response within 10 s")
-        .expect("request succeeds");
+        .map_err(|_| format!("no response within {timeout:?}"))?
+        .map_err(|e| format!("request failed: {e}"))?;
     let status = resp.status().as_u16();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&bytes).into_owned())
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("body failed: {e}"))?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
 }
 
 /// Samples of one metric from an exposition: (labels as text, value).

@@ -114,75 +114,20 @@
 //! breadcrumb. The transport never blocks a request: a bounded queue, one thread, timeouts,
 //! `429`/`Retry-After` honoured, drops counted in `mercenary_obs_sentry_events_dropped_total`.
 //!
-//! ## Where this differs from the design document
+//! ## Decisions
 //!
-//! - Business metrics (§5): a call with a literal name returns `&'static Counter` (series are
-//!   never removed, so the handle is borrowed from the call site's family), a call with a
-//!   run-time name an owned [`Counter`]; both have the same methods. Besides labels, the macros take `help:`,
-//!   `buckets:` (histograms) and `max_series:`; the first call site to register a name decides
-//!   its HELP text and buckets. Label keys must be string literals. Label values are cut at
-//!   1 KiB. `mercenary_obs_metric_overflow_total` counts folded *resolutions* (one per macro
-//!   call that landed in `_other`), so a handle kept and incremented many times counts once.
-//! - `audit!` takes `actor`, `action`, `resource`, `outcome` first, in that order (a compile
-//!   error otherwise), then any `tracing` fields. Audit lines go to the application writer when
-//!   both sinks are standard output (one thread, lines in order), otherwise to a writer thread
-//!   of their own; either way they wait for room instead of dropping. Audit and security events
-//!   are counted by the instance whose subscriber receives them: before `init()` they go to
-//!   whatever subscriber is current and are not counted. They are INFO and WARNING `tracing`
-//!   events, so a crate-wide `tracing` static max level below those compiles them out.
-//! - Security events (target `mercenary_obs::security`) pass `RUST_LOG` like audit events:
-//!   with `RUST_LOG=error` a failed login is still written. Every 401/403 response adds one of
-//!   kind `unauthorized` with the method, route, path and status
-//!   (`ObsBuilder::unauthorized_events(false)` turns it off).
-//! - Spans are recorded by the crate's own span layer and handed to the official
-//!   `opentelemetry-otlp` exporter as the SDK's `SpanData`, instead of going through
-//!   `tracing-opentelemetry` and the SDK tracer. Tail sampling must record every span, and
-//!   `tracing-opentelemetry` with an always-on sampler costs several microseconds per span
-//!   (DESIGN §13); this pipeline records a span for a fraction of that, converts only the spans
-//!   of kept traces, and gives log lines and exported spans the same IDs by construction.
-//!   `otel.name`, `otel.kind`, `otel.status_code` and `otel.status_message` fields work as with
-//!   `tracing-opentelemetry`; WARNING and ERROR events become span events. With traces on, a
-//!   span's fields are rendered into log lines from its recorded attributes, and only when a
-//!   line inside the span needs them, so spans that never log cost no JSON; the `otel.*`
-//!   fields are read as span settings and not written on log lines.
-//! - A trace evicted from a full buffer, or whose root outlives `root_timeout`, is decided
-//!   early with what is known (errors still kept), and counted in
-//!   `mercenary_obs_traces_decided_early_total{cause}`; only the spans of those decided to be
-//!   dropped count as `buffer_full` in `mercenary_obs_spans_dropped_total`.
-//! - Request spans are always enabled, whatever `RUST_LOG` says, because they carry the
-//!   correlation ID: with `RUST_LOG=warn` a handler's WARNING still has its `correlation_id`.
-//! - A cancelled request has an empty `http_response_status_code` label (no response was sent,
-//!   as OTel leaves the attribute unset) and `error_type="cancelled"`.
-//! - The 500 answered for a panic has an empty body (so any body type works) and carries the
-//!   correlation ID header. The access line of a panic carries `exception.message` (OTel's name).
-//! - The access line also carries the request headers listed in `ObsBuilder::log_headers`, as
-//!   `http.request.header.<name>` (OTel's name; default: `user-agent`), redacted like fields.
-//! - An `Err` from the inner service has `error_type` set to the error's type name
-//!   (`std::any::type_name`): low-cardinality, and says what failed.
-//! - Sentry (feature `sentry`): the first instance with a DSN, from `build()` too, installs a
-//!   chained panic hook (the previous hook still runs). It only records the stack of a panic on a
-//!   thread that is polling a request of an instance with Sentry on, because the layer catches
-//!   panics after the stack has unwound. Everything else `build()` does stays per instance; an
-//!   instance from `build()` reports what happens inside its requests, while `init()` also binds
-//!   its client to Sentry's main hub, so events outside requests are reported too.
-//! - Sentry: when a handler's ERROR event was captured, it is the request's one event, so it
-//!   does not carry `http.response.status_code` (not known yet when it was logged). The
-//!   request-level event is made only when nothing was captured.
-//! - Sentry: the transport is the crate's own (`ureq` with rustls, Sentry's `RateLimiter`),
-//!   not Sentry's reqwest/ureq transports, whose queue drops without telling anyone and whose
-//!   flush blocks on a full queue. Redaction also replaces the values of sensitive query
-//!   parameters in any URL-like string of an event (`?token=[REDACTED]`). `SENTRY_DSN` is
-//!   ignored by a build without the `sentry` feature.
-//! - Beyond the design's surface: `ObsBuilder::from_vars` (the environment as pairs, for tests
-//!   and config files), `Obs::dispatch`, `Obs::in_scope`, `Obs::flush` and
-//!   `Obs::log_lines_dropped`.
+//! Where a choice was not obvious (how business-metric handles are returned, which sink audit
+//! lines use, why spans are recorded by the crate's own layer rather than
+//! `tracing-opentelemetry`, how Sentry's panic hook is chained, …), the reasons are written
+//! down in `docs/DECISIONS.md` in the repository; `docs/ARCHITECTURE.md` maps the modules.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod builder;
-mod classify;
-mod correlation;
-mod error;
+// The layers, bottom to top (a module imports only modules of lower layers; a test guards it):
+// core → metrics, traces → context, db → logging, sentry → layer → obs → axum, macros, monitoring.
+mod context;
+mod core;
+pub mod db;
 mod layer;
 mod logging;
 mod macros;
@@ -190,28 +135,26 @@ mod metrics;
 mod obs;
 #[cfg(feature = "sentry")]
 mod sentry;
-mod tracing;
+mod traces;
 
 #[cfg(feature = "axum")]
 pub mod axum;
-pub mod db;
 pub mod monitoring;
 
-#[cfg(feature = "sentry")]
-pub use self::sentry::SENTRY_EVENTS_DROPPED;
-pub use builder::{DEFAULT_DURATION_BUCKETS, DEFAULT_LOG_HEADERS, ObsBuilder, OtlpProtocol, env};
-pub use classify::{Outcome, Severity};
-pub use correlation::{CorrelationId, correlation_id};
-pub use error::Error;
-pub use layer::{ObsLayer, ObsService, ResponseBody, ResponseFuture, Route, RouteExtractor};
-pub use logging::events::{AUDIT_EVENTS, AUDIT_TARGET, SECURITY_EVENTS, SECURITY_TARGET};
-pub use logging::redact::REDACTED;
-pub use logging::{DEFAULT_SENSITIVE, LogFormat};
-pub use metrics::{
-    ACTIVE_REQUESTS, CONTENT_TYPE, Counter, Gauge, Histogram, HistogramTimer, LOG_LINES_DROPPED,
-    METRIC_OVERFLOW, MetricsService, REQUEST_DURATION, TARGET_INFO,
-};
-pub use obs::{Obs, ObsGuard};
+pub use self::context::current::correlation_id;
+pub use self::core::env;
+pub use self::core::error::Error;
+pub use self::core::ids::CorrelationId;
+pub use self::core::names;
+pub use self::core::outcome::{Outcome, Severity};
+pub use self::core::redact::DEFAULT_SENSITIVE;
+pub use self::layer::options::DEFAULT_LOG_HEADERS;
+pub use self::layer::{ObsLayer, ObsService, ResponseBody, ResponseFuture, Route, RouteExtractor};
+pub use self::logging::LogFormat;
+pub use self::metrics::options::DEFAULT_DURATION_BUCKETS;
+pub use self::metrics::{Counter, Gauge, Histogram, HistogramTimer, MetricsService};
+pub use self::obs::{Obs, ObsBuilder, ObsGuard};
+pub use self::traces::options::OtlpProtocol;
 
 /// The tower layer bound to the global instance (the one [`ObsBuilder::init`] installed), or to
 /// a metrics-only default when `init` has not been called. Call `init` first.

@@ -156,8 +156,8 @@ fn sensitive_audit_fields_are_redacted() {
         .rev()
         .find(|l| l["action"] == "password.change")
         .expect("the audit line");
-    assert_eq!(line["password"], mercenary_obs::REDACTED);
-    assert_eq!(line["api_token"], mercenary_obs::REDACTED);
+    assert_eq!(line["password"], mercenary_obs::names::REDACTED);
+    assert_eq!(line["api_token"], mercenary_obs::names::REDACTED);
     assert_eq!(line["ip"], "203.0.113.9");
     assert!(!s.audit.text().contains("hunter2"));
     assert!(!s.audit.text().contains("tok_123"));
@@ -232,7 +232,7 @@ async fn events_inside_requests_carry_the_request_ids_and_401_403_are_security_e
         .collect();
     assert_eq!(failed.len(), 1, "{security:?}");
     assert_eq!(failed[0]["level"], "WARNING");
-    assert_eq!(failed[0]["password"], mercenary_obs::REDACTED);
+    assert_eq!(failed[0]["password"], mercenary_obs::names::REDACTED);
     assert!(failed[0]["correlation_id"].is_string());
     let unauthorized: Vec<_> = security
         .iter()
@@ -293,7 +293,7 @@ fn audit_lines_stay_json_when_application_lines_are_pretty() {
     assert_eq!(lines.len(), 1, "{}", audit.text());
     assert_eq!(lines[0]["audit"], true);
     assert_eq!(lines[0]["action"], "config.change");
-    assert_eq!(lines[0]["secret"], mercenary_obs::REDACTED);
+    assert_eq!(lines[0]["secret"], mercenary_obs::names::REDACTED);
     let text = app.text();
     assert!(text.contains("an application line"), "{text}");
     assert!(text.contains("suspicious_usage"), "{text}");

@@ -265,7 +265,7 @@ fn conflicting_registrations_are_logged_once_and_leave_the_first_family_intact()
             c.inc();
             assert!(!c.is_active());
             // A name the RED catalogue already registered.
-            mercenary_obs::counter!(mercenary_obs::ACTIVE_REQUESTS).inc();
+            mercenary_obs::counter!(mercenary_obs::names::ACTIVE_REQUESTS).inc();
         }
     });
     let text = exposition();

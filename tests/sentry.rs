@@ -511,9 +511,12 @@ fn http_instance(addr: SocketAddr) -> Obs {
 }
 
 fn dropped(obs: &Obs) -> HashMap<String, f64> {
-    samples(&obs.render_metrics(), mercenary_obs::SENTRY_EVENTS_DROPPED)
-        .into_iter()
-        .collect()
+    samples(
+        &obs.render_metrics(),
+        mercenary_obs::names::SENTRY_EVENTS_DROPPED,
+    )
+    .into_iter()
+    .collect()
 }
 
 fn total(counters: &HashMap<String, f64>) -> f64 {

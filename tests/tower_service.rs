@@ -187,7 +187,10 @@ async fn metrics_service_answers_get_metrics_only() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers()["content-type"], mercenary_obs::CONTENT_TYPE);
+    assert_eq!(
+        resp.headers()["content-type"],
+        mercenary_obs::names::CONTENT_TYPE
+    );
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert!(String::from_utf8_lossy(&body).contains("# TYPE http_server_active_requests gauge"));
     let resp = svc

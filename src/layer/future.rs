@@ -4,33 +4,36 @@ use std::any::Any;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Response, StatusCode, Uri, header};
 use pin_project_lite::pin_project;
 
+use super::state::RequestState;
 use super::{ResponseBody, Route};
-use crate::Obs;
-use crate::classify::{Outcome, Severity, status_str};
-use crate::logging::json::{ACCESS_TARGET, with_access_extra};
+use crate::context::handoff::with_access_extra;
+use crate::core::http::status_str;
+use crate::core::names::{ACCESS_TARGET, SECURITY_TARGET};
+use crate::core::outcome::{Outcome, Severity};
 
 /// Keeps `http_server_active_requests{http_request_method}` raised while alive.
 pub(crate) struct InFlight {
-    obs: Obs,
+    state: Arc<RequestState>,
     method_idx: usize,
 }
 
 impl InFlight {
-    fn start(obs: Obs, method_idx: usize) -> Self {
-        obs.inner.red.active[method_idx].inc();
-        Self { obs, method_idx }
+    fn start(state: Arc<RequestState>, method_idx: usize) -> Self {
+        state.red.active[method_idx].inc();
+        Self { state, method_idx }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.obs.inner.red.active[self.method_idx].dec();
+        self.state.red.active[self.method_idx].dec();
     }
 }
 
@@ -47,7 +50,7 @@ static TRACERESPONSE: http::HeaderName = http::HeaderName::from_static("traceres
 
 /// Everything needed to record a request once it ends, whichever way it ends.
 pub(crate) struct RequestRecord {
-    obs: Obs,
+    state: Arc<RequestState>,
     start: Instant,
     header_value: HeaderValue,
     method: &'static str,
@@ -65,7 +68,7 @@ pub(crate) struct RequestRecord {
 impl RequestRecord {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        obs: Obs,
+        state: Arc<RequestState>,
         start: Instant,
         header_value: HeaderValue,
         method: &'static str,
@@ -76,9 +79,9 @@ impl RequestRecord {
         span: tracing::Span,
         trace: Option<TraceIds>,
     ) -> Self {
-        let in_flight = InFlight::start(obs.clone(), method_idx);
+        let in_flight = InFlight::start(state.clone(), method_idx);
         Self {
-            obs,
+            state,
             start,
             header_value,
             method,
@@ -97,18 +100,18 @@ impl RequestRecord {
     /// instance reports to Sentry.
     #[cfg(feature = "sentry")]
     pub(crate) fn with_sentry(mut self, headers: &http::HeaderMap) -> Self {
-        let Some(state) = &self.obs.inner.sentry else {
+        let Some(sentry) = &self.state.sentry else {
             return self;
         };
         let ids = match self.trace {
             Some(t) => Some((t.trace_id, t.span_id)),
             None => self.in_span(|| {
-                crate::logging::context::with_current_context(|c| (c.trace_id, c.span_id))
+                crate::context::current::with_current_context(|c| (c.trace_id, c.span_id))
             }),
         };
         let correlation_id = self.header_value.to_str().unwrap_or_default();
         let sentry = crate::sentry::RequestSentry::start(
-            state,
+            sentry,
             crate::sentry::RequestInfo {
                 headers,
                 uri: &self.uri,
@@ -127,9 +130,9 @@ impl RequestRecord {
     pub(crate) fn in_span<R>(&self, f: impl FnOnce() -> R) -> R {
         #[cfg(feature = "sentry")]
         if let Some(sentry) = &self.sentry {
-            return sentry.run(|| self.obs.in_scope(|| self.span.in_scope(f)));
+            return sentry.run(|| self.state.in_scope(|| self.span.in_scope(f)));
         }
-        self.obs.in_scope(|| self.span.in_scope(f))
+        self.state.in_scope(|| self.span.in_scope(f))
     }
 
     /// Records the outcome everywhere (histogram, span, access line) and hands back the
@@ -139,8 +142,7 @@ impl RequestRecord {
         let status = outcome.status();
         let status_label = status.map_or("", status_str);
         let error_type = outcome.error_type();
-        self.obs
-            .inner
+        self.state
             .red
             .duration
             .with_label_values(&[self.method, self.route.as_str(), status_label, error_type])
@@ -162,7 +164,7 @@ impl RequestRecord {
         self.in_span(|| self.log_access(outcome, elapsed, panic_message));
         if let Some(status) = status
             && (status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN)
-            && self.obs.inner.unauthorized_events
+            && self.state.unauthorized_events
         {
             self.in_span(|| self.log_unauthorized(status));
         }
@@ -180,12 +182,18 @@ impl RequestRecord {
 
     /// A `security_event!` of kind `unauthorized` for a 401 or 403 response.
     fn log_unauthorized(&self, status: StatusCode) {
-        crate::security_event!(
-            kind = "unauthorized",
-            "http.request.method" = self.method,
-            "http.route" = self.route.as_str(),
-            "url.path" = self.uri.path(),
-            "http.response.status_code" = status.as_u16(),
+        // What `security_event!(kind = "unauthorized", ...)` expands to.
+        tracing::event!(
+            target: SECURITY_TARGET,
+            tracing::Level::WARN,
+            {
+                kind = "unauthorized",
+                "http.request.method" = self.method,
+                "http.route" = self.route.as_str(),
+                "url.path" = self.uri.path(),
+                "http.response.status_code" = status.as_u16(),
+            },
+            "security event"
         );
     }
 
@@ -243,14 +251,14 @@ impl RequestRecord {
     fn decorate<B>(&self, response: &mut Response<B>, outcome: Outcome) {
         let headers = response.headers_mut();
         headers.insert(
-            self.obs.inner.request_id_header.clone(),
+            self.state.request_id_header.clone(),
             self.header_value.clone(),
         );
         if let Some(t) = self.trace {
             let sampled = t.sampled_hint || outcome.is_error();
             headers.insert(
                 TRACERESPONSE.clone(),
-                crate::tracing::propagation::format_context(t.trace_id, t.span_id, sampled),
+                crate::traces::propagation::format_context(t.trace_id, t.span_id, sampled),
             );
         }
     }
@@ -370,7 +378,7 @@ where
         let Some(record) = this.record.take() else {
             return Poll::Pending;
         };
-        let catch = record.obs.inner.catch_panics;
+        let catch = record.state.catch_panics;
         let mut response = Response::new(());
         *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
         response

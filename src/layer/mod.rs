@@ -1,9 +1,17 @@
-//! The tower layer: [`ObsLayer`] → [`ObsService`] → [`ResponseFuture`] → [`ResponseBody`].
+//! The request path, as a tower layer: [`ObsLayer`] → [`ObsService`] → [`ResponseFuture`] →
+//! [`ResponseBody`].
+//!
+//! It holds a [`state::RequestState`] (the handles it needs: RED metrics, the subscriber to
+//! make current, the sampler, Sentry) rather than the instance, and hands the request's trace
+//! IDs and access-line extras to the subscriber through `crate::context::handoff`.
 
 mod body;
 mod future;
+pub(crate) mod options;
 mod service;
+pub(crate) mod state;
 
+use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
@@ -11,7 +19,11 @@ pub use self::body::ResponseBody;
 pub use self::future::ResponseFuture;
 pub use self::service::ObsService;
 
-use crate::Obs;
+use self::state::RequestState;
+
+/// What keeps the instance's pipelines running while a layer or service exists (the instance
+/// itself; its drop flushes and stops them).
+pub(crate) type Owner = Arc<dyn Any + Send + Sync>;
 
 /// The route template of a request (`/users/{id}`), never the raw path.
 ///
@@ -122,23 +134,28 @@ where
 /// ```
 #[derive(Clone)]
 pub struct ObsLayer {
-    obs: Obs,
+    state: Arc<RequestState>,
+    owner: Owner,
     routes: Option<Arc<dyn RouteExtractor>>,
 }
 
 impl fmt::Debug for ObsLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ObsLayer")
-            .field("obs", &self.obs)
+            .field("scoped", &self.state.scope.is_some())
             .field("custom_routes", &self.routes.is_some())
             .finish()
     }
 }
 
 impl ObsLayer {
-    /// A layer bound to `obs`.
-    pub fn new(obs: Obs) -> Self {
-        Self { obs, routes: None }
+    /// A layer over `state`, keeping `owner` alive as long as it or a service it made lives.
+    pub(crate) fn from_state(state: Arc<RequestState>, owner: Owner) -> Self {
+        Self {
+            state,
+            owner,
+            routes: None,
+        }
     }
 
     /// Uses `extractor` for the route template instead of axum's `MatchedPath`.
@@ -152,6 +169,11 @@ impl<S> tower::Layer<S> for ObsLayer {
     type Service = ObsService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ObsService::new(inner, self.obs.clone(), self.routes.clone())
+        ObsService::new(
+            inner,
+            self.state.clone(),
+            self.owner.clone(),
+            self.routes.clone(),
+        )
     }
 }

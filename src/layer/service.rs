@@ -9,16 +9,14 @@ use std::time::Instant;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 
 use super::future::{RequestRecord, ResponseFuture, TraceIds};
-use super::{Route, RouteExtractor};
-use crate::Obs;
-use crate::correlation::CorrelationId;
-use crate::logging::context::{new_span_id, new_trace_id, take_opened};
-use crate::logging::escape::push_json_str;
-use crate::logging::filter::REQUEST_TARGET;
-use crate::logging::redact::REDACTED;
-use crate::metrics::red::method_label;
-use crate::tracing::propagation::parse_traceparent;
-use crate::tracing::{RequestTrace, with_request_trace};
+use super::state::RequestState;
+use super::{Owner, Route, RouteExtractor};
+use crate::context::handoff::{RequestTrace, take_opened, with_request_trace};
+use crate::core::escape::push_json_str;
+use crate::core::http::method_label;
+use crate::core::ids::{CorrelationId, new_span_id, new_trace_id};
+use crate::core::names::{REDACTED, REQUEST_TARGET};
+use crate::traces::propagation::parse_traceparent;
 
 /// The second header a correlation ID is accepted from.
 static ALT_HEADER: HeaderName = HeaderName::from_static("x-correlation-id");
@@ -32,21 +30,33 @@ static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 #[derive(Clone)]
 pub struct ObsService<S> {
     inner: S,
-    obs: Obs,
+    state: Arc<RequestState>,
+    /// Keeps the instance (and so its pipelines) alive while the service exists.
+    _owner: Owner,
     routes: Option<Arc<dyn RouteExtractor>>,
 }
 
 impl<S> fmt::Debug for ObsService<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ObsService")
-            .field("obs", &self.obs)
+            .field("scoped", &self.state.scope.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl<S> ObsService<S> {
-    pub(crate) fn new(inner: S, obs: Obs, routes: Option<Arc<dyn RouteExtractor>>) -> Self {
-        Self { inner, obs, routes }
+    pub(crate) fn new(
+        inner: S,
+        state: Arc<RequestState>,
+        owner: Owner,
+        routes: Option<Arc<dyn RouteExtractor>>,
+    ) -> Self {
+        Self {
+            inner,
+            state,
+            _owner: owner,
+            routes,
+        }
     }
 
     fn route_of(&self, parts: &http::request::Parts) -> Route {
@@ -76,13 +86,12 @@ fn correlation_of(headers: &HeaderMap, primary: &HeaderName) -> (CorrelationId, 
 }
 
 /// Pre-renders the configured request headers as access-line entries.
-fn render_headers(obs: &Obs, headers: &HeaderMap) -> String {
-    let inner = &obs.inner;
-    let Some(logs) = &inner.logs else {
+fn render_headers(state: &RequestState, headers: &HeaderMap) -> String {
+    let Some(render) = &state.render else {
         return String::new();
     };
     let mut out = String::new();
-    for logged in &inner.log_headers {
+    for logged in &state.log_headers {
         let Some(value) = headers.get(&logged.name) else {
             continue;
         };
@@ -93,11 +102,11 @@ fn render_headers(obs: &Obs, headers: &HeaderMap) -> String {
             out.push('"');
         } else {
             match value.to_str() {
-                Ok(text) => push_json_str(&mut out, text, logs.settings.value_cap),
+                Ok(text) => push_json_str(&mut out, text, render.value_cap),
                 Err(_) => push_json_str(
                     &mut out,
                     &String::from_utf8_lossy(value.as_bytes()),
-                    logs.settings.value_cap,
+                    render.value_cap,
                 ),
             }
         }
@@ -121,12 +130,12 @@ where
         let start = Instant::now();
         let (mut parts, body) = req.into_parts();
         let (correlation_id, header_value) =
-            correlation_of(&parts.headers, &self.obs.inner.request_id_header);
+            correlation_of(&parts.headers, &self.state.request_id_header);
         let (method, method_idx) = method_label(&parts.method);
         let route = self.route_of(&parts);
-        let header_entries = render_headers(&self.obs, &parts.headers);
+        let header_entries = render_headers(&self.state, &parts.headers);
 
-        let trace_input = self.obs.inner.tracing.as_ref().map(|t| {
+        let trace_input = self.state.traces.as_ref().map(|t| {
             let parent = parts
                 .headers
                 .get(&TRACEPARENT)
@@ -156,7 +165,7 @@ where
                 "otel.status_message" = tracing::field::Empty,
             )
         };
-        let (span, opened) = self.obs.in_scope(|| match trace_input {
+        let (span, opened) = self.state.in_scope(|| match trace_input {
             Some(input) => {
                 let span = with_request_trace(input, open_span);
                 (span, take_opened())
@@ -165,7 +174,7 @@ where
         });
         // The sampled flag a caller sees in `traceresponse`: what is known at the start
         // (an error at the end sets it too).
-        let trace = match (opened, &self.obs.inner.tracing, trace_input) {
+        let trace = match (opened, &self.state.traces, trace_input) {
             (Some((trace_id, span_id)), Some(t), Some(input)) => Some(TraceIds {
                 trace_id,
                 span_id,
@@ -178,7 +187,7 @@ where
         let path = parts.uri.clone();
         parts.extensions.insert(correlation_id);
         let record = RequestRecord::new(
-            self.obs.clone(),
+            self.state.clone(),
             start,
             header_value,
             method,

@@ -13,19 +13,8 @@ use tracing_core::field::{Field, Visit};
 use tracing_core::{Event, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
 
+use crate::core::names::{AUDIT_EVENTS, AUDIT_TARGET, SECURITY_EVENTS, SECURITY_TARGET};
 use crate::metrics::business::{BusinessMetrics, CounterKind, Desc, Family, Kind, LabelRef};
-
-/// The target of [`crate::audit!`] events.
-pub const AUDIT_TARGET: &str = "mercenary_obs::audit";
-
-/// The target of [`crate::security_event!`] events (and of the layer's `unauthorized` events).
-pub const SECURITY_TARGET: &str = "mercenary_obs::security";
-
-/// `audit_events_total`.
-pub const AUDIT_EVENTS: &str = "audit_events_total";
-
-/// `security_events_total`.
-pub const SECURITY_EVENTS: &str = "security_events_total";
 
 static AUDIT_DESC: Desc = Desc::new(Kind::Counter, AUDIT_EVENTS, &["action", "outcome"])
     .with_help("Audit events written to the audit sink, by action and outcome.");

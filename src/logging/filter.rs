@@ -13,10 +13,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
-use super::events::{AUDIT_TARGET, SECURITY_TARGET};
-
-/// The target of the request span the tower layer opens.
-pub(crate) const REQUEST_TARGET: &str = "mercenary_obs::request";
+use crate::core::names::{AUDIT_TARGET, REQUEST_TARGET, SECURITY_TARGET};
 
 /// [`EnvFilter`] plus the request-span exception.
 pub(crate) struct ObsFilter {

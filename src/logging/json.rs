@@ -13,15 +13,14 @@ use tracing_core::{Event, Level, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
-use super::context::{RenderSettings, SpanContext};
-use super::entries::JsonEntries;
-use super::escape::{JsonStr, push_json_str};
-use super::events::AUDIT_TARGET;
-use super::time::push_now;
 use super::writer::LineWriter;
-
-/// The target of the access line.
-pub(crate) const ACCESS_TARGET: &str = "mercenary_obs::access";
+use crate::context::entries::JsonEntries;
+use crate::context::handoff::push_access_extra;
+use crate::context::layer::SpanContext;
+use crate::core::escape::{JsonStr, push_json_str};
+use crate::core::names::{ACCESS_TARGET, AUDIT_TARGET};
+use crate::core::render::RenderSettings;
+use crate::core::time::push_now;
 
 /// The field that turns an ERROR event into a CRITICAL one (see [`crate::critical!`]).
 const CRITICAL_FIELD: &str = "critical";
@@ -36,33 +35,6 @@ struct Buffers {
 
 thread_local! {
     static BUFFERS: RefCell<Buffers> = RefCell::new(Buffers::default());
-    /// Extra pre-rendered entries for the access line being emitted on this thread (the
-    /// configured request headers). Set and cleared around the access event by the tower layer.
-    static ACCESS_EXTRA: RefCell<String> = const { RefCell::new(String::new()) };
-}
-
-/// Runs `emit` with `extra` (`,"k":"v"…`, already escaped) appended to the access line.
-pub(crate) fn with_access_extra(extra: &str, emit: impl FnOnce()) {
-    if extra.is_empty() {
-        emit();
-        return;
-    }
-    let set = ACCESS_EXTRA.with(|e| match e.try_borrow_mut() {
-        Ok(mut e) => {
-            e.clear();
-            e.push_str(extra);
-            true
-        }
-        Err(_) => false,
-    });
-    emit();
-    if set {
-        ACCESS_EXTRA.with(|e| {
-            if let Ok(mut e) = e.try_borrow_mut() {
-                e.clear();
-            }
-        });
-    }
 }
 
 /// The tracing layer that writes events as JSON lines.
@@ -138,7 +110,7 @@ impl JsonLayer {
 
         let span = ctx.event_span(event);
         if let Some(span) = &span {
-            super::context::ensure_rendered(&self.settings, span, &b.keys);
+            crate::context::fields::ensure_rendered(&self.settings, span, &b.keys);
         }
         let ext = span.as_ref().map(|s| s.extensions());
         let span_ctx = ext.as_ref().and_then(|e| e.get::<SpanContext>());
@@ -147,11 +119,7 @@ impl JsonLayer {
         }
         line.push_str(&b.fields);
         if meta.target() == ACCESS_TARGET {
-            ACCESS_EXTRA.with(|e| {
-                if let Ok(e) = e.try_borrow() {
-                    line.push_str(&e);
-                }
-            });
+            push_access_extra(line);
         }
         if let Some(sc) = span_ctx {
             if b.keys.is_empty() {

@@ -10,9 +10,9 @@ use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::FormatFields;
 use tracing_subscriber::fmt::format::Writer;
 
-use super::context::RenderSettings;
-use super::redact::REDACTED;
 use super::writer::LineWriter;
+use crate::core::names::REDACTED;
+use crate::core::render::RenderSettings;
 
 /// Formats fields as `key=value`, redacting sensitive names and escaping control characters.
 pub(crate) struct PrettyFields {
@@ -49,7 +49,7 @@ impl PrettyVisitor<'_, '_> {
         let mut clean = String::with_capacity(shown.len().min(self.settings.value_cap));
         for c in shown.chars() {
             if clean.len() >= self.settings.value_cap {
-                clean.push_str(super::escape::TRUNCATED);
+                clean.push_str(crate::core::names::TRUNCATED);
                 break;
             }
             if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {

@@ -27,20 +27,15 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::fmt::{self, Display, Write as _};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, RwLock};
 
 use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{
     GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
 };
 
-use crate::error::Error;
-
-/// The overflow counter's name (DESIGN §4).
-pub const METRIC_OVERFLOW: &str = "mercenary_obs_metric_overflow_total";
-
-/// The label value of the series that collects label sets past a metric's series cap.
-pub const OTHER: &str = "_other";
+use crate::core::error::Error;
+use crate::core::names::{METRIC_OVERFLOW, OTHER};
 
 /// Default number of series per business metric.
 pub const DEFAULT_SERIES_CAP: usize = 1000;
@@ -875,6 +870,11 @@ pub(crate) struct BusinessMetrics {
 }
 
 impl BusinessMetrics {
+    /// The registry the families are registered in.
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Registers `mercenary_obs_metric_overflow_total` in `registry`.
     pub(crate) fn new(
         registry: &Registry,
@@ -925,7 +925,7 @@ impl BusinessMetrics {
         let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
         if reported.len() < 10_000 && reported.insert(key) {
             drop(reported);
-            tracing::warn!(target: "mercenary_obs::metrics", "metric call ignored: {problem}");
+            tracing::warn!(target: crate::core::names::METRICS_TARGET, "metric call ignored: {problem}");
         }
     }
 
@@ -1157,9 +1157,42 @@ mod smallkeys {
 // ---------------------------------------------------------------------------------------------
 // Call sites
 
+/// The business metrics of the instance `init()` installed.
+static GLOBAL: OnceLock<Arc<BusinessMetrics>> = OnceLock::new();
+
+/// The business metrics of the metrics-only default instance, used before `init()`.
+static DEFAULT: LazyLock<Arc<BusinessMetrics>> = LazyLock::new(|| {
+    let registry = Registry::new();
+    Arc::new(
+        BusinessMetrics::new(&registry, DEFAULT_SERIES_CAP, HashMap::new())
+            .unwrap_or_else(|_| BusinessMetrics::unregistered(&registry)),
+    )
+});
+
+/// Makes `metrics` the target of the macros from now on (`init()`); `false` when an instance
+/// was installed already.
+pub(crate) fn install_global(metrics: Arc<BusinessMetrics>) -> bool {
+    GLOBAL.set(metrics).is_ok()
+}
+
+/// The business metrics the macros use before `init()`, in the default instance's registry.
+pub(crate) fn default_metrics() -> &'static Arc<BusinessMetrics> {
+    &DEFAULT
+}
+
+/// The call-site slot of the instance the macros use now (0: default, 1: global).
+#[inline]
+fn slot() -> usize {
+    usize::from(GLOBAL.get().is_some())
+}
+
 /// Which instance the macros target now, and its slot index (0: default, 1: global).
-fn target() -> (usize, &'static crate::Obs) {
-    crate::obs::macro_target()
+#[inline]
+pub(crate) fn target() -> (usize, &'static BusinessMetrics) {
+    match GLOBAL.get() {
+        Some(metrics) => (1, metrics),
+        None => (0, &DEFAULT),
+    }
 }
 
 /// A macro call site whose label values are all literals: the slot holds the series handle.
@@ -1186,12 +1219,8 @@ impl<K: MetricKind> StaticSite<K> {
     /// The handle of this call site's series in the current target instance.
     #[inline]
     pub fn get(&'static self) -> &'static K::Handle {
-        self.slots[crate::obs::macro_slot()].get_or_init(|| {
-            let family = target()
-                .1
-                .inner
-                .business
-                .family::<K>(&self.desc, self.desc.name);
+        self.slots[slot()].get_or_init(|| {
+            let family = target().1.family::<K>(&self.desc, self.desc.name);
             let values: Vec<LabelRef<'_>> = self
                 .values
                 .iter()
@@ -1221,13 +1250,8 @@ impl<K: MetricKind> DynSite<K> {
     /// The handle of the series for `values` in the current target instance.
     #[inline]
     pub fn get(&'static self, values: &[LabelRef<'_>]) -> &'static K::Handle {
-        let family = self.slots[crate::obs::macro_slot()].get_or_init(|| {
-            target()
-                .1
-                .inner
-                .business
-                .family::<K>(&self.desc, self.desc.name)
-        });
+        let family =
+            self.slots[slot()].get_or_init(|| target().1.family::<K>(&self.desc, self.desc.name));
         family
             .as_deref()
             .and_then(|f| f.series_ref(values))
@@ -1238,8 +1262,7 @@ impl<K: MetricKind> DynSite<K> {
 /// A macro call with a run-time name: the family is looked up by name on every call.
 #[doc(hidden)]
 pub fn by_name<K: MetricKind>(desc: &Desc, name: &str, values: &[LabelRef<'_>]) -> K::Handle {
-    let (_, obs) = target();
-    let family = obs.inner.business.family::<K>(desc, name);
+    let family = target().1.family::<K>(desc, name);
     family.map(|f| f.series(values)).unwrap_or_default()
 }
 

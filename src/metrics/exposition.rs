@@ -1,5 +1,6 @@
 //! Prometheus text exposition and the `/metrics` service.
 
+use crate::core::names::CONTENT_TYPE;
 use std::convert::Infallible;
 use std::future::{Ready, ready};
 use std::task::{Context, Poll};
@@ -8,9 +9,6 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use prometheus::{Encoder, Registry, TextEncoder};
-
-/// The content type of the Prometheus text format.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Renders every metric of `registry` in the Prometheus text format.
 pub(crate) fn render(registry: &Registry) -> String {
@@ -35,7 +33,14 @@ pub(crate) fn render(registry: &Registry) -> String {
 /// or routed to. Obtain it from [`crate::metrics_service`] or [`crate::Obs::metrics_service`].
 #[derive(Clone)]
 pub struct MetricsService {
-    pub(crate) obs: crate::Obs,
+    registry: Registry,
+}
+
+impl MetricsService {
+    /// The service answering with the exposition of `registry`.
+    pub(crate) fn new(registry: Registry) -> Self {
+        Self { registry }
+    }
 }
 
 impl std::fmt::Debug for MetricsService {
@@ -62,7 +67,7 @@ impl<B> tower::Service<Request<B>> for MetricsService {
                 .insert(header::ALLOW, http::HeaderValue::from_static("GET, HEAD"));
             r
         } else {
-            let body = self.obs.render_metrics();
+            let body = render(&self.registry);
             let mut r = Response::new(Full::new(Bytes::from(body)));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -1,10 +1,78 @@
-//! Metrics: the RED catalogue, business metrics, exposition.
+//! Metrics: the RED metrics, business-metric families and their series table, exposition, and
+//! the process and runtime collectors.
+//!
+//! [`start`] registers everything in the configured registry and returns a [`MetricsHandle`].
+//! The macros reach the installed instance's families through [`business::target`], which the
+//! composition root sets at `init()`.
 
 pub(crate) mod business;
 pub(crate) mod exposition;
+pub(crate) mod options;
 pub(crate) mod red;
 pub(crate) mod runtime;
 
-pub use business::{Counter, Gauge, Histogram, HistogramTimer, METRIC_OVERFLOW};
-pub use exposition::{CONTENT_TYPE, MetricsService};
-pub use red::{ACTIVE_REQUESTS, LOG_LINES_DROPPED, REQUEST_DURATION, TARGET_INFO};
+use std::sync::Arc;
+
+use prometheus::Registry;
+
+pub use business::{Counter, Gauge, Histogram, HistogramTimer};
+pub use exposition::MetricsService;
+
+use self::business::BusinessMetrics;
+use self::options::MetricsConfig;
+use self::red::RedMetrics;
+use crate::core::error::Error;
+use crate::core::resource::Resource;
+
+/// The metrics of one instance.
+pub(crate) struct MetricsHandle {
+    pub(crate) registry: Registry,
+    pub(crate) red: RedMetrics,
+    pub(crate) business: Arc<BusinessMetrics>,
+}
+
+/// Registers the RED metrics, `target_info`, the process and runtime collectors (when asked)
+/// and the business-metric families' overflow counter.
+pub(crate) fn start(config: MetricsConfig, resource: &Resource) -> Result<MetricsHandle, Error> {
+    let registry = config.registry;
+    let red = RedMetrics::register(&registry, &config.duration_buckets, resource)?;
+    if config.process_metrics {
+        red::register_process_metrics(&registry)?;
+        #[cfg(feature = "tokio")]
+        runtime::register_runtime_metrics(&registry)?;
+    }
+    let business = Arc::new(BusinessMetrics::new(
+        &registry,
+        config.series_cap,
+        config.series_caps,
+    )?);
+    Ok(MetricsHandle {
+        registry,
+        red,
+        business,
+    })
+}
+
+/// The metrics of the metrics-only default instance (before `init()`): the RED metrics in the
+/// registry of the default business families.
+pub(crate) fn default_handle() -> MetricsHandle {
+    let business = business::default_metrics().clone();
+    let registry = business.registry().clone();
+    let red = RedMetrics::register(
+        &registry,
+        options::DEFAULT_DURATION_BUCKETS,
+        &Resource::unknown(),
+    )
+    .unwrap_or_else(|_| unreachable_registration());
+    MetricsHandle {
+        registry,
+        red,
+        business,
+    }
+}
+
+#[cold]
+fn unreachable_registration<T>() -> T {
+    // A fresh registry with the crate's own, valid names cannot refuse a registration.
+    panic!("registering the crate's metrics in a fresh registry failed")
+}

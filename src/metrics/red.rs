@@ -1,43 +1,18 @@
-//! The RED metric catalogue of DESIGN §4 and the crate's self-metrics.
+//! The RED metrics of HTTP servers (OpenTelemetry HTTP semantic conventions as mapped to
+//! Prometheus), `target_info`, and the log pipeline's drop counter.
 
-use http::Method;
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
 
-use crate::error::Error;
-
-/// `http_server_request_duration_seconds`
-pub const REQUEST_DURATION: &str = "http_server_request_duration_seconds";
-/// `http_server_active_requests`
-pub const ACTIVE_REQUESTS: &str = "http_server_active_requests";
-/// `target_info`
-pub const TARGET_INFO: &str = "target_info";
-/// `mercenary_obs_log_lines_dropped_total`
-pub const LOG_LINES_DROPPED: &str = "mercenary_obs_log_lines_dropped_total";
-
-/// The method label values: RFC 9110 methods, PATCH, and `_OTHER` for anything else.
-pub(crate) const METHODS: [&str; 10] = [
-    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "_OTHER",
-];
-
-/// The label value of a method and its index in [`METHODS`]. Clients choose methods, so
-/// anything outside the known set is `_OTHER` (OTel semconv).
-pub(crate) fn method_label(method: &Method) -> (&'static str, usize) {
-    let idx = match *method {
-        Method::GET => 0,
-        Method::HEAD => 1,
-        Method::POST => 2,
-        Method::PUT => 3,
-        Method::DELETE => 4,
-        Method::CONNECT => 5,
-        Method::OPTIONS => 6,
-        Method::TRACE => 7,
-        Method::PATCH => 8,
-        _ => 9,
-    };
-    (METHODS[idx], idx)
-}
+use crate::core::error::Error;
+use crate::core::http::METHODS;
+use crate::core::names::{
+    ACTIVE_REQUESTS, ERROR_TYPE_LABEL, LOG_LINES_DROPPED, METHOD_LABEL, REQUEST_DURATION,
+    ROUTE_LABEL, STATUS_LABEL, TARGET_INFO,
+};
+use crate::core::resource::Resource;
 
 /// The request metrics of one instance.
+#[derive(Clone)]
 pub(crate) struct RedMetrics {
     pub(crate) duration: HistogramVec,
     /// One handle per entry of [`METHODS`], resolved once.
@@ -70,9 +45,7 @@ impl RedMetrics {
     pub(crate) fn register(
         registry: &Registry,
         buckets: &[f64],
-        service_name: &str,
-        service_version: &str,
-        environment: &str,
+        resource: &Resource,
     ) -> Result<Self, Error> {
         let duration = HistogramVec::new(
             HistogramOpts::new(
@@ -80,12 +53,7 @@ impl RedMetrics {
                 "Duration of HTTP server requests, to the response head.",
             )
             .buckets(buckets.to_vec()),
-            &[
-                "http_request_method",
-                "http_route",
-                "http_response_status_code",
-                "error_type",
-            ],
+            &[METHOD_LABEL, ROUTE_LABEL, STATUS_LABEL, ERROR_TYPE_LABEL],
         )
         .map_err(|e| build_err(REQUEST_DURATION, e))?;
         let duration = register(registry, REQUEST_DURATION, duration)?;
@@ -95,7 +63,7 @@ impl RedMetrics {
                 ACTIVE_REQUESTS,
                 "Number of HTTP server requests in flight (until the response body ends).",
             ),
-            &["http_request_method"],
+            &[METHOD_LABEL],
         )
         .map_err(|e| build_err(ACTIVE_REQUESTS, e))?;
         let active = register(registry, ACTIVE_REQUESTS, active)?;
@@ -110,8 +78,12 @@ impl RedMetrics {
         )
         .map_err(|e| build_err(TARGET_INFO, e))?;
         let info = register(registry, TARGET_INFO, info)?;
-        info.with_label_values(&[service_name, service_version, environment])
-            .set(1);
+        info.with_label_values(&[
+            &resource.service_name,
+            &resource.service_version,
+            &resource.environment,
+        ])
+        .set(1);
 
         let log_lines_dropped = IntCounter::new(
             LOG_LINES_DROPPED,
@@ -143,23 +115,4 @@ pub(crate) fn register_process_metrics(registry: &Registry) -> Result<(), Error>
     #[cfg(not(target_os = "linux"))]
     let _ = registry;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn methods_outside_the_known_set_are_other() {
-        assert_eq!(method_label(&Method::GET).0, "GET");
-        assert_eq!(method_label(&Method::PATCH).0, "PATCH");
-        assert_eq!(
-            method_label(&Method::from_bytes(b"FOO").unwrap()).0,
-            "_OTHER"
-        );
-        assert_eq!(
-            method_label(&Method::from_bytes(b"get").unwrap()).0,
-            "_OTHER"
-        );
-    }
 }

@@ -12,24 +12,6 @@
 //! runtime. Gathered outside any tokio runtime, the collector reports nothing (no series rather
 //! than a misleading zero).
 
-/// `process_cpu_seconds_total` (the `prometheus` crate's process collector).
-pub(crate) const PROCESS_CPU_SECONDS: &str = "process_cpu_seconds_total";
-/// `process_resident_memory_bytes`
-pub(crate) const PROCESS_RESIDENT_MEMORY: &str = "process_resident_memory_bytes";
-/// `process_open_fds`
-pub(crate) const PROCESS_OPEN_FDS: &str = "process_open_fds";
-/// `process_max_fds`
-pub(crate) const PROCESS_MAX_FDS: &str = "process_max_fds";
-/// `process_threads`
-pub(crate) const PROCESS_THREADS: &str = "process_threads";
-
-/// `tokio_runtime_workers`
-pub(crate) const TOKIO_WORKERS: &str = "tokio_runtime_workers";
-/// `tokio_runtime_alive_tasks`
-pub(crate) const TOKIO_ALIVE_TASKS: &str = "tokio_runtime_alive_tasks";
-/// `tokio_runtime_global_queue_depth`
-pub(crate) const TOKIO_GLOBAL_QUEUE_DEPTH: &str = "tokio_runtime_global_queue_depth";
-
 #[cfg(feature = "tokio")]
 pub(crate) use collector::register_runtime_metrics;
 
@@ -39,8 +21,8 @@ mod collector {
     use prometheus::proto::MetricFamily;
     use prometheus::{IntGauge, Registry};
 
-    use super::{TOKIO_ALIVE_TASKS, TOKIO_GLOBAL_QUEUE_DEPTH, TOKIO_WORKERS};
-    use crate::error::Error;
+    use crate::core::error::Error;
+    use crate::core::names::{TOKIO_ALIVE_TASKS, TOKIO_GLOBAL_QUEUE_DEPTH, TOKIO_WORKERS};
 
     /// Reads the current tokio runtime's metrics when gathered.
     struct RuntimeCollector {
@@ -112,6 +94,7 @@ mod collector {
 #[cfg(all(test, feature = "tokio"))]
 mod tests {
     use super::*;
+    use crate::core::names::{TOKIO_ALIVE_TASKS, TOKIO_GLOBAL_QUEUE_DEPTH, TOKIO_WORKERS};
 
     #[test]
     fn runtime_gauges_are_read_at_scrape_time_on_tokio_only() {

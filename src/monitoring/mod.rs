@@ -87,7 +87,7 @@ pub(crate) mod text;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::error::Error;
+use crate::core::error::Error;
 
 /// The names of the alerts [`generate`] writes for `config`, in rule-file order.
 pub fn alert_names(config: &MonitoringConfig) -> Vec<String> {

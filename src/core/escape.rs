@@ -7,8 +7,7 @@
 
 use std::fmt::{self, Write};
 
-/// Appended to a value that was cut at the cap.
-pub const TRUNCATED: &str = "…[truncated]";
+pub(crate) use super::names::TRUNCATED;
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 

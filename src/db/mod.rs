@@ -46,27 +46,17 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::time::Instant;
 
 use prometheus::{Histogram, HistogramOpts, HistogramVec, IntGauge, IntGaugeVec, Opts, Registry};
 
-use crate::error::Error;
-use crate::obs::Obs;
-
-/// `db_client_connection_count`
-pub(crate) const CONNECTION_COUNT: &str = "db_client_connection_count";
-/// `db_client_connection_max`
-pub(crate) const CONNECTION_MAX: &str = "db_client_connection_max";
-/// `db_client_connection_pending_requests`
-pub(crate) const PENDING_REQUESTS: &str = "db_client_connection_pending_requests";
-/// `db_client_operation_duration_seconds`
-pub(crate) const OPERATION_DURATION: &str = "db_client_operation_duration_seconds";
-
-/// The pool label.
-pub(crate) const POOL_LABEL: &str = "db_client_connection_pool_name";
-/// The connection state label (`idle` / `used`).
-pub(crate) const STATE_LABEL: &str = "db_client_connection_state";
+use crate::core::error::Error;
+use crate::core::names::{
+    DB_CONNECTION_COUNT as CONNECTION_COUNT, DB_CONNECTION_MAX as CONNECTION_MAX,
+    DB_OPERATION_DURATION as OPERATION_DURATION, DB_PENDING_REQUESTS as PENDING_REQUESTS,
+    DB_POOL_LABEL as POOL_LABEL, DB_STATE_LABEL as STATE_LABEL,
+};
 
 /// Bucket boundaries of `db_client_operation_duration_seconds` (OTel's advice for
 /// `db.client.operation.duration`).
@@ -80,6 +70,7 @@ type SeriesKey = (String, String, String, String);
 
 /// The database metric families of one instance, registered when it is built (a family with
 /// no series is not exported, so they cost nothing until used).
+#[derive(Debug)]
 pub(crate) struct DbMetrics {
     count: IntGaugeVec,
     max: IntGaugeVec,
@@ -228,9 +219,10 @@ pub struct DbPool {
 }
 
 impl DbPool {
-    /// The pool `name` on the global instance (see [`Obs::db_pool`] for another instance).
+    /// The pool `name` on the global instance (see [`crate::Obs::db_pool`] for another
+    /// instance).
     pub fn new(name: &str) -> DbPool {
-        Obs::global().db_pool(name)
+        DbMetrics::current().pool(name)
     }
 
     /// Sets the gauges from `stats`: `used = size - idle`, `idle`, `max` and `waiting`.
@@ -254,7 +246,7 @@ impl DbPool {
 #[derive(Clone, Debug)]
 #[must_use = "a DbQuery does nothing until it runs a query"]
 pub struct DbQuery {
-    obs: Obs,
+    metrics: Arc<DbMetrics>,
     system: String,
     operation: String,
     collection: Option<String>,
@@ -299,7 +291,18 @@ impl DbQuery {
     /// `mysql`, `sqlite`, `redis`, `mongodb`, ...), `operation` is `db.operation.name`
     /// (`SELECT`, `INSERT`, `GET`, ...).
     pub fn new(system: &str, operation: &str) -> DbQuery {
-        Obs::global().db_query(system, operation)
+        DbQuery::on(DbMetrics::current().clone(), system, operation)
+    }
+
+    /// An operation recorded in `metrics` (what [`crate::Obs::db_query`] makes).
+    pub(crate) fn on(metrics: Arc<DbMetrics>, system: &str, operation: &str) -> DbQuery {
+        DbQuery {
+            metrics,
+            system: system.to_string(),
+            operation: operation.to_string(),
+            collection: None,
+            namespace: None,
+        }
     }
 
     /// Sets `db.collection.name`: the table or collection (low-cardinality; not the query).
@@ -315,7 +318,7 @@ impl DbQuery {
     }
 
     fn histogram(&self, error_type: &str) -> Histogram {
-        self.obs.inner.db.histogram((
+        self.metrics.histogram((
             self.system.clone(),
             self.operation.clone(),
             self.collection.clone().unwrap_or_default(),
@@ -329,7 +332,7 @@ impl DbQuery {
             None => self.operation.clone(),
         };
         let span = tracing::info_span!(
-            target: "mercenary_obs::db",
+            target: crate::core::names::DB_TARGET,
             "db.query",
             otel.name = %name,
             otel.kind = "client",
@@ -388,27 +391,42 @@ impl DbQuery {
     }
 }
 
-impl Obs {
-    /// The gauges of the connection pool `name` on this instance (see [`DbPool`]).
-    pub fn db_pool(&self, name: &str) -> DbPool {
-        let db = &self.inner.db;
-        DbPool {
-            name: Arc::from(name),
-            used: db.count.with_label_values(&[name, "used"]),
-            idle: db.count.with_label_values(&[name, "idle"]),
-            max: db.max.with_label_values(&[name]),
-            pending: db.pending.with_label_values(&[name]),
-        }
+/// The database metrics of the instance `init()` installed.
+static GLOBAL: OnceLock<Arc<DbMetrics>> = OnceLock::new();
+
+/// The database metrics of the metrics-only default instance, in its registry.
+static DEFAULT: LazyLock<Arc<DbMetrics>> = LazyLock::new(|| {
+    let registry = crate::metrics::business::default_metrics().registry();
+    Arc::new(DbMetrics::register(registry).unwrap_or_else(|_| {
+        // A fresh registry with the crate's own, valid names cannot refuse a registration.
+        panic!("registering the database metrics in the default registry failed")
+    }))
+});
+
+impl DbMetrics {
+    /// The metrics of the global instance, or of the default one before `init()`.
+    pub(crate) fn current() -> &'static Arc<DbMetrics> {
+        GLOBAL.get().unwrap_or(&DEFAULT)
     }
 
-    /// A database operation timed and traced on this instance (see [`DbQuery`]).
-    pub fn db_query(&self, system: &str, operation: &str) -> DbQuery {
-        DbQuery {
-            obs: self.clone(),
-            system: system.to_string(),
-            operation: operation.to_string(),
-            collection: None,
-            namespace: None,
+    /// The default instance's metrics.
+    pub(crate) fn default_metrics() -> &'static Arc<DbMetrics> {
+        &DEFAULT
+    }
+
+    /// Makes `metrics` what [`DbPool::new`] and [`DbQuery::new`] use (`init()`).
+    pub(crate) fn install_global(metrics: Arc<DbMetrics>) {
+        let _ = GLOBAL.set(metrics);
+    }
+
+    /// The gauges of the connection pool `name`.
+    pub(crate) fn pool(&self, name: &str) -> DbPool {
+        DbPool {
+            name: Arc::from(name),
+            used: self.count.with_label_values(&[name, "used"]),
+            idle: self.count.with_label_values(&[name, "idle"]),
+            max: self.max.with_label_values(&[name]),
+            pending: self.pending.with_label_values(&[name]),
         }
     }
 }
@@ -416,6 +434,7 @@ impl Obs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Obs;
 
     fn obs() -> Obs {
         Obs::builder().log_writer(std::io::sink()).build().unwrap()

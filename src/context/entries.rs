@@ -5,9 +5,9 @@ use std::fmt;
 
 use tracing_core::field::{Field, Visit};
 
-use super::context::RenderSettings;
-use super::escape::{push_f64, push_i64, push_json_debug, push_json_str, push_u64};
-use super::redact::REDACTED;
+use crate::core::escape::{push_f64, push_i64, push_json_debug, push_json_str, push_u64};
+use crate::core::names::REDACTED;
+use crate::core::render::RenderSettings;
 
 /// Appends one entry per visited field to `out`, noting each entry's key and byte range.
 pub(crate) struct JsonEntries<'a> {

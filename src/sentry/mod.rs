@@ -76,47 +76,41 @@ use tracing_core::{Event as TracingEvent, Level as TracingLevel, Subscriber};
 use tracing_subscriber::layer::{Context as LayerContext, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::builder::{ObsBuilder, env};
-use crate::classify::{Outcome, status_str};
-use crate::error::Error;
-use crate::logging::json::ACCESS_TARGET;
-use crate::logging::redact::{REDACTED, Redactor};
-
-/// The counter of events that never reached Sentry.
-pub const SENTRY_EVENTS_DROPPED: &str = "mercenary_obs_sentry_events_dropped_total";
+use crate::core::env::{self, EnvVars, Setting};
+use crate::core::error::Error;
+use crate::core::http::status_str;
+use crate::core::names::ACCESS_TARGET;
+use crate::core::names::SENTRY_EVENTS_DROPPED;
+use crate::core::outcome::Outcome;
+use crate::core::redact::{REDACTED, Redactor};
 
 /// The `tracing-fields` context `sentry-tracing` puts an event's fields in.
 const FIELDS_CONTEXT: &str = "Rust Tracing Fields";
 
-/// Sentry settings given in code (`ObsBuilder::sentry_*`).
+/// Sentry settings as given (`ObsBuilder::sentry_*`) and read from `SENTRY_DSN`,
+/// `SENTRY_ENVIRONMENT` and `SENTRY_RELEASE`.
 #[derive(Default)]
-pub(crate) struct SentrySettings {
-    dsn: Option<String>,
-    environment: Option<String>,
-    release: Option<String>,
-    sample_rate: Option<f32>,
-    timeout: Option<Duration>,
-    queue_size: Option<usize>,
-    transport: Option<Arc<dyn TransportFactory>>,
+pub(crate) struct SentryOptions {
+    pub(crate) dsn: Setting<String>,
+    pub(crate) environment: Setting<String>,
+    pub(crate) release: Setting<String>,
+    pub(crate) sample_rate: Option<f32>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) queue_size: Option<usize>,
+    pub(crate) transport: Option<Arc<dyn TransportFactory>>,
 }
 
-/// Sentry settings read from the environment.
-#[derive(Default, Debug)]
-pub(crate) struct SentryEnv {
-    dsn: Option<String>,
-    environment: Option<String>,
-    release: Option<String>,
-}
-
-impl SentryEnv {
-    /// Records `SENTRY_DSN`, `SENTRY_ENVIRONMENT` or `SENTRY_RELEASE` (validated in `build()`).
-    pub(crate) fn set(&mut self, variable: &str, value: &str) {
-        let value = Some(value.trim().to_string());
-        match variable {
-            env::SENTRY_DSN => self.dsn = value,
-            env::SENTRY_ENVIRONMENT => self.environment = value,
-            env::SENTRY_RELEASE => self.release = value,
-            _ => {}
+impl SentryOptions {
+    /// Reads `SENTRY_DSN`, `SENTRY_ENVIRONMENT` and `SENTRY_RELEASE` (validated in `build()`).
+    pub(crate) fn read_env(&mut self, vars: &mut EnvVars) {
+        for (name, setting) in [
+            (env::SENTRY_DSN, &mut self.dsn),
+            (env::SENTRY_ENVIRONMENT, &mut self.environment),
+            (env::SENTRY_RELEASE, &mut self.release),
+        ] {
+            if let Some(value) = vars.get(name) {
+                setting.env = Some(value.trim().to_string());
+            }
         }
     }
 }
@@ -133,10 +127,7 @@ pub(crate) struct SentryConfig {
 }
 
 /// Validates the Sentry settings: `None` when no DSN is set (Sentry off).
-pub(crate) fn resolve(
-    settings: &mut SentrySettings,
-    env: &SentryEnv,
-) -> Result<Option<SentryConfig>, Error> {
+pub(crate) fn resolve(settings: &mut SentryOptions) -> Result<Option<SentryConfig>, Error> {
     let sample_rate = settings.sample_rate.unwrap_or(1.0);
     if !(0.0..=1.0).contains(&sample_rate) {
         return Err(Error::InvalidSetting {
@@ -161,11 +152,10 @@ pub(crate) fn resolve(
             expected: "a number of events above 0".into(),
         });
     }
-    let (text, from_env) = match (settings.dsn.take(), &env.dsn) {
-        (Some(dsn), _) => (dsn, false),
-        (None, Some(dsn)) => (dsn.clone(), true),
-        (None, None) => return Ok(None),
+    let Some((text, from_code)) = settings.dsn.take() else {
+        return Ok(None);
     };
+    let from_env = !from_code;
     let expected = "a Sentry DSN such as https://PUBLIC_KEY@o0.ingest.sentry.io/PROJECT_ID";
     let dsn = text.trim().parse::<Dsn>().map_err(|_| match from_env {
         true => Error::InvalidEnv {
@@ -181,73 +171,13 @@ pub(crate) fn resolve(
     })?;
     Ok(Some(SentryConfig {
         dsn,
-        environment: settings
-            .environment
-            .take()
-            .or_else(|| env.environment.clone()),
-        release: settings.release.take().or_else(|| env.release.clone()),
+        environment: settings.environment.take().map(|(v, _)| v),
+        release: settings.release.take().map(|(v, _)| v),
         sample_rate,
         timeout,
         queue_size,
         transport: settings.transport.take(),
     }))
-}
-
-/// Sentry settings of [`ObsBuilder`] (feature `sentry`).
-impl ObsBuilder {
-    /// The Sentry DSN; with one, errors are reported to Sentry (see the crate docs). An invalid
-    /// DSN makes `build()` fail.
-    ///
-    /// Env: `SENTRY_DSN`. Default: none, Sentry off.
-    pub fn sentry_dsn(mut self, dsn: impl Into<String>) -> Self {
-        self.sentry.dsn = Some(dsn.into());
-        self
-    }
-
-    /// The Sentry environment of the events.
-    ///
-    /// Env: `SENTRY_ENVIRONMENT`. Default: the deployment environment
-    /// ([`environment`](Self::environment)) when one is set.
-    pub fn sentry_environment(mut self, environment: impl Into<String>) -> Self {
-        self.sentry.environment = Some(environment.into());
-        self
-    }
-
-    /// The Sentry release of the events.
-    ///
-    /// Env: `SENTRY_RELEASE`. Default: `service_name@service_version` when a service version
-    /// is set.
-    pub fn sentry_release(mut self, release: impl Into<String>) -> Self {
-        self.sentry.release = Some(release.into());
-        self
-    }
-
-    /// The share of error events sent to Sentry, from 0 to 1. Default: 1.
-    pub fn sentry_sample_rate(mut self, rate: f32) -> Self {
-        self.sentry.sample_rate = Some(rate);
-        self
-    }
-
-    /// The connect timeout, and the timeout of one whole post, of the Sentry transport.
-    /// Default: 5 s.
-    pub fn sentry_timeout(mut self, timeout: Duration) -> Self {
-        self.sentry.timeout = Some(timeout);
-        self
-    }
-
-    /// Events queued for the Sentry transport at most; past it they are dropped and counted in
-    /// `mercenary_obs_sentry_events_dropped_total{reason="queue_full"}`. Default: 100.
-    pub fn sentry_queue_size(mut self, events: usize) -> Self {
-        self.sentry.queue_size = Some(events);
-        self
-    }
-
-    /// Replaces the HTTP transport, for example with `sentry::test::TestTransport` in tests.
-    /// A DSN is still needed to turn Sentry on.
-    pub fn sentry_transport(mut self, transport: Arc<dyn TransportFactory>) -> Self {
-        self.sentry.transport = Some(transport);
-        self
-    }
 }
 
 /// The Sentry side of an instance.
@@ -369,7 +299,7 @@ where
         let level = *meta.level();
         if level > TracingLevel::INFO
             || meta.target() == ACCESS_TARGET
-            || meta.target() == "mercenary_obs::export"
+            || meta.target() == crate::core::names::EXPORT_TARGET
             || !Hub::with_active(|_| true)
         {
             return;
@@ -479,7 +409,7 @@ impl RequestSentry {
             scope.set_transaction(Some(&transaction_name(info.method, info.route)));
             if let Some((trace_id, span_id)) = info.ids {
                 let mut hex = String::with_capacity(32);
-                crate::logging::escape::push_hex(&mut hex, &trace_id.to_be_bytes());
+                crate::core::escape::push_hex(&mut hex, &trace_id.to_be_bytes());
                 scope.set_tag("trace_id", hex);
                 scope.set_context(
                     "trace",
@@ -1012,7 +942,7 @@ mod tests {
 
     #[test]
     fn query_values_of_sensitive_parameters_are_scrubbed() {
-        let r = Redactor::new(crate::logging::DEFAULT_SENSITIVE);
+        let r = Redactor::new(crate::core::redact::DEFAULT_SENSITIVE);
         let mut s = "GET /a?token=abc&x=1&api_key=zz#frag done".to_string();
         scrub_query(&r, &mut s);
         assert_eq!(

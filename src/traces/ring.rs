@@ -10,7 +10,7 @@ use opentelemetry::Value;
 use opentelemetry::trace::Status;
 use opentelemetry_sdk::trace::SpanData;
 
-use crate::logging::escape::{push_f64, push_hex, push_json_str, push_u64};
+use crate::core::escape::{push_f64, push_hex, push_json_str, push_u64};
 
 struct KeptTrace {
     reason: &'static str,

@@ -1,9 +1,8 @@
-//! Per-span context: correlation ID, trace and span IDs, and the span's fields pre-rendered.
-//!
-//! [`ContextLayer`] gives every span a [`SpanContext`] when it is created, inheriting the
-//! correlation ID and trace ID from its parent. A span with a `correlation_id` field starts a new
-//! correlation scope (the request span the tower layer opens has one). The JSON formatter reads
-//! this context for every event, so an event costs one extension lookup, not a walk up the tree.
+//! [`ContextLayer`]: gives every span a [`SpanContext`] when it is created, inheriting the
+//! correlation ID and trace ID from its parent, and, when traces are on, records the span for
+//! the tail sampler. A span with a `correlation_id` field starts a new correlation scope (the
+//! request span the tower layer opens has one). The JSON formatter reads this context for every
+//! event, so an event costs one extension lookup, not a walk up the tree.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -14,20 +13,18 @@ use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
 use tracing_core::field::{Field, Visit};
 use tracing_core::span::{Attributes, Id, Record};
-use tracing_core::{Dispatch, Event, Level, Subscriber};
+use tracing_core::{Event, Level, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
-use super::entries::JsonEntries;
-use super::escape::{push_f64, push_hex, push_i64, push_json_str};
-use super::filter::REQUEST_TARGET;
-use super::redact::Redactor;
-use crate::tracing::record::{AttributeVisitor, EventVisitor, FinishedSpan, SpanRecord};
-use crate::tracing::sampler::{RootInfo, TailSampler};
-use crate::tracing::take_request_trace;
-
-/// The name of the span field that carries the correlation ID.
-pub(crate) const CORRELATION_FIELD: &str = "correlation_id";
+use super::fields::{FieldRenderer, SPAN_ID_SUFFIX, inherit_fields, render_ids, same_ids_prefix};
+use super::handoff::{set_opened, take_request_trace};
+use crate::core::escape::push_hex;
+use crate::core::ids::{new_span_id, new_trace_id};
+use crate::core::names::{CORRELATION_FIELD, REQUEST_TARGET};
+use crate::core::render::RenderSettings;
+use crate::traces::record::{AttributeVisitor, EventVisitor, FinishedSpan, SpanRecord};
+use crate::traces::sampler::{RootInfo, TailSampler};
 
 /// What every span knows about its place in the request.
 pub(crate) struct SpanContext {
@@ -52,14 +49,6 @@ pub(crate) struct SpanContext {
     pub(crate) rendered: bool,
     /// (key, start, end) of each entry of `fields_json`, to skip keys an event repeats.
     pub(crate) keys: Vec<(&'static str, u32, u32)>,
-}
-
-/// Settings the context layer and the JSON formatter share.
-pub(crate) struct RenderSettings {
-    pub(crate) redactor: Redactor,
-    pub(crate) value_cap: usize,
-    /// Whether to pre-render fields as JSON (off in `pretty` mode).
-    pub(crate) json: bool,
 }
 
 /// Span events recorded per span at most (WARNING and ERROR events).
@@ -408,291 +397,4 @@ impl Visit for BothVisitor<'_, '_> {
         let text = value.to_string();
         self.record_str(field, &text);
     }
-}
-
-thread_local! {
-    static OPENED: std::cell::Cell<Option<(u128, u64)>> = const { std::cell::Cell::new(None) };
-}
-
-fn set_opened(trace_id: u128, span_id: u64) {
-    OPENED.with(|c| c.set(Some((trace_id, span_id))));
-}
-
-/// The (trace ID, span ID) of the request span opened last on this thread, taken.
-pub(crate) fn take_opened() -> Option<(u128, u64)> {
-    OPENED.with(std::cell::Cell::take)
-}
-
-/// Appends the entries of `parent` whose keys `child` does not have.
-fn inherit_fields(child: &mut SpanContext, parent: &SpanContext) {
-    for &(key, start, end) in &parent.keys {
-        if child.keys.iter().any(|(k, _, _)| *k == key) {
-            continue;
-        }
-        let from = child.fields_json.len() as u32;
-        child
-            .fields_json
-            .push_str(&parent.fields()[start as usize..end as usize]);
-        child.keys.push((key, from, child.fields_json.len() as u32));
-    }
-}
-
-/// Renders, from their recorded attributes, the JSON fields of the span an event is logged in
-/// and of its ancestors that have not been rendered yet (root-most first, so each inherits its
-/// parent's). Skipped when the event's own fields shadow every field of a local root (the
-/// access line): then only the IDs, rendered eagerly, are written.
-pub(crate) fn ensure_rendered<S>(
-    settings: &RenderSettings,
-    span: &tracing_subscriber::registry::SpanRef<'_, S>,
-    event_keys: &[(&'static str, u32, u32)],
-) where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    {
-        let ext = span.extensions();
-        let Some(data) = ext.get::<SpanContext>() else {
-            return;
-        };
-        if data.rendered {
-            return;
-        }
-        let shadowed = data.record.as_ref().is_some_and(|r| {
-            r.names
-                .iter()
-                .all(|n| *n == CORRELATION_FIELD || event_keys.iter().any(|(k, _, _)| k == n))
-        });
-        if shadowed && span.parent().is_none() {
-            return;
-        }
-    }
-    let chain: Vec<_> = span
-        .scope()
-        .take_while(|s| {
-            s.extensions()
-                .get::<SpanContext>()
-                .is_some_and(|d| !d.rendered)
-        })
-        .collect();
-    for s in chain.iter().rev() {
-        let parent = s.parent();
-        let parent_ext = parent.as_ref().map(|p| p.extensions());
-        let parent_ctx = parent_ext.as_ref().and_then(|e| e.get::<SpanContext>());
-        let mut ext = s.extensions_mut();
-        if let Some(data) = ext.get_mut::<SpanContext>() {
-            render_from_record(settings, data, parent_ctx);
-        }
-    }
-}
-
-/// Writes a lazily recorded span's fields (and its parent's) in front of its IDs.
-fn render_from_record(
-    settings: &RenderSettings,
-    data: &mut SpanContext,
-    parent: Option<&SpanContext>,
-) {
-    if data.rendered {
-        return;
-    }
-    let ids = data.fields_json.split_off(data.ids_start as usize);
-    data.fields_json.clear();
-    data.keys.clear();
-    if let Some(record) = &data.record {
-        for (name, kv) in record.names.iter().zip(&record.attributes) {
-            if *name == CORRELATION_FIELD {
-                continue;
-            }
-            let start = data.fields_json.len() as u32;
-            let out = &mut data.fields_json;
-            out.push(',');
-            push_json_str(out, name, settings.value_cap);
-            out.push(':');
-            match &kv.value {
-                opentelemetry::Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-                opentelemetry::Value::I64(i) => push_i64(out, *i),
-                opentelemetry::Value::F64(f) if f.is_finite() => push_f64(out, *f),
-                // Strings were capped (and redacted) when recorded.
-                other => push_json_str(out, &other.as_str(), usize::MAX),
-            }
-            data.keys.push((name, start, data.fields_json.len() as u32));
-        }
-    }
-    if let Some(parent) = parent.filter(|p| p.rendered) {
-        inherit_fields(data, parent);
-    }
-    data.ids_start = data.fields_json.len() as u32;
-    data.fields_json.push_str(&ids);
-    data.rendered = true;
-}
-
-impl SpanContext {
-    /// `,"correlation_id":…,"trace_id":…,"span_id":…` (JSON mode).
-    pub(crate) fn ids(&self) -> &str {
-        &self.fields_json[self.ids_start as usize..]
-    }
-
-    /// The rendered fields (JSON mode).
-    pub(crate) fn fields(&self) -> &str {
-        &self.fields_json[..self.ids_start as usize]
-    }
-}
-
-/// `,"span_id":"0123456789abcdef"`
-const SPAN_ID_SUFFIX: usize = 29;
-
-/// Whether `child`'s IDs are `parent`'s with another span ID.
-fn same_ids_prefix(parent: &SpanContext, child: &SpanContext) -> bool {
-    parent.ids().len() >= SPAN_ID_SUFFIX
-        && parent.trace_id == child.trace_id
-        && match (&parent.correlation_id, &child.correlation_id) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            (None, None) => true,
-            _ => false,
-        }
-}
-
-/// Appends the IDs after the fields.
-fn render_ids(data: &mut SpanContext, cap: usize) {
-    let s = &mut data.fields_json;
-    s.reserve(110);
-    if let Some(cid) = &data.correlation_id {
-        s.push_str(",\"correlation_id\":");
-        push_json_str(s, cid, cap);
-    }
-    s.push_str(",\"trace_id\":\"");
-    push_hex(s, &data.trace_id.to_be_bytes());
-    s.push_str("\",\"span_id\":\"");
-    push_hex(s, &data.span_id.to_be_bytes());
-    s.push('"');
-}
-
-/// A random, non-zero W3C trace ID.
-pub(crate) fn new_trace_id() -> u128 {
-    loop {
-        let id = fastrand::u128(..);
-        if id != 0 {
-            return id;
-        }
-    }
-}
-
-/// A random, non-zero W3C span ID.
-pub(crate) fn new_span_id() -> u64 {
-    loop {
-        let id = fastrand::u64(..);
-        if id != 0 {
-            return id;
-        }
-    }
-}
-
-/// Renders visited fields as `,"key":value` entries (redacted, escaped, capped).
-pub(crate) struct FieldRenderer<'a> {
-    settings: &'a RenderSettings,
-    render: bool,
-    pub(crate) out: String,
-    pub(crate) keys: Vec<(&'static str, u32, u32)>,
-    pub(crate) correlation_id: Option<Arc<str>>,
-}
-
-impl<'a> FieldRenderer<'a> {
-    /// `render`: whether to write JSON (else it only captures the correlation ID).
-    pub(crate) fn new(settings: &'a RenderSettings, render: bool) -> Self {
-        Self {
-            settings,
-            render,
-            out: String::new(),
-            keys: Vec::new(),
-            correlation_id: None,
-        }
-    }
-
-    /// The entry writer, when JSON is to be written.
-    fn entries(&mut self) -> Option<JsonEntries<'_>> {
-        if !(self.settings.json && self.render) {
-            return None;
-        }
-        Some(JsonEntries {
-            settings: self.settings,
-            out: &mut self.out,
-            keys: &mut self.keys,
-        })
-    }
-}
-
-impl Visit for FieldRenderer<'_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == CORRELATION_FIELD {
-            if crate::correlation::is_valid(value.as_bytes()) {
-                self.correlation_id = Some(Arc::from(value));
-            }
-        } else if let Some(mut e) = self.entries() {
-            e.record_str(field, value);
-        }
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if field.name() == CORRELATION_FIELD {
-            self.record_str(field, &format!("{value:?}"));
-        } else if let Some(mut e) = self.entries() {
-            e.record_debug(field, value);
-        }
-    }
-
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        if let Some(mut e) = self.entries() {
-            e.record_i64(field, value);
-        }
-    }
-
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        if let Some(mut e) = self.entries() {
-            e.record_u64(field, value);
-        }
-    }
-
-    fn record_i128(&mut self, field: &Field, value: i128) {
-        if let Some(mut e) = self.entries() {
-            e.record_i128(field, value);
-        }
-    }
-
-    fn record_u128(&mut self, field: &Field, value: u128) {
-        if let Some(mut e) = self.entries() {
-            e.record_u128(field, value);
-        }
-    }
-
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        if let Some(mut e) = self.entries() {
-            e.record_bool(field, value);
-        }
-    }
-
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        if let Some(mut e) = self.entries() {
-            e.record_f64(field, value);
-        }
-    }
-
-    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.record_debug(field, &format_args!("{value}"));
-    }
-}
-
-/// The correlation ID of the current span of the current dispatcher.
-pub(crate) fn current_correlation_id() -> Option<Arc<str>> {
-    with_current_context(|c| c.correlation_id.clone()).flatten()
-}
-
-/// Runs `f` with the [`SpanContext`] of the current span, if the current dispatcher keeps them.
-pub(crate) fn with_current_context<R>(f: impl FnOnce(&SpanContext) -> R) -> Option<R> {
-    let mut f = Some(f);
-    tracing_core::dispatcher::get_default(|dispatch: &Dispatch| {
-        let id = dispatch.current_span().id()?.clone();
-        let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
-        let span = registry.span(&id)?;
-        let ext = span.extensions();
-        let data = ext.get::<SpanContext>()?;
-        f.take().map(|f| f(data))
-    })
 }

@@ -15,7 +15,10 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use super::record::FinishedSpan;
 use super::ring::TraceRing;
-use crate::error::Error;
+use crate::core::error::Error;
+use crate::core::names::{
+    BUFFERED_SPANS, BUFFERED_TRACES, DECIDED_EARLY, SPANS_DROPPED, TRACES_TOTAL,
+};
 
 /// Sampling settings (see the builder for defaults and env variables).
 #[derive(Clone, Debug)]
@@ -142,20 +145,8 @@ pub(crate) struct TraceMetrics {
     early_root_timeout: IntCounter,
 }
 
-/// `mercenary_obs_trace_buffer_traces`
-pub const BUFFERED_TRACES: &str = "mercenary_obs_trace_buffer_traces";
-/// `mercenary_obs_trace_buffer_spans`
-pub const BUFFERED_SPANS: &str = "mercenary_obs_trace_buffer_spans";
-/// `mercenary_obs_traces_decided_early_total`
-pub const DECIDED_EARLY: &str = "mercenary_obs_traces_decided_early_total";
-
-/// `mercenary_obs_traces_total`
-pub const TRACES_TOTAL: &str = "mercenary_obs_traces_total";
-/// `mercenary_obs_spans_dropped_total`
-pub const SPANS_DROPPED: &str = "mercenary_obs_spans_dropped_total";
 /// `mercenary_obs_spans_exported_total`
 #[allow(dead_code)] // registered by the export pipeline (feature `otlp`)
-pub const SPANS_EXPORTED: &str = "mercenary_obs_spans_exported_total";
 
 impl TraceMetrics {
     pub(crate) fn register(registry: &Registry) -> Result<Self, Error> {

@@ -1,4 +1,4 @@
-//! Correlation IDs: validation, generation and access from handler code.
+//! IDs: correlation IDs (validation, generation) and W3C trace and span IDs.
 
 use std::fmt;
 use std::sync::Arc;
@@ -27,7 +27,7 @@ pub const MAX_LEN: usize = 128;
 /// assert_eq!(CorrelationId::generate().as_str().len(), 36);
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct CorrelationId(Arc<str>);
+pub struct CorrelationId(pub(crate) Arc<str>);
 
 impl CorrelationId {
     /// Validates `value` and returns it as an ID, or `None` when it is not a valid ID.
@@ -95,18 +95,24 @@ pub(crate) fn is_valid(value: &[u8]) -> bool {
         })
 }
 
-/// The correlation ID of the request being handled on this task, if any.
-///
-/// It is read from the current `tracing` span (the request span the layer opens, or any span
-/// inside it), so it works in handler code, in child spans, and in tasks spawned with
-/// `tracing::Instrument::in_current_span`. Outside a request, or when no `mercenary_obs`
-/// subscriber is active, it returns `None`.
-///
-/// ```
-/// assert!(mercenary_obs::correlation_id().is_none());
-/// ```
-pub fn correlation_id() -> Option<CorrelationId> {
-    crate::logging::context::current_correlation_id().map(CorrelationId)
+/// A random, non-zero W3C trace ID.
+pub(crate) fn new_trace_id() -> u128 {
+    loop {
+        let id = fastrand::u128(..);
+        if id != 0 {
+            return id;
+        }
+    }
+}
+
+/// A random, non-zero W3C span ID.
+pub(crate) fn new_span_id() -> u64 {
+    loop {
+        let id = fastrand::u64(..);
+        if id != 0 {
+            return id;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -49,7 +49,7 @@ use std::time::{Duration, Instant};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
 use prometheus::IntCounter;
 
-use crate::Error;
+use crate::core::error::Error;
 
 /// `warn` is called at most once per this interval.
 const WARN_INTERVAL: Duration = Duration::from_secs(10);

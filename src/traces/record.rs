@@ -15,11 +15,9 @@ use opentelemetry::{InstrumentationScope, KeyValue, Value};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use tracing_core::field::{Field, Visit};
 
-use crate::logging::context::RenderSettings;
-use crate::logging::redact::REDACTED;
-
-/// The attribute every exported span of a kept trace carries.
-pub(crate) const SAMPLING_REASON: &str = "mercenary.sampling.reason";
+use crate::core::names::SAMPLING_REASON;
+use crate::core::redact::REDACTED;
+use crate::core::render::RenderSettings;
 
 /// An open span's recorded data.
 pub(crate) struct SpanRecord {
@@ -204,7 +202,7 @@ fn cap(settings: &RenderSettings, s: &str) -> String {
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}{}", &s[..end], crate::logging::escape::TRUNCATED)
+    format!("{}{}", &s[..end], crate::core::escape::TRUNCATED)
 }
 
 impl AttributeVisitor<'_> {
@@ -248,7 +246,7 @@ impl Visit for AttributeVisitor<'_> {
         }
         // Method names are a fixed set: share the static strings instead of copying.
         if field.name() == "http.request.method"
-            && let Some(m) = crate::metrics::red::METHODS.iter().find(|m| **m == value)
+            && let Some(m) = crate::core::http::METHODS.iter().find(|m| **m == value)
         {
             self.push(field, Value::from(*m));
             return;

@@ -2,6 +2,8 @@
 
 use http::StatusCode;
 
+use super::http::status_str;
+
 /// How a request ended, as every part of the crate sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -83,45 +85,9 @@ impl Outcome {
     }
 }
 
-/// The decimal form of a status code as a `'static` string, without allocating.
-pub(crate) fn status_str(status: StatusCode) -> &'static str {
-    static CODES: [[u8; 3]; 900] = {
-        let mut out = [[0u8; 3]; 900];
-        let mut i = 0;
-        while i < 900 {
-            let code = i + 100;
-            out[i] = [
-                b'0' + (code / 100) as u8,
-                b'0' + (code / 10 % 10) as u8,
-                b'0' + (code % 10) as u8,
-            ];
-            i += 1;
-        }
-        out
-    };
-    let code = status.as_u16() as usize;
-    match CODES.get(code.wrapping_sub(100)) {
-        Some(bytes) => std::str::from_utf8(bytes).unwrap_or("_OTHER"),
-        None => "_OTHER",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn status_strings() {
-        assert_eq!(status_str(StatusCode::OK), "200");
-        assert_eq!(status_str(StatusCode::CONTINUE), "100");
-        assert_eq!(status_str(StatusCode::from_u16(599).unwrap()), "599");
-        for code in 100..1000u16 {
-            assert_eq!(
-                status_str(StatusCode::from_u16(code).unwrap()),
-                code.to_string()
-            );
-        }
-    }
 
     #[test]
     fn classification() {

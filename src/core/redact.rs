@@ -8,8 +8,7 @@
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// What a redacted value is written as.
-pub const REDACTED: &str = "[REDACTED]";
+pub(crate) use super::names::REDACTED;
 
 /// The default list of sensitive words (DESIGN §6).
 pub const DEFAULT_SENSITIVE: &[&str] = &[

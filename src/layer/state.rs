@@ -1,0 +1,95 @@
+//! [`RequestState`]: the handles the request path needs, and nothing else.
+
+use std::sync::Arc;
+
+use http::HeaderName;
+use tracing_core::Dispatch;
+
+use super::options::RequestConfig;
+use crate::core::escape::push_json_str;
+use crate::core::render::RenderSettings;
+use crate::metrics::red::RedMetrics;
+use crate::traces::TracesHandle;
+
+/// What the layer needs to observe a request: the RED metrics, the subscriber to make current,
+/// the trace sampler, Sentry, and the request-path settings. Built once per instance by the
+/// composition root and shared by every service and request.
+pub(crate) struct RequestState {
+    pub(crate) red: RedMetrics,
+    /// The instance's subscriber, when the layer must make it current around each request
+    /// (instances from `build()`); `None` when it is the global subscriber or there is none.
+    pub(crate) scope: Option<Dispatch>,
+    /// The log rendering settings; `None` for the metrics-only default instance (no logs).
+    pub(crate) render: Option<Arc<RenderSettings>>,
+    pub(crate) request_id_header: HeaderName,
+    pub(crate) log_headers: Vec<LoggedHeader>,
+    pub(crate) catch_panics: bool,
+    /// Record a security event of kind `unauthorized` for 401/403 responses.
+    pub(crate) unauthorized_events: bool,
+    /// `None` when traces are off.
+    pub(crate) traces: Option<Arc<TracesHandle>>,
+    /// `None` when no Sentry DSN is set.
+    #[cfg(feature = "sentry")]
+    pub(crate) sentry: Option<Arc<crate::sentry::SentryState>>,
+}
+
+/// A request header written on the access line, prepared once.
+pub(crate) struct LoggedHeader {
+    pub(crate) name: HeaderName,
+    /// `,"http.request.header.<name>":`
+    pub(crate) prefix: String,
+    pub(crate) sensitive: bool,
+}
+
+impl RequestState {
+    /// The state for `config`; `render` decides which logged headers are sensitive.
+    pub(crate) fn new(
+        config: RequestConfig,
+        red: RedMetrics,
+        scope: Option<Dispatch>,
+        render: Option<Arc<RenderSettings>>,
+        traces: Option<Arc<TracesHandle>>,
+    ) -> Self {
+        let log_headers = config
+            .log_headers
+            .into_iter()
+            .map(|name| {
+                let mut prefix = String::from(",");
+                push_json_str(
+                    &mut prefix,
+                    &format!("http.request.header.{}", name.as_str()),
+                    usize::MAX,
+                );
+                prefix.push(':');
+                let sensitive = render
+                    .as_ref()
+                    .is_some_and(|r| r.redactor.is_sensitive(name.as_str()));
+                LoggedHeader {
+                    name,
+                    prefix,
+                    sensitive,
+                }
+            })
+            .collect();
+        Self {
+            red,
+            scope,
+            render,
+            request_id_header: config.request_id_header,
+            log_headers,
+            catch_panics: config.catch_panics,
+            unauthorized_events: config.unauthorized_events,
+            traces,
+            #[cfg(feature = "sentry")]
+            sentry: None,
+        }
+    }
+
+    /// Runs `f` with the instance's subscriber current (a no-op for the global one).
+    pub(crate) fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.scope {
+            Some(dispatch) => tracing_core::dispatcher::with_default(dispatch, f),
+            None => f(),
+        }
+    }
+}

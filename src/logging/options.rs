@@ -1,0 +1,133 @@
+//! Log settings: format, filter, sinks, queue and value bounds, redaction; from code and from
+//! `MERCENARY_OBS_LOG_FORMAT` and `RUST_LOG`.
+
+use std::io::{IsTerminal, Write};
+
+use tracing_subscriber::EnvFilter;
+
+use crate::core::env::{self, EnvVars, Setting};
+use crate::core::error::Error;
+use crate::core::redact::DEFAULT_SENSITIVE;
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum LogFormat {
+    /// One JSON object per line. The default.
+    #[default]
+    Json,
+    /// tracing-subscriber's human-readable format, with ANSI colours when writing to a terminal.
+    Pretty,
+}
+
+/// Log settings as given (`ObsBuilder`'s log setters) and read from the environment.
+#[derive(Default)]
+pub(crate) struct LogOptions {
+    pub(crate) format: Setting<LogFormat>,
+    pub(crate) filter: Setting<String>,
+    pub(crate) writer: Option<Box<dyn Write + Send>>,
+    pub(crate) audit_writer: Option<Box<dyn Write + Send>>,
+    pub(crate) queue_bytes: Option<usize>,
+    pub(crate) value_max_bytes: Option<usize>,
+    pub(crate) redact_fields: Option<Vec<String>>,
+}
+
+/// Where audit lines go.
+pub(crate) enum AuditSink {
+    /// The application log writer (both on standard output).
+    SameAsLogs,
+    /// A writer of their own.
+    Own(Box<dyn Write + Send>),
+}
+
+/// Validated log settings.
+pub(crate) struct LogConfig {
+    pub(crate) format: LogFormat,
+    pub(crate) filter: EnvFilter,
+    pub(crate) sink: Box<dyn Write + Send>,
+    pub(crate) sink_is_terminal: bool,
+    pub(crate) audit_sink: AuditSink,
+    pub(crate) queue_bytes: usize,
+    pub(crate) value_cap: usize,
+    pub(crate) redact: Vec<String>,
+}
+
+impl LogOptions {
+    /// Reads `MERCENARY_OBS_LOG_FORMAT` and `RUST_LOG`.
+    pub(crate) fn read_env(&mut self, vars: &mut EnvVars) {
+        let format = vars.parse(
+            env::MERCENARY_OBS_LOG_FORMAT,
+            "`json` or `pretty`",
+            |v| match v.to_ascii_lowercase().as_str() {
+                "json" => Some(LogFormat::Json),
+                "pretty" => Some(LogFormat::Pretty),
+                _ => None,
+            },
+        );
+        self.format.env = format.or(self.format.env);
+        if let Some(filter) = vars.get(env::RUST_LOG) {
+            self.filter.env = Some(filter.to_string());
+        }
+    }
+
+    /// Validates the settings and opens the default sink (standard output) when none was given.
+    pub(crate) fn resolve(&mut self) -> Result<LogConfig, Error> {
+        let (filter_text, from_code) = self.filter.take().unwrap_or_else(|| ("info".into(), false));
+        let filter = EnvFilter::builder().parse(&filter_text).map_err(|e| {
+            if from_code {
+                Error::InvalidSetting {
+                    setting: "ObsBuilder::log_filter",
+                    value: filter_text.clone(),
+                    expected: format!("RUST_LOG directives such as `info,my_crate=debug` ({e})"),
+                }
+            } else {
+                Error::InvalidEnv {
+                    variable: env::RUST_LOG,
+                    value: filter_text.clone(),
+                    expected: format!("directives such as `info,my_crate=debug` ({e})"),
+                }
+            }
+        })?;
+        let queue_bytes = self.queue_bytes.unwrap_or(8 << 20);
+        if queue_bytes < 1024 {
+            return Err(Error::InvalidSetting {
+                setting: "ObsBuilder::log_queue_bytes",
+                value: queue_bytes.to_string(),
+                expected: "at least 1024 bytes".into(),
+            });
+        }
+        let value_cap = self.value_max_bytes.unwrap_or(8192);
+        if value_cap < 16 {
+            return Err(Error::InvalidSetting {
+                setting: "ObsBuilder::log_value_max_bytes",
+                value: value_cap.to_string(),
+                expected: "at least 16 bytes".into(),
+            });
+        }
+        let audit_sink = match (self.audit_writer.take(), self.writer.is_some()) {
+            (Some(w), _) => AuditSink::Own(w),
+            (None, true) => AuditSink::Own(Box::new(std::io::stdout())),
+            (None, false) => AuditSink::SameAsLogs,
+        };
+        let (sink, sink_is_terminal) = match self.writer.take() {
+            Some(w) => (w, false),
+            None => (
+                Box::new(std::io::stdout()) as Box<dyn Write + Send>,
+                std::io::stdout().is_terminal(),
+            ),
+        };
+        Ok(LogConfig {
+            format: self.format.or(LogFormat::Json),
+            filter,
+            sink,
+            sink_is_terminal,
+            audit_sink,
+            queue_bytes,
+            value_cap,
+            redact: self
+                .redact_fields
+                .take()
+                .unwrap_or_else(|| DEFAULT_SENSITIVE.iter().map(|s| s.to_string()).collect()),
+        })
+    }
+}

@@ -1,0 +1,249 @@
+//! The composition root: [`Obs`] (an instance) and [`ObsBuilder`](builder::ObsBuilder), which
+//! validate every component's options, start the components, stack their `tracing` layers into
+//! the instance's subscriber, and own flushing and shutdown, in one place.
+
+pub(crate) mod builder;
+mod guard;
+mod start;
+mod subscriber;
+
+use std::fmt;
+use std::sync::{Arc, LazyLock, OnceLock};
+use std::time::{Duration, Instant};
+
+use tracing_core::Dispatch;
+
+pub use self::builder::ObsBuilder;
+pub use self::guard::ObsGuard;
+
+use crate::core::error::Error;
+use crate::db::{DbMetrics, DbPool, DbQuery};
+use crate::layer::ObsLayer;
+use crate::layer::state::RequestState;
+use crate::logging::LogPipeline;
+use crate::metrics::MetricsHandle;
+use crate::metrics::business::{CounterKind, GaugeKind, HistogramKind};
+use crate::metrics::exposition::{self, MetricsService};
+use crate::metrics::{Counter, Gauge, Histogram};
+use crate::traces::TracesHandle;
+
+/// One observability instance: a metrics registry, the RED metrics, a log pipeline, traces,
+/// and the settings its tower layer applies.
+///
+/// Cheap to clone (an `Arc`). Made by [`ObsBuilder::build`] (nothing global) or
+/// [`ObsBuilder::init`] (installed globally).
+///
+/// ```
+/// let obs = mercenary_obs::Obs::builder().log_writer(std::io::sink()).build().unwrap();
+/// let layer = obs.layer(); // for `Router::layer`
+/// # let _ = layer;
+/// assert!(obs.render_metrics().contains("# TYPE http_server_active_requests gauge"));
+/// ```
+#[derive(Clone)]
+pub struct Obs {
+    pub(crate) inner: Arc<ObsInner>,
+}
+
+/// The components of an instance, each behind its own handle.
+pub(crate) struct ObsInner {
+    pub(crate) metrics: MetricsHandle,
+    pub(crate) db: Arc<DbMetrics>,
+    /// `None` for the metrics-only default instance.
+    pub(crate) logs: Option<LogPipeline>,
+    /// The instance's subscriber; `None` for the metrics-only default instance.
+    pub(crate) dispatch: Option<Dispatch>,
+    /// Whether the instance is scoped around each request (`build()`), not global (`init()`).
+    pub(crate) scoped: bool,
+    /// `None` when traces are off (and for the metrics-only default instance).
+    pub(crate) traces: Option<Arc<TracesHandle>>,
+    /// `None` when no Sentry DSN is set.
+    #[cfg(feature = "sentry")]
+    pub(crate) sentry: Option<Arc<crate::sentry::SentryState>>,
+    /// What the request path needs.
+    pub(crate) request: Arc<RequestState>,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) service_name: String,
+}
+
+impl fmt::Debug for Obs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Obs")
+            .field("service_name", &self.inner.service_name)
+            .field("logs", &self.inner.logs.is_some())
+            .field("global", &!self.inner.scoped)
+            .finish_non_exhaustive()
+    }
+}
+
+static GLOBAL: OnceLock<Obs> = OnceLock::new();
+
+/// The instance used before `init()`: metrics only, logs go to whatever subscriber is current.
+static DEFAULT: LazyLock<Obs> = LazyLock::new(start::metrics_only);
+
+impl Obs {
+    /// A builder with every setting at its default.
+    pub fn builder() -> ObsBuilder {
+        ObsBuilder::new()
+    }
+
+    /// The instance installed by `init()`, else the metrics-only default.
+    pub fn global() -> Obs {
+        GLOBAL.get().unwrap_or(&DEFAULT).clone()
+    }
+
+    /// The tower layer bound to this instance.
+    pub fn layer(&self) -> ObsLayer {
+        ObsLayer::new(self.clone())
+    }
+
+    /// The registry every metric of this instance is registered in. Register your own
+    /// collectors here to expose them on the same `/metrics`.
+    pub fn registry(&self) -> &prometheus::Registry {
+        &self.inner.metrics.registry
+    }
+
+    /// The Prometheus text exposition of the registry.
+    pub fn render_metrics(&self) -> String {
+        exposition::render(&self.inner.metrics.registry)
+    }
+
+    /// A tower `Service` answering `GET /metrics` with this instance's exposition.
+    pub fn metrics_service(&self) -> MetricsService {
+        MetricsService::new(self.inner.metrics.registry.clone())
+    }
+
+    /// The most recent kept traces as JSON (`{"traces":[…]}`, newest first), as served at
+    /// `/debug/traces`. `None` when traces go to an OTLP endpoint instead, or are off.
+    pub fn recent_traces_json(&self) -> Option<String> {
+        self.inner.traces.as_ref()?.recent_json()
+    }
+
+    /// This instance's `tracing` dispatcher (JSON or pretty logs), for code that installs it
+    /// itself, for example `tracing::dispatcher::with_default` in a test. `None` for the
+    /// metrics-only default instance.
+    pub fn dispatch(&self) -> Option<&Dispatch> {
+        self.inner.dispatch.as_ref()
+    }
+
+    /// Runs `f` with this instance's subscriber current (a no-op wrapper for the global one).
+    pub fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.inner.request.in_scope(f)
+    }
+
+    /// Waits until every log line emitted so far has been written and every kept trace exported
+    /// (each bounded by the shutdown timeout).
+    /// Returns whether everything was written in time.
+    pub fn flush(&self) -> bool {
+        let timeout = self.inner.shutdown_timeout;
+        let traces = self.inner.traces.as_ref().is_none_or(|t| t.flush(timeout));
+        #[cfg(feature = "sentry")]
+        let traces = traces && self.inner.sentry.as_ref().is_none_or(|s| s.flush(timeout));
+        let logs = self.inner.logs.as_ref().is_none_or(|l| l.flush(timeout));
+        traces && logs
+    }
+
+    /// Application log lines dropped so far because the log queue was full.
+    pub fn log_lines_dropped(&self) -> u64 {
+        self.inner.logs.as_ref().map_or(0, |l| l.dropped())
+    }
+
+    /// A business counter on this instance (what [`crate::counter!`] does on the global one).
+    ///
+    /// The family is looked up by name on each call; the macros cache it per call site. Label
+    /// keys must be the same on every call for one name.
+    ///
+    /// ```
+    /// let obs = mercenary_obs::Obs::builder().log_writer(std::io::sink()).build().unwrap();
+    /// obs.counter("jobs_total", &[("queue", &"mail")]).inc();
+    /// assert!(obs.render_metrics().contains("jobs_total{queue=\"mail\"} 1"));
+    /// ```
+    pub fn counter(&self, name: &str, labels: &[(&str, &dyn fmt::Display)]) -> Counter {
+        self.inner
+            .metrics
+            .business
+            .resolve::<CounterKind>(name, labels)
+    }
+
+    /// A business gauge on this instance.
+    pub fn gauge(&self, name: &str, labels: &[(&str, &dyn fmt::Display)]) -> Gauge {
+        self.inner
+            .metrics
+            .business
+            .resolve::<GaugeKind>(name, labels)
+    }
+
+    /// A business histogram on this instance (default buckets; the [`crate::histogram!`] macro
+    /// takes `buckets:`).
+    pub fn histogram(&self, name: &str, labels: &[(&str, &dyn fmt::Display)]) -> Histogram {
+        self.inner
+            .metrics
+            .business
+            .resolve::<HistogramKind>(name, labels)
+    }
+
+    /// The gauges of the connection pool `name` on this instance (see [`DbPool`]).
+    pub fn db_pool(&self, name: &str) -> DbPool {
+        self.inner.db.pool(name)
+    }
+
+    /// A database operation timed and traced on this instance (see [`DbQuery`]).
+    pub fn db_query(&self, system: &str, operation: &str) -> DbQuery {
+        DbQuery::on(self.inner.db.clone(), system, operation)
+    }
+}
+
+impl ObsLayer {
+    /// A layer bound to `obs` (what [`Obs::layer`] returns). It keeps the instance alive.
+    pub fn new(obs: Obs) -> Self {
+        let state = obs.inner.request.clone();
+        ObsLayer::from_state(state, obs.inner)
+    }
+}
+
+impl ObsInner {
+    /// Shuts every component down in order, within `timeout` in all: decide the buffered
+    /// traces and export the kept ones, close Sentry, then write the queued log lines (which
+    /// include what the first two logged). Returns whether everything finished in time.
+    fn shutdown(&self, timeout: Duration) -> bool {
+        let started = Instant::now();
+        let left = || timeout.saturating_sub(started.elapsed());
+        let traces = self.traces.as_ref().is_none_or(|t| t.shutdown(timeout));
+        #[cfg(feature = "sentry")]
+        let traces = traces && self.sentry.as_ref().is_none_or(|s| s.close(left()));
+        // The log writer always gets a moment, even when the rest used the whole budget.
+        let logs = self
+            .logs
+            .as_ref()
+            .is_none_or(|l| l.shutdown(left().max(Duration::from_millis(100))));
+        traces && logs
+    }
+}
+
+impl Drop for ObsInner {
+    fn drop(&mut self) {
+        self.shutdown(self.shutdown_timeout);
+    }
+}
+
+/// Builds, then installs as the global subscriber and instance.
+pub(crate) fn install_global(obs: Obs) -> Result<ObsGuard, Error> {
+    if GLOBAL.get().is_some() {
+        return Err(Error::AlreadyInitialized);
+    }
+    let dispatch = obs
+        .dispatch()
+        .cloned()
+        .ok_or(Error::GlobalSubscriberAlreadySet)?;
+    tracing_core::dispatcher::set_global_default(dispatch)
+        .map_err(|_| Error::GlobalSubscriberAlreadySet)?;
+    if GLOBAL.set(obs.clone()).is_err() {
+        return Err(Error::AlreadyInitialized);
+    }
+    crate::metrics::business::install_global(obs.inner.metrics.business.clone());
+    DbMetrics::install_global(obs.inner.db.clone());
+    #[cfg(feature = "sentry")]
+    if let Some(sentry) = &obs.inner.sentry {
+        sentry.bind_main();
+    }
+    Ok(ObsGuard::new(obs))
+}

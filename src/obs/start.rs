@@ -1,0 +1,150 @@
+//! Starting an instance: each component from its validated config, in dependency order.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tracing_core::dispatcher::WeakDispatch;
+
+use super::{Obs, ObsInner, subscriber};
+use crate::context::layer::ContextLayer;
+use crate::core::error::Error;
+use crate::core::names::EXPORT_TARGET;
+use crate::core::resource::Resource;
+use crate::db::DbMetrics;
+use crate::layer::options::RequestConfig;
+use crate::layer::state::RequestState;
+use crate::logging::events::EventsLayer;
+use crate::logging::options::LogConfig;
+use crate::metrics::options::MetricsConfig;
+use crate::traces::options::TracesConfig;
+
+/// Every component's validated settings.
+pub(crate) struct Config {
+    pub(crate) resource: Resource,
+    pub(crate) metrics: MetricsConfig,
+    pub(crate) logs: LogConfig,
+    pub(crate) traces: TracesConfig,
+    pub(crate) request: RequestConfig,
+    /// `None` when no DSN is set.
+    #[cfg(feature = "sentry")]
+    pub(crate) sentry: Option<crate::sentry::SentryConfig>,
+    pub(crate) shutdown_timeout: Duration,
+}
+
+/// Starts the components: metrics, database metrics, traces, Sentry, the log pipeline; then
+/// stacks the subscriber and prepares the request path. `global`: the subscriber will be
+/// installed globally (else the layer makes it current around each request).
+pub(crate) fn from_config(config: Config, global: bool) -> Result<Obs, Error> {
+    let resource = config.resource;
+    let metrics = crate::metrics::start(config.metrics, &resource)?;
+    let db = Arc::new(DbMetrics::register(&metrics.registry)?);
+
+    // The exporter's warnings go through this instance's log pipeline, made below.
+    let log_dispatch: Arc<OnceLock<WeakDispatch>> = Arc::new(OnceLock::new());
+    let warn_dispatch = log_dispatch.clone();
+    let warn = Box::new(move |reason: &str| {
+        if let Some(dispatch) = warn_dispatch.get().and_then(|w| w.upgrade()) {
+            tracing_core::dispatcher::with_default(&dispatch, || {
+                tracing::warn!(target: EXPORT_TARGET, reason, "trace export failing");
+            });
+        }
+    });
+    let traces =
+        crate::traces::start(&metrics.registry, config.traces, &resource, warn)?.map(Arc::new);
+
+    #[cfg(feature = "sentry")]
+    let sentry = match config.sentry {
+        None => None,
+        Some(sentry) => Some(Arc::new(crate::sentry::start(
+            sentry,
+            crate::sentry::SentryStart {
+                registry: &metrics.registry,
+                redact: &config.logs.redact,
+                service_name: &resource.service_name,
+                service_version: &resource.service_version,
+                environment: &resource.environment,
+                shutdown_timeout: config.shutdown_timeout,
+            },
+        )?)),
+    };
+
+    let dropped = metrics.red.log_lines_dropped.clone();
+    let (logs, filter) = crate::logging::start(
+        config.logs,
+        &resource.service_name,
+        Box::new(move || dropped.inc()),
+    )
+    .map_err(Error::WriterThread)?;
+    let context = ContextLayer {
+        settings: logs.settings.clone(),
+        sampler: traces.as_ref().map(|t| t.sampler.clone()),
+    };
+    #[cfg(feature = "sentry")]
+    let with_sentry = sentry.is_some();
+    #[cfg(not(feature = "sentry"))]
+    let with_sentry = false;
+    let dispatch = subscriber::compose(
+        &logs,
+        filter,
+        context,
+        EventsLayer::new(&metrics.business),
+        with_sentry,
+    );
+    let _ = log_dispatch.set(dispatch.downgrade());
+
+    #[allow(unused_mut)]
+    let mut request = RequestState::new(
+        config.request,
+        metrics.red.clone(),
+        (!global).then(|| dispatch.clone()),
+        Some(logs.settings.clone()),
+        traces.clone(),
+    );
+    #[cfg(feature = "sentry")]
+    {
+        request.sentry = sentry.clone();
+    }
+    Ok(Obs {
+        inner: Arc::new(ObsInner {
+            metrics,
+            db,
+            logs: Some(logs),
+            dispatch: Some(dispatch),
+            scoped: !global,
+            traces,
+            #[cfg(feature = "sentry")]
+            sentry,
+            request: Arc::new(request),
+            shutdown_timeout: config.shutdown_timeout,
+            service_name: resource.service_name,
+        }),
+    })
+}
+
+/// The instance used before `init()`: metrics only (in the default registry the macros use
+/// before `init()`), no logs, no traces.
+pub(crate) fn metrics_only() -> Obs {
+    let metrics = crate::metrics::default_handle();
+    let request = RequestState::new(
+        RequestConfig::metrics_only(),
+        metrics.red.clone(),
+        None,
+        None,
+        None,
+    );
+    Obs {
+        inner: Arc::new(ObsInner {
+            metrics,
+            db: DbMetrics::default_metrics().clone(),
+            logs: None,
+            dispatch: None,
+            scoped: false,
+            traces: None,
+            #[cfg(feature = "sentry")]
+            sentry: None,
+            request: Arc::new(request),
+            shutdown_timeout: Duration::from_secs(5),
+            service_name: Resource::unknown().service_name,
+        }),
+    }
+}

@@ -1,0 +1,96 @@
+//! The alerts on the telemetry pipeline itself: spans dropped on their way to the OTLP
+//! collector, and events dropped on their way to Sentry.
+
+use crate::monitoring::names::{SENTRY_EVENTS_DROPPED, SPANS_DROPPED};
+use crate::monitoring::text::{prom_duration, secs};
+use crate::monitoring::{MonitoringConfig, Severity};
+
+use super::series::{INSTANCE, Series, timing};
+use super::template::{Fmt, label, tpl};
+use super::{Alert, AlertTest};
+
+/// `TraceExportFailing`: spans dropped because the export fails or its queue is full.
+pub(super) fn trace_export(c: &MonitoringConfig) -> Vec<Alert> {
+    let s = Series { c };
+    let sel = c.selector();
+    let svc = c.service_label.as_str();
+    let rw = prom_duration(c.rate_window);
+    let (step, eval) = timing(secs(c.rate_window), c.export_failing_for);
+    let n = eval / step + 2;
+    let dropped = |per_s: f64| {
+        vec![
+            s.counter(
+                SPANS_DROPPED,
+                &[("reason", "export_failed")],
+                per_s * step as f64,
+                n,
+            ),
+            s.counter(SPANS_DROPPED, &[("reason", "buffer_full")], 0.0, n),
+        ]
+    };
+    vec![Alert {
+        name: "TraceExportFailing".into(),
+        severity: Severity::Ticket,
+        expr: format!(
+            "sum by ({svc}, instance) (rate({SPANS_DROPPED}{{{sel}, reason=~\"export_failed|queue_full\"}}[{rw}])) > 0"
+        ),
+        hold: c.export_failing_for,
+        labels: vec![],
+        summary: tpl!["Trace export failing on ", label(svc)],
+        description: tpl![
+            label("instance"),
+            " of ",
+            label(svc),
+            " drops ",
+            Fmt::Fixed2,
+            " spans/s because the OTLP export fails or cannot keep up.",
+        ],
+        runbook: "trace-export-failing",
+        test: AlertTest {
+            interval: step,
+            eval,
+            fire: dropped(5.0),
+            quiet: dropped(0.0),
+            labels: s.out(&[("instance", INSTANCE)]),
+            value: 5.0,
+        },
+    }]
+}
+
+/// `SentryEventsDropped`: Sentry events dropped (Sentry unreachable, slow or rate-limiting).
+pub(super) fn sentry(c: &MonitoringConfig) -> Vec<Alert> {
+    let s = Series { c };
+    let sel = c.selector();
+    let svc = c.service_label.as_str();
+    let rw = prom_duration(c.rate_window);
+    let (step, eval) = timing(secs(c.rate_window), c.sentry_dropped_for);
+    let n = eval / step + 2;
+    let dropped = |per_s: f64| vec![s.counter(SENTRY_EVENTS_DROPPED, &[], per_s * step as f64, n)];
+    vec![Alert {
+        name: "SentryEventsDropped".into(),
+        severity: Severity::Info,
+        expr: format!(
+            "sum by ({svc}, instance) (rate({SENTRY_EVENTS_DROPPED}{{{sel}}}[{rw}])) > 0"
+        ),
+        hold: c.sentry_dropped_for,
+        labels: vec![],
+        summary: tpl!["Sentry events dropped on ", label(svc)],
+        description: tpl![
+            label("instance"),
+            " of ",
+            label(svc),
+            " drops ",
+            Fmt::Fixed2,
+            " Sentry events/s: Sentry is unreachable, slow or rate-limiting.",
+        ],
+        runbook: "sentry-events-dropped",
+        test: AlertTest {
+            interval: step,
+            eval,
+            fire: dropped(2.0),
+            quiet: dropped(0.0),
+            labels: s.out(&[("instance", INSTANCE)]),
+            value: 2.0,
+        },
+    }]
+}

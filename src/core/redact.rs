@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub(crate) use super::names::REDACTED;
 
-/// The default list of sensitive words (DESIGN §6).
+/// The default list of sensitive words (passwords, secrets, tokens, credentials, cookies, API keys, card numbers).
 pub const DEFAULT_SENSITIVE: &[&str] = &[
     "password",
     "passwd",

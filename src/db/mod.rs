@@ -16,7 +16,7 @@
 //! - [`DbQuery`]: times a query (a future, or a closure for blocking drivers), records the
 //!   histogram, and runs it inside a `db.query` span carrying `db.system.name`,
 //!   `db.operation.name`, `db.collection.name` and `db.namespace`, so it shows in traces. An
-//!   `Err` sets `error.type` and marks the span as an error, which keeps the trace (DESIGN §7).
+//!   `Err` sets `error.type` and marks the span as an error, which keeps the trace.
 //!
 //! ```
 //! use mercenary_obs::db::{DbPool, DbQuery, PoolStats};

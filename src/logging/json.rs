@@ -1,4 +1,4 @@
-//! The JSON formatter: one event, one line, fields in the order of DESIGN §6.
+//! The JSON formatter: one event, one line, fields in the documented order (timestamp, level, target, message, service, IDs, fields).
 //!
 //! `{"timestamp":…,"level":…,"target":…,"message":…,"service":…,"correlation_id":…,"trace_id":…,
 //! "span_id":…, <event fields>, <span fields>}`. The span part is pre-rendered when the span is

@@ -1,4 +1,4 @@
-//! Sentry error reporting (feature `sentry`, DESIGN §9).
+//! Sentry error reporting (feature `sentry`).
 //!
 //! With a DSN (`SENTRY_DSN` or [`ObsBuilder::sentry_dsn`]) an instance owns its own Sentry
 //! [`Client`] and a main [`Hub`] bound to it; nothing global is touched by `build()`. `init()`
@@ -36,7 +36,7 @@
 //! records the panicking thread's stack only while that thread is polling a request of an
 //! instance with Sentry on; anywhere else it does nothing.
 //!
-//! **Redaction** (§6) runs in `before_send` and `before_breadcrumb` on every event and
+//! **Redaction** (the log lines' rules) runs in `before_send` and `before_breadcrumb` on every event and
 //! breadcrumb: values of tags, extra data, context fields, breadcrumb data and request headers
 //! whose names are sensitive become `[REDACTED]` (recursively), the values of sensitive
 //! parameters in any URL-like string (`?token=…`) too, the request's query string and cookies

@@ -1,5 +1,5 @@
 //! The tail sampler: buffers each trace's spans until its local root ends, then keeps or drops
-//! the whole trace by the rules of DESIGN §7.
+//! the whole trace by the sampling rules (error, forced, parent, slow, ratio).
 //!
 //! Keep the trace if any rule matches, in this order; the first match is the reason:
 //! `error`, `forced` (within a token-bucket budget), `parent` (trusted upstream sampled flag),

@@ -9,3 +9,6 @@ pub(crate) mod entries;
 pub(crate) mod fields;
 pub(crate) mod handoff;
 pub(crate) mod layer;
+
+#[cfg(test)]
+mod tests;

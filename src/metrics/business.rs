@@ -27,7 +27,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::fmt::{self, Display, Write as _};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{
@@ -1160,15 +1160,6 @@ mod smallkeys {
 /// The business metrics of the instance `init()` installed.
 static GLOBAL: OnceLock<Arc<BusinessMetrics>> = OnceLock::new();
 
-/// The business metrics of the metrics-only default instance, used before `init()`.
-static DEFAULT: LazyLock<Arc<BusinessMetrics>> = LazyLock::new(|| {
-    let registry = Registry::new();
-    Arc::new(
-        BusinessMetrics::new(&registry, DEFAULT_SERIES_CAP, HashMap::new())
-            .unwrap_or_else(|_| BusinessMetrics::unregistered(&registry)),
-    )
-});
-
 /// Makes `metrics` the target of the macros from now on (`init()`); `false` when an instance
 /// was installed already.
 pub(crate) fn install_global(metrics: Arc<BusinessMetrics>) -> bool {
@@ -1177,7 +1168,7 @@ pub(crate) fn install_global(metrics: Arc<BusinessMetrics>) -> bool {
 
 /// The business metrics the macros use before `init()`, in the default instance's registry.
 pub(crate) fn default_metrics() -> &'static Arc<BusinessMetrics> {
-    &DEFAULT
+    &super::default_handle().business
 }
 
 /// The call-site slot of the instance the macros use now (0: default, 1: global).
@@ -1191,7 +1182,7 @@ fn slot() -> usize {
 pub(crate) fn target() -> (usize, &'static BusinessMetrics) {
     match GLOBAL.get() {
         Some(metrics) => (1, metrics),
-        None => (0, &DEFAULT),
+        None => (0, default_metrics()),
     }
 }
 

@@ -11,7 +11,7 @@ pub(crate) mod options;
 pub(crate) mod red;
 pub(crate) mod runtime;
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use prometheus::Registry;
 
@@ -25,6 +25,7 @@ use crate::core::error::Error;
 use crate::core::resource::Resource;
 
 /// The metrics of one instance.
+#[derive(Clone)]
 pub(crate) struct MetricsHandle {
     pub(crate) registry: Registry,
     pub(crate) red: RedMetrics,
@@ -53,22 +54,31 @@ pub(crate) fn start(config: MetricsConfig, resource: &Resource) -> Result<Metric
     })
 }
 
-/// The metrics of the metrics-only default instance (before `init()`): the RED metrics in the
-/// registry of the default business families.
-pub(crate) fn default_handle() -> MetricsHandle {
-    let business = business::default_metrics().clone();
-    let registry = business.registry().clone();
+/// The metrics of the metrics-only default instance (before `init()`), made on first use: the
+/// RED metrics first, then the business families the macros use, in one registry (so a macro
+/// reusing a RED name before anything else ran is a conflict, as on any instance).
+static DEFAULT: LazyLock<MetricsHandle> = LazyLock::new(|| {
+    let registry = Registry::new();
     let red = RedMetrics::register(
         &registry,
         options::DEFAULT_DURATION_BUCKETS,
         &Resource::unknown(),
     )
     .unwrap_or_else(|_| unreachable_registration());
+    let business = Arc::new(
+        BusinessMetrics::new(&registry, business::DEFAULT_SERIES_CAP, Default::default())
+            .unwrap_or_else(|_| BusinessMetrics::unregistered(&registry)),
+    );
     MetricsHandle {
         registry,
         red,
         business,
     }
+});
+
+/// The metrics of the metrics-only default instance.
+pub(crate) fn default_handle() -> &'static MetricsHandle {
+    &DEFAULT
 }
 
 #[cold]

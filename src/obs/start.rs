@@ -124,7 +124,7 @@ pub(crate) fn from_config(config: Config, global: bool) -> Result<Obs, Error> {
 /// The instance used before `init()`: metrics only (in the default registry the macros use
 /// before `init()`), no logs, no traces.
 pub(crate) fn metrics_only() -> Obs {
-    let metrics = crate::metrics::default_handle();
+    let metrics = crate::metrics::default_handle().clone();
     let request = RequestState::new(
         RequestConfig::metrics_only(),
         metrics.red.clone(),

@@ -1,7 +1,7 @@
 //! OTLP export against real receivers: an OTLP/HTTP protobuf receiver on loopback (decoding
 //! with `opentelemetry-proto`) and, with feature `grpc`, `fake-opentelemetry-collector`.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;

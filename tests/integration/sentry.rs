@@ -2,7 +2,7 @@
 //! the real HTTP transport against loopback endpoints that are down, hang, or rate-limit.
 #![cfg(feature = "sentry")]
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -1,6 +1,6 @@
 //! JSON log lines as a log pipeline (Loki, a terminal, a SIEM) receives them.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex};

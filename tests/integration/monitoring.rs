@@ -3,7 +3,7 @@
 //! and a real Prometheus running the generated rules against the demo fires the alerts the
 //! traffic calls for and answers every dashboard query.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;

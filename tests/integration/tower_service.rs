@@ -1,7 +1,7 @@
 //! The layer around a plain tower service (no axum): a `RouteExtractor`, inner errors, panics
 //! re-raised on request, and the `/metrics` service.
 
-mod common;
+use crate::common;
 
 use std::convert::Infallible;
 
@@ -96,7 +96,7 @@ async fn any_http_service_with_a_route_extractor() {
         Some(1.0)
     );
     assert_eq!(
-        find("error_type=\"tower_service::StorageError\""),
+        find("error_type=\"integration::tower_service::StorageError\""),
         Some(1.0),
         "{counts:?}"
     );
@@ -113,7 +113,7 @@ async fn any_http_service_with_a_route_extractor() {
         .find(|l| l["url.path"] == "/orders/err")
         .unwrap();
     assert_eq!(err_line["level"], "ERROR");
-    assert_eq!(err_line["error.type"], "tower_service::StorageError");
+    assert_eq!(err_line["error.type"], "integration::tower_service::StorageError");
     assert!(err_line.get("http.response.status_code").is_none());
 }
 

@@ -1,6 +1,6 @@
 //! Correlation IDs over real HTTP: kept, generated, replaced, echoed, and on every log line.
 
-mod common;
+use crate::common;
 
 use axum::Router;
 use axum::routing::get;

@@ -1,6 +1,6 @@
 //! Error-aware tail sampling, seen through the in-memory ring (`/debug/traces`) and `/metrics`.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! Two instances built in one process keep separate metrics and logs.
 
-mod common;
+use crate::common;
 
 use axum::Router;
 use axum::routing::get;

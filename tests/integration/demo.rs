@@ -1,7 +1,7 @@
 //! The demo service as a user runs it: spawned as a child process, driven over real HTTP,
 //! scraped by a real Prometheus server, its stdout read as a log shipper would.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::process::Command;

@@ -1,6 +1,6 @@
 //! RED metrics over real HTTP, checked the way Prometheus and an operator would check them.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

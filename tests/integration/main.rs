@@ -1,0 +1,22 @@
+//! The integration tests that need no process of their own, in one test binary (one link
+//! instead of one per file). Tests that install a global instance or subscriber (`init()`) keep
+//! a binary each: `tests/audit.rs`, `tests/global.rs`, `tests/global_conflict.rs`,
+//! `tests/sentry_global.rs`, `tests/shutdown.rs`; so does the trybuild test.
+//!
+//! Every test here builds its own instance with `Obs::builder().build()`, so they run side by
+//! side under `cargo test` (threads in one process) and under nextest (a process each) alike.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod correlation;
+mod demo;
+mod instances;
+mod layering;
+mod logs;
+mod metrics;
+mod monitoring;
+mod otlp;
+mod sentry;
+mod tower_service;
+mod traces;

@@ -120,7 +120,7 @@ where
 /// The tower layer that observes every request: correlation ID, RED metrics, access line, and
 /// the request span that handler logs and child spans inherit.
 ///
-/// Get one from [`crate::layer()`] (the global instance) or [`Obs::layer`]. With axum, add it
+/// Get one from [`crate::layer()`] (the global instance) or [`Obs::layer`](crate::Obs::layer). With axum, add it
 /// with `Router::layer` (not `route_layer`, which skips unmatched requests) so the route label
 /// comes from `MatchedPath`.
 ///

@@ -145,9 +145,6 @@ pub(crate) struct TraceMetrics {
     early_root_timeout: IntCounter,
 }
 
-/// `mercenary_obs_spans_exported_total`
-#[allow(dead_code)] // registered by the export pipeline (feature `otlp`)
-
 impl TraceMetrics {
     pub(crate) fn register(registry: &Registry) -> Result<Self, Error> {
         let err = |name: &str, e: prometheus::Error| Error::MetricRegistration {

@@ -113,7 +113,10 @@ async fn any_http_service_with_a_route_extractor() {
         .find(|l| l["url.path"] == "/orders/err")
         .unwrap();
     assert_eq!(err_line["level"], "ERROR");
-    assert_eq!(err_line["error.type"], "integration::tower_service::StorageError");
+    assert_eq!(
+        err_line["error.type"],
+        "integration::tower_service::StorageError"
+    );
     assert!(err_line.get("http.response.status_code").is_none());
 }
 

@@ -11,7 +11,6 @@ pub(crate) mod options;
 mod service;
 pub(crate) mod state;
 
-use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
@@ -20,10 +19,6 @@ pub use self::future::ResponseFuture;
 pub use self::service::ObsService;
 
 use self::state::RequestState;
-
-/// What keeps the instance's pipelines running while a layer or service exists (the instance
-/// itself; its drop flushes and stops them).
-pub(crate) type Owner = Arc<dyn Any + Send + Sync>;
 
 /// The route template of a request (`/users/{id}`), never the raw path.
 ///
@@ -135,7 +130,6 @@ where
 #[derive(Clone)]
 pub struct ObsLayer {
     state: Arc<RequestState>,
-    owner: Owner,
     routes: Option<Arc<dyn RouteExtractor>>,
 }
 
@@ -149,11 +143,10 @@ impl fmt::Debug for ObsLayer {
 }
 
 impl ObsLayer {
-    /// A layer over `state`, keeping `owner` alive as long as it or a service it made lives.
-    pub(crate) fn from_state(state: Arc<RequestState>, owner: Owner) -> Self {
+    /// A layer over `state` (which keeps the instance's pipelines running).
+    pub(crate) fn from_state(state: Arc<RequestState>) -> Self {
         Self {
             state,
-            owner,
             routes: None,
         }
     }
@@ -169,11 +162,6 @@ impl<S> tower::Layer<S> for ObsLayer {
     type Service = ObsService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ObsService::new(
-            inner,
-            self.state.clone(),
-            self.owner.clone(),
-            self.routes.clone(),
-        )
+        ObsService::new(inner, self.state.clone(), self.routes.clone())
     }
 }

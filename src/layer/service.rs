@@ -10,7 +10,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 
 use super::future::{RequestRecord, ResponseFuture, TraceIds};
 use super::state::RequestState;
-use super::{Owner, Route, RouteExtractor};
+use super::{Route, RouteExtractor};
 use crate::context::handoff::{RequestTrace, take_opened, with_request_trace};
 use crate::core::escape::push_json_str;
 use crate::core::http::method_label;
@@ -31,8 +31,6 @@ static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub struct ObsService<S> {
     inner: S,
     state: Arc<RequestState>,
-    /// Keeps the instance (and so its pipelines) alive while the service exists.
-    _owner: Owner,
     routes: Option<Arc<dyn RouteExtractor>>,
 }
 
@@ -48,13 +46,11 @@ impl<S> ObsService<S> {
     pub(crate) fn new(
         inner: S,
         state: Arc<RequestState>,
-        owner: Owner,
         routes: Option<Arc<dyn RouteExtractor>>,
     ) -> Self {
         Self {
             inner,
             state,
-            _owner: owner,
             routes,
         }
     }

@@ -1,5 +1,6 @@
 //! [`RequestState`]: the handles the request path needs, and nothing else.
 
+use std::any::Any;
 use std::sync::Arc;
 
 use http::HeaderName;
@@ -31,6 +32,9 @@ pub(crate) struct RequestState {
     /// `None` when no Sentry DSN is set.
     #[cfg(feature = "sentry")]
     pub(crate) sentry: Option<Arc<crate::sentry::SentryState>>,
+    /// What keeps the instance's pipelines (log writers, exporter, Sentry) running while a
+    /// layer, a service or a request holds this state; the last one dropped shuts them down.
+    pub(crate) keep_alive: Option<Arc<dyn Any + Send + Sync>>,
 }
 
 /// A request header written on the access line, prepared once.
@@ -82,6 +86,7 @@ impl RequestState {
             traces,
             #[cfg(feature = "sentry")]
             sentry: None,
+            keep_alive: None,
         }
     }
 

@@ -48,8 +48,8 @@ impl ObsGuard {
         let Some(obs) = self.obs.take() else {
             return Ok(());
         };
-        let timeout = obs.inner.shutdown_timeout;
-        if obs.inner.shutdown(timeout) {
+        let timeout = obs.inner.pipelines.shutdown_timeout;
+        if obs.inner.pipelines.shutdown(timeout) {
             Ok(())
         } else {
             Err(Error::ShutdownTimedOut { timeout })

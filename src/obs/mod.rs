@@ -48,28 +48,36 @@ pub struct Obs {
 pub(crate) struct ObsInner {
     pub(crate) metrics: MetricsHandle,
     pub(crate) db: Arc<DbMetrics>,
-    /// `None` for the metrics-only default instance.
-    pub(crate) logs: Option<LogPipeline>,
     /// The instance's subscriber; `None` for the metrics-only default instance.
     pub(crate) dispatch: Option<Dispatch>,
     /// Whether the instance is scoped around each request (`build()`), not global (`init()`).
     pub(crate) scoped: bool,
+    /// The components with threads or queues to flush and stop.
+    pub(crate) pipelines: Arc<Pipelines>,
+    /// What the request path needs (it also keeps `pipelines` alive).
+    pub(crate) request: Arc<RequestState>,
+    pub(crate) service_name: String,
+}
+
+/// The components of an instance that have something to flush and to stop: shut down, in
+/// order, when the last handle to them goes (the last `Obs`, layer, service or request in
+/// flight), or by [`ObsGuard`].
+pub(crate) struct Pipelines {
+    /// `None` for the metrics-only default instance.
+    pub(crate) logs: Option<LogPipeline>,
     /// `None` when traces are off (and for the metrics-only default instance).
     pub(crate) traces: Option<Arc<TracesHandle>>,
     /// `None` when no Sentry DSN is set.
     #[cfg(feature = "sentry")]
     pub(crate) sentry: Option<Arc<crate::sentry::SentryState>>,
-    /// What the request path needs.
-    pub(crate) request: Arc<RequestState>,
     pub(crate) shutdown_timeout: Duration,
-    pub(crate) service_name: String,
 }
 
 impl fmt::Debug for Obs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Obs")
             .field("service_name", &self.inner.service_name)
-            .field("logs", &self.inner.logs.is_some())
+            .field("logs", &self.inner.pipelines.logs.is_some())
             .field("global", &!self.inner.scoped)
             .finish_non_exhaustive()
     }
@@ -115,7 +123,7 @@ impl Obs {
     /// The most recent kept traces as JSON (`{"traces":[…]}`, newest first), as served at
     /// `/debug/traces`. `None` when traces go to an OTLP endpoint instead, or are off.
     pub fn recent_traces_json(&self) -> Option<String> {
-        self.inner.traces.as_ref()?.recent_json()
+        self.inner.pipelines.traces.as_ref()?.recent_json()
     }
 
     /// This instance's `tracing` dispatcher (JSON or pretty logs), for code that installs it
@@ -134,17 +142,16 @@ impl Obs {
     /// (each bounded by the shutdown timeout).
     /// Returns whether everything was written in time.
     pub fn flush(&self) -> bool {
-        let timeout = self.inner.shutdown_timeout;
-        let traces = self.inner.traces.as_ref().is_none_or(|t| t.flush(timeout));
-        #[cfg(feature = "sentry")]
-        let traces = traces && self.inner.sentry.as_ref().is_none_or(|s| s.flush(timeout));
-        let logs = self.inner.logs.as_ref().is_none_or(|l| l.flush(timeout));
-        traces && logs
+        self.inner.pipelines.flush()
     }
 
     /// Application log lines dropped so far because the log queue was full.
     pub fn log_lines_dropped(&self) -> u64 {
-        self.inner.logs.as_ref().map_or(0, |l| l.dropped())
+        self.inner
+            .pipelines
+            .logs
+            .as_ref()
+            .map_or(0, |l| l.dropped())
     }
 
     /// A business counter on this instance (what [`crate::counter!`] does on the global one).
@@ -195,16 +202,26 @@ impl Obs {
 impl ObsLayer {
     /// A layer bound to `obs` (what [`Obs::layer`] returns). It keeps the instance alive.
     pub fn new(obs: Obs) -> Self {
-        let state = obs.inner.request.clone();
-        ObsLayer::from_state(state, obs.inner)
+        ObsLayer::from_state(obs.inner.request.clone())
     }
 }
 
-impl ObsInner {
+impl Pipelines {
+    /// Waits until every log line so far is written, every kept trace exported and every
+    /// Sentry event sent, each within the shutdown timeout.
+    fn flush(&self) -> bool {
+        let timeout = self.shutdown_timeout;
+        let traces = self.traces.as_ref().is_none_or(|t| t.flush(timeout));
+        #[cfg(feature = "sentry")]
+        let traces = traces && self.sentry.as_ref().is_none_or(|s| s.flush(timeout));
+        let logs = self.logs.as_ref().is_none_or(|l| l.flush(timeout));
+        traces && logs
+    }
+
     /// Shuts every component down in order, within `timeout` in all: decide the buffered
     /// traces and export the kept ones, close Sentry, then write the queued log lines (which
     /// include what the first two logged). Returns whether everything finished in time.
-    fn shutdown(&self, timeout: Duration) -> bool {
+    pub(crate) fn shutdown(&self, timeout: Duration) -> bool {
         let started = Instant::now();
         let left = || timeout.saturating_sub(started.elapsed());
         let traces = self.traces.as_ref().is_none_or(|t| t.shutdown(timeout));
@@ -219,7 +236,7 @@ impl ObsInner {
     }
 }
 
-impl Drop for ObsInner {
+impl Drop for Pipelines {
     fn drop(&mut self) {
         self.shutdown(self.shutdown_timeout);
     }
@@ -242,7 +259,7 @@ pub(crate) fn install_global(obs: Obs) -> Result<ObsGuard, Error> {
     crate::metrics::business::install_global(obs.inner.metrics.business.clone());
     DbMetrics::install_global(obs.inner.db.clone());
     #[cfg(feature = "sentry")]
-    if let Some(sentry) = &obs.inner.sentry {
+    if let Some(sentry) = &obs.inner.pipelines.sentry {
         sentry.bind_main();
     }
     Ok(ObsGuard::new(obs))

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tracing_core::dispatcher::WeakDispatch;
 
-use super::{Obs, ObsInner, subscriber};
+use super::{Obs, ObsInner, Pipelines, subscriber};
 use crate::context::layer::ContextLayer;
 use crate::core::error::Error;
 use crate::core::names::EXPORT_TARGET;
@@ -92,7 +92,6 @@ pub(crate) fn from_config(config: Config, global: bool) -> Result<Obs, Error> {
     );
     let _ = log_dispatch.set(dispatch.downgrade());
 
-    #[allow(unused_mut)]
     let mut request = RequestState::new(
         config.request,
         metrics.red.clone(),
@@ -104,18 +103,22 @@ pub(crate) fn from_config(config: Config, global: bool) -> Result<Obs, Error> {
     {
         request.sentry = sentry.clone();
     }
+    let pipelines = Arc::new(Pipelines {
+        logs: Some(logs),
+        traces,
+        #[cfg(feature = "sentry")]
+        sentry,
+        shutdown_timeout: config.shutdown_timeout,
+    });
+    request.keep_alive = Some(pipelines.clone());
     Ok(Obs {
         inner: Arc::new(ObsInner {
             metrics,
             db,
-            logs: Some(logs),
             dispatch: Some(dispatch),
             scoped: !global,
-            traces,
-            #[cfg(feature = "sentry")]
-            sentry,
+            pipelines,
             request: Arc::new(request),
-            shutdown_timeout: config.shutdown_timeout,
             service_name: resource.service_name,
         }),
     })
@@ -136,14 +139,16 @@ pub(crate) fn metrics_only() -> Obs {
         inner: Arc::new(ObsInner {
             metrics,
             db: DbMetrics::default_metrics().clone(),
-            logs: None,
             dispatch: None,
             scoped: false,
-            traces: None,
-            #[cfg(feature = "sentry")]
-            sentry: None,
+            pipelines: Arc::new(Pipelines {
+                logs: None,
+                traces: None,
+                #[cfg(feature = "sentry")]
+                sentry: None,
+                shutdown_timeout: Duration::from_secs(5),
+            }),
             request: Arc::new(request),
-            shutdown_timeout: Duration::from_secs(5),
             service_name: Resource::unknown().service_name,
         }),
     }

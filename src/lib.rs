@@ -89,7 +89,8 @@
 //! tests, Grafana dashboards and an Alertmanager routing example from the metric names the code
 //! emits (checked in under `monitoring/`, with runbooks in `docs/runbooks/`). [`db`] gives the
 //! pool and query metrics its database alerts and dashboard use; with feature `tokio`, the
-//! `tokio_runtime_*` gauges feed the runtime dashboard.
+//! `tokio_runtime_*` gauges feed the runtime dashboard. Every metric name, label name and log
+//! target the crate emits is a constant in [`names`], which the kit reads too.
 //!
 //! ## Features
 //!

@@ -41,10 +41,10 @@ mod table;
 
 pub use desc::{Desc, Kind};
 pub use handles::{
-    Counter, CounterKind, Gauge, GaugeKind, Histogram, HistogramKind, HistogramTimer,
+    Counter, CounterKind, Gauge, GaugeKind, Histogram, HistogramKind, HistogramTimer, MetricKind,
 };
 pub(crate) use registry::BusinessMetrics;
-pub(crate) use sites::{default_metrics, install_global};
+pub(crate) use sites::{default_metrics, install_global, target_shared};
 // Linked from the documentation of `crate::metrics`.
 #[allow(unused_imports)]
 pub(crate) use sites::target;

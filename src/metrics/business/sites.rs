@@ -51,6 +51,15 @@ pub(crate) fn target() -> (usize, &'static BusinessMetrics) {
     }
 }
 
+/// [`target`], as the shared table: for the crate's own families that live outside a macro
+/// call site (the database metrics) and must keep their instance alive.
+pub(crate) fn target_shared() -> (usize, &'static Arc<BusinessMetrics>) {
+    match GLOBAL.get() {
+        Some(metrics) => (1, metrics),
+        None => (0, &DEFAULT),
+    }
+}
+
 /// Picks [`LabelRef::Str`] for text and [`LabelRef::Display`] for the rest (autoref
 /// specialization: the macros call `(&Wrap(&value)).label_ref()` with both traits in scope).
 #[doc(hidden)]

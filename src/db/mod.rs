@@ -35,8 +35,12 @@
 //! Decisions where the conventions leave room:
 //!
 //! - Label values are meant to be low-cardinality: an operation name (`SELECT`, `findAndModify`)
-//!   and a table/collection name, never the query text. As a guard, past 1000 label sets new
-//!   ones fold into one series whose labels are all `_other` (sums stay exact).
+//!   and a table/collection name, never the query text. As a guard, each metric holds at most
+//!   1000 label sets: past them new ones fold into one series whose labels are all `_other`
+//!   (sums stay exact), and `mercenary_obs_metric_overflow_total{metric}` counts each folded
+//!   resolution. The metrics are business-metric families (the series table of
+//!   [`crate::counter!`] and friends): an existing series is found without allocating, and a
+//!   label value is cut at 1024 bytes.
 //! - `error_type` on an `Err` is the error's type name (`std::any::type_name`), as the HTTP
 //!   layer does; a query future dropped before it finished is recorded once with
 //!   `error_type="cancelled"`.
@@ -44,149 +48,110 @@
 //!   pool label (`db_client_connection_pool_name`), and the gauges are exported only once a pool
 //!   has been recorded.
 
-use std::collections::HashMap;
+use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntGauge, IntGaugeVec, Opts, Registry};
-
-use crate::core::error::Error;
 use crate::core::names::{
-    DB_CONNECTION_COUNT as CONNECTION_COUNT, DB_CONNECTION_MAX as CONNECTION_MAX,
-    DB_OPERATION_DURATION as OPERATION_DURATION, DB_PENDING_REQUESTS as PENDING_REQUESTS,
-    DB_POOL_LABEL as POOL_LABEL, DB_STATE_LABEL as STATE_LABEL,
+    DB_COLLECTION_LABEL as COLLECTION_LABEL, DB_CONNECTION_COUNT as CONNECTION_COUNT,
+    DB_CONNECTION_MAX as CONNECTION_MAX, DB_OPERATION_DURATION as OPERATION_DURATION,
+    DB_OPERATION_LABEL as OPERATION_LABEL, DB_PENDING_REQUESTS as PENDING_REQUESTS,
+    DB_POOL_LABEL as POOL_LABEL, DB_STATE_LABEL as STATE_LABEL, DB_SYSTEM_LABEL as SYSTEM_LABEL,
+};
+use crate::metrics::business::{
+    self, BusinessMetrics, Desc, Family, Gauge, GaugeKind, Histogram, HistogramKind, Kind,
+    LabelRef, MetricKind,
 };
 
 /// Bucket boundaries of `db_client_operation_duration_seconds` (OTel's advice for
 /// `db.client.operation.duration`).
 pub const DB_DURATION_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0];
 
-/// Distinct label sets of the duration histogram before new ones fold into `_other`.
+/// Distinct label sets of each database metric before new ones fold into `_other` (whatever
+/// the instance's default series cap; a per-name cap set on the builder overrides it).
 const MAX_SERIES: usize = 1000;
-const OTHER: &str = "_other";
 
-type SeriesKey = (String, String, String, String);
+/// The label carrying the error's type name (`cancelled` for a dropped query, empty on success).
+const ERROR_TYPE_LABEL: &str = "error_type";
 
-/// The database metric families of one instance, registered when it is built (a family with
-/// no series is not exported, so they cost nothing until used).
-#[derive(Debug)]
+static DURATION: Desc = Desc::new(
+    Kind::Histogram,
+    OPERATION_DURATION,
+    &[
+        SYSTEM_LABEL,
+        OPERATION_LABEL,
+        COLLECTION_LABEL,
+        ERROR_TYPE_LABEL,
+    ],
+)
+.with_help("Duration of database client operations.")
+.with_buckets(DB_DURATION_BUCKETS)
+.with_max_series(MAX_SERIES);
+
+static COUNT: Desc = Desc::new(Kind::Gauge, CONNECTION_COUNT, &[POOL_LABEL, STATE_LABEL])
+    .with_help("Connections of a database client pool, by state (idle, used).")
+    .with_max_series(MAX_SERIES);
+
+static MAX: Desc = Desc::new(Kind::Gauge, CONNECTION_MAX, &[POOL_LABEL])
+    .with_help("The most connections a database client pool may open.")
+    .with_max_series(MAX_SERIES);
+
+static PENDING: Desc = Desc::new(Kind::Gauge, PENDING_REQUESTS, &[POOL_LABEL])
+    .with_help("Requests waiting for a connection from a database client pool.")
+    .with_max_series(MAX_SERIES);
+
+/// The database metric families of one instance: business-metric families in the instance's
+/// table, created on first use (a pool's gauges on the first pool, the histogram on the first
+/// query), so an instance that never touches a database exports nothing for them.
 pub(crate) struct DbMetrics {
-    count: IntGaugeVec,
-    max: IntGaugeVec,
-    pending: IntGaugeVec,
-    duration: HistogramVec,
-    series: Mutex<HashMap<SeriesKey, Histogram>>,
+    business: Arc<BusinessMetrics>,
+    duration: OnceLock<Option<Arc<Family<HistogramKind>>>>,
+    pools: OnceLock<PoolFamilies>,
+}
+
+/// The three gauge families of the connection pools. `None`: the name conflicts with another
+/// metric (logged once); the gauges are no-ops.
+struct PoolFamilies {
+    count: Option<Arc<Family<GaugeKind>>>,
+    max: Option<Arc<Family<GaugeKind>>>,
+    pending: Option<Arc<Family<GaugeKind>>>,
+}
+
+impl fmt::Debug for DbMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DbMetrics").finish_non_exhaustive()
+    }
 }
 
 impl DbMetrics {
-    pub(crate) fn register(registry: &Registry) -> Result<Self, Error> {
-        fn reg<C: prometheus::core::Collector + Clone + 'static>(
-            registry: &Registry,
-            name: &str,
-            c: Result<C, prometheus::Error>,
-        ) -> Result<C, Error> {
-            let err = |e: prometheus::Error| Error::MetricRegistration {
-                metric: name.to_string(),
-                reason: e.to_string(),
-            };
-            let c = c.map_err(err)?;
-            registry.register(Box::new(c.clone())).map_err(err)?;
-            Ok(c)
+    /// The database metrics of the instance whose business-metric families are `business`.
+    pub(crate) fn new(business: &Arc<BusinessMetrics>) -> Self {
+        Self {
+            business: business.clone(),
+            duration: OnceLock::new(),
+            pools: OnceLock::new(),
         }
-        let count = reg(
-            registry,
-            CONNECTION_COUNT,
-            IntGaugeVec::new(
-                Opts::new(
-                    CONNECTION_COUNT,
-                    "Connections of a database client pool, by state (idle, used).",
-                ),
-                &[POOL_LABEL, STATE_LABEL],
-            ),
-        )?;
-        let max = reg(
-            registry,
-            CONNECTION_MAX,
-            IntGaugeVec::new(
-                Opts::new(
-                    CONNECTION_MAX,
-                    "The most connections a database client pool may open.",
-                ),
-                &[POOL_LABEL],
-            ),
-        )?;
-        let pending = reg(
-            registry,
-            PENDING_REQUESTS,
-            IntGaugeVec::new(
-                Opts::new(
-                    PENDING_REQUESTS,
-                    "Requests waiting for a connection from a database client pool.",
-                ),
-                &[POOL_LABEL],
-            ),
-        )?;
-        let duration = reg(
-            registry,
-            OPERATION_DURATION,
-            HistogramVec::new(
-                HistogramOpts::new(
-                    OPERATION_DURATION,
-                    "Duration of database client operations.",
-                )
-                .buckets(DB_DURATION_BUCKETS.to_vec()),
-                &[
-                    "db_system_name",
-                    "db_operation_name",
-                    "db_collection_name",
-                    "error_type",
-                ],
-            ),
-        )?;
-        Ok(Self {
-            count,
-            max,
-            pending,
-            duration,
-            series: Mutex::new(HashMap::new()),
-        })
     }
 
-    /// The histogram of one label set, cached; past [`MAX_SERIES`] sets, the `_other` series.
-    fn histogram(&self, key: SeriesKey) -> Histogram {
-        let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(h) = series.get(&key) {
-            return h.clone();
-        }
-        let key = if series.len() >= MAX_SERIES {
-            let other = |s: &str| {
-                if s.is_empty() {
-                    String::new()
-                } else {
-                    OTHER.to_string()
-                }
-            };
-            (
-                OTHER.to_string(),
-                OTHER.to_string(),
-                other(&key.2),
-                other(&key.3),
-            )
-        } else {
-            key
-        };
-        series
-            .entry(key)
-            .or_insert_with_key(|k| {
-                self.duration.with_label_values(&[
-                    k.0.as_str(),
-                    k.1.as_str(),
-                    k.2.as_str(),
-                    k.3.as_str(),
-                ])
+    /// The histogram family (`None` when its name conflicts with another metric).
+    fn duration(&self) -> Option<&Family<HistogramKind>> {
+        self.duration
+            .get_or_init(|| {
+                self.business
+                    .family::<HistogramKind>(&DURATION, OPERATION_DURATION)
             })
-            .clone()
+            .as_deref()
+    }
+
+    fn pools(&self) -> &PoolFamilies {
+        self.pools.get_or_init(|| PoolFamilies {
+            count: self.business.family::<GaugeKind>(&COUNT, CONNECTION_COUNT),
+            max: self.business.family::<GaugeKind>(&MAX, CONNECTION_MAX),
+            pending: self
+                .business
+                .family::<GaugeKind>(&PENDING, PENDING_REQUESTS),
+        })
     }
 }
 
@@ -212,10 +177,10 @@ pub struct PoolStats {
 #[derive(Clone, Debug)]
 pub struct DbPool {
     name: Arc<str>,
-    used: IntGauge,
-    idle: IntGauge,
-    max: IntGauge,
-    pending: IntGauge,
+    used: Gauge,
+    idle: Gauge,
+    max: Gauge,
+    pending: Gauge,
 }
 
 impl DbPool {
@@ -227,7 +192,7 @@ impl DbPool {
 
     /// Sets the gauges from `stats`: `used = size - idle`, `idle`, `max` and `waiting`.
     pub fn record(&self, stats: PoolStats) {
-        let g = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let g = |n: u64| i64::try_from(n).unwrap_or(i64::MAX) as f64;
         self.used.set(g(stats.size.saturating_sub(stats.idle)));
         self.idle.set(g(stats.idle));
         self.max.set(g(stats.max));
@@ -254,14 +219,14 @@ pub struct DbQuery {
 }
 
 /// Records the observation once: at completion, or as `cancelled` when dropped before.
-struct Recording {
-    histogram: Histogram,
-    cancelled: Option<Histogram>,
+struct Recording<'q> {
+    histogram: &'q Histogram,
+    cancelled: Option<&'q Histogram>,
     start: Instant,
     span: tracing::Span,
 }
 
-impl Recording {
+impl Recording<'_> {
     fn finish<E>(mut self, result: Result<(), &E>, obs: &DbQuery) {
         let elapsed = self.start.elapsed().as_secs_f64();
         match result {
@@ -277,7 +242,7 @@ impl Recording {
     }
 }
 
-impl Drop for Recording {
+impl Drop for Recording<'_> {
     fn drop(&mut self) {
         if let Some(h) = self.cancelled.take() {
             self.span.record("error.type", "cancelled");
@@ -317,16 +282,23 @@ impl DbQuery {
         self
     }
 
-    fn histogram(&self, error_type: &str) -> Histogram {
-        self.metrics.histogram((
-            self.system.clone(),
-            self.operation.clone(),
-            self.collection.clone().unwrap_or_default(),
-            error_type.to_string(),
-        ))
+    /// The series of this operation with `error_type` (empty: success), found without
+    /// allocating when it exists.
+    fn histogram(&self, error_type: &str) -> &Histogram {
+        let values = [
+            LabelRef::Str(&self.system),
+            LabelRef::Str(&self.operation),
+            LabelRef::Str(self.collection.as_deref().unwrap_or_default()),
+            LabelRef::Str(error_type),
+        ];
+        let noop: &Histogram = HistogramKind::noop();
+        self.metrics
+            .duration()
+            .and_then(|f| f.series_ref(&values))
+            .unwrap_or(noop)
     }
 
-    fn start(&self) -> Recording {
+    fn start(&self) -> Recording<'_> {
         let name = match &self.collection {
             Some(c) => format!("{} {c}", self.operation),
             None => self.operation.clone(),
@@ -391,105 +363,244 @@ impl DbQuery {
     }
 }
 
-/// The database metrics of the instance `init()` installed.
-static GLOBAL: OnceLock<Arc<DbMetrics>> = OnceLock::new();
-
-/// The database metrics of the metrics-only default instance, in its registry.
-static DEFAULT: LazyLock<Arc<DbMetrics>> = LazyLock::new(|| {
-    let registry = crate::metrics::business::default_metrics().registry();
-    Arc::new(DbMetrics::register(registry).unwrap_or_else(|_| {
-        // A fresh registry with the crate's own, valid names cannot refuse a registration.
-        panic!("registering the database metrics in the default registry failed")
-    }))
-});
+/// The database metrics of the default (0) and global (1) instance, made on first use over
+/// the business metrics the macros target ([`business::target_shared`]).
+static SLOTS: [OnceLock<Arc<DbMetrics>>; 2] = [OnceLock::new(), OnceLock::new()];
 
 impl DbMetrics {
     /// The metrics of the global instance, or of the default one before `init()`.
     pub(crate) fn current() -> &'static Arc<DbMetrics> {
-        GLOBAL.get().unwrap_or(&DEFAULT)
+        let (slot, business) = business::target_shared();
+        SLOTS[slot].get_or_init(|| Arc::new(DbMetrics::new(business)))
     }
 
-    /// The default instance's metrics.
+    /// The default instance's metrics, over [`business::default_metrics`].
     pub(crate) fn default_metrics() -> &'static Arc<DbMetrics> {
-        &DEFAULT
-    }
-
-    /// Makes `metrics` what [`DbPool::new`] and [`DbQuery::new`] use (`init()`).
-    pub(crate) fn install_global(metrics: Arc<DbMetrics>) {
-        let _ = GLOBAL.set(metrics);
+        SLOTS[0].get_or_init(|| Arc::new(DbMetrics::new(business::default_metrics())))
     }
 
     /// The gauges of the connection pool `name`.
     pub(crate) fn pool(&self, name: &str) -> DbPool {
+        let families = self.pools();
+        let gauge = |family: &Option<Arc<Family<GaugeKind>>>, values: &[LabelRef<'_>]| {
+            family
+                .as_deref()
+                .map(|f| f.series(values))
+                .unwrap_or_default()
+        };
         DbPool {
             name: Arc::from(name),
-            used: self.count.with_label_values(&[name, "used"]),
-            idle: self.count.with_label_values(&[name, "idle"]),
-            max: self.max.with_label_values(&[name]),
-            pending: self.pending.with_label_values(&[name]),
+            used: gauge(
+                &families.count,
+                &[LabelRef::Str(name), LabelRef::Str("used")],
+            ),
+            idle: gauge(
+                &families.count,
+                &[LabelRef::Str(name), LabelRef::Str("idle")],
+            ),
+            max: gauge(&families.max, &[LabelRef::Str(name)]),
+            pending: gauge(&families.pending, &[LabelRef::Str(name)]),
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::Obs;
+    use std::collections::HashMap;
+    use std::future::Future;
+    use std::task::{Context, Waker};
 
-    fn obs() -> Obs {
-        Obs::builder().log_writer(std::io::sink()).build().unwrap()
+    use prometheus::Registry;
+
+    use super::*;
+    use crate::metrics::business::DEFAULT_SERIES_CAP;
+    use crate::metrics::exposition::render;
+
+    /// Database metrics over a fresh registry, whose business metrics have `default_cap`.
+    fn metrics(default_cap: usize) -> (Registry, Arc<DbMetrics>) {
+        let registry = Registry::new();
+        let business =
+            Arc::new(BusinessMetrics::new(&registry, default_cap, HashMap::new()).unwrap());
+        (registry, Arc::new(DbMetrics::new(&business)))
+    }
+
+    fn count_lines(text: &str) -> usize {
+        text.lines()
+            .filter(|l| l.starts_with("db_client_operation_duration_seconds_count{"))
+            .count()
+    }
+
+    #[test]
+    fn nothing_is_exported_before_a_pool_or_a_query() {
+        let (registry, db) = metrics(DEFAULT_SERIES_CAP);
+        let _query = DbQuery::on(db.clone(), "postgresql", "SELECT");
+        let text = render(&registry);
+        assert!(!text.contains("db_client"), "{text}");
+        assert!(!text.contains("metric=\"db_client"), "{text}");
     }
 
     #[test]
     fn pool_gauges_follow_the_recorded_stats() {
-        let obs = obs();
-        let pool = obs.db_pool("main");
+        let (registry, db) = metrics(DEFAULT_SERIES_CAP);
+        let pool = db.pool("main");
+        assert_eq!(pool.name(), "main");
         pool.record(PoolStats {
             size: 8,
             idle: 3,
             max: 10,
             waiting: 2,
         });
-        let text = obs.render_metrics();
+        let text = render(&registry);
         for line in [
+            "# HELP db_client_connection_count Connections of a database client pool, by state (idle, used).",
+            "# TYPE db_client_connection_count gauge",
             "db_client_connection_count{db_client_connection_pool_name=\"main\",db_client_connection_state=\"used\"} 5",
             "db_client_connection_count{db_client_connection_pool_name=\"main\",db_client_connection_state=\"idle\"} 3",
+            "# HELP db_client_connection_max The most connections a database client pool may open.",
+            "# TYPE db_client_connection_max gauge",
             "db_client_connection_max{db_client_connection_pool_name=\"main\"} 10",
+            "# HELP db_client_connection_pending_requests Requests waiting for a connection from a database client pool.",
+            "# TYPE db_client_connection_pending_requests gauge",
             "db_client_connection_pending_requests{db_client_connection_pool_name=\"main\"} 2",
         ] {
             assert!(text.contains(line), "{line} missing in\n{text}");
         }
+        // Another handle on the same pool is the same series.
+        db.pool("main").record(PoolStats::default());
+        assert!(
+            render(&registry)
+                .contains("db_client_connection_max{db_client_connection_pool_name=\"main\"} 0")
+        );
     }
 
     #[test]
-    fn queries_record_outcome_and_fold_past_the_series_cap() {
-        let obs = obs();
-        let ok: Result<u8, std::io::Error> = obs
-            .db_query("postgresql", "SELECT")
+    fn queries_record_outcome_buckets_and_error_type() {
+        let (registry, db) = metrics(DEFAULT_SERIES_CAP);
+        let ok: Result<u8, std::io::Error> = DbQuery::on(db.clone(), "postgresql", "SELECT")
             .collection("users")
             .run_blocking(|| Ok(1));
         assert_eq!(ok.unwrap(), 1);
-        let err: Result<(), std::fmt::Error> = obs
-            .db_query("postgresql", "INSERT")
-            .run_blocking(|| Err(std::fmt::Error));
+        let err: Result<(), std::fmt::Error> =
+            DbQuery::on(db.clone(), "postgresql", "INSERT").run_blocking(|| Err(std::fmt::Error));
         assert!(err.is_err());
-        let text = obs.render_metrics();
-        assert!(text.contains(
-            "db_client_operation_duration_seconds_count{db_collection_name=\"users\",db_operation_name=\"SELECT\",db_system_name=\"postgresql\",error_type=\"\"} 1"
-        ), "{text}");
+        let text = render(&registry);
+        let select = "db_collection_name=\"users\",db_operation_name=\"SELECT\",db_system_name=\"postgresql\"";
+        for line in [
+            "# HELP db_client_operation_duration_seconds Duration of database client operations.",
+            "# TYPE db_client_operation_duration_seconds histogram",
+            &format!("db_client_operation_duration_seconds_count{{{select},error_type=\"\"}} 1"),
+            // The `cancelled` series of a label set exists from its first run.
+            &format!(
+                "db_client_operation_duration_seconds_count{{{select},error_type=\"cancelled\"}} 0"
+            ),
+            "db_client_operation_duration_seconds_count{db_collection_name=\"\",db_operation_name=\"INSERT\",db_system_name=\"postgresql\",error_type=\"core::fmt::Error\"} 1",
+            "db_client_operation_duration_seconds_count{db_collection_name=\"\",db_operation_name=\"INSERT\",db_system_name=\"postgresql\",error_type=\"\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+        let bounds: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                l.starts_with(&format!(
+                    "db_client_operation_duration_seconds_bucket{{{select},error_type=\"\""
+                ))
+            })
+            .filter_map(|l| l.split("le=\"").nth(1)?.split('"').next())
+            .collect();
+        assert_eq!(
+            bounds,
+            [
+                "0.001", "0.005", "0.01", "0.05", "0.1", "0.5", "1", "5", "10", "+Inf"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_query_dropped_before_it_finishes_is_recorded_once_as_cancelled() {
+        let (registry, db) = metrics(DEFAULT_SERIES_CAP);
+        let query = DbQuery::on(db, "postgresql", "UPDATE")
+            .collection("t")
+            .run(std::future::pending::<Result<(), std::fmt::Error>>());
+        let mut query = Box::pin(query);
         assert!(
-            text.contains("error_type=\"core::fmt::Error\"} 1"),
+            query
+                .as_mut()
+                .poll(&mut Context::from_waker(Waker::noop()))
+                .is_pending()
+        );
+        drop(query);
+        let text = render(&registry);
+        let labels =
+            "db_collection_name=\"t\",db_operation_name=\"UPDATE\",db_system_name=\"postgresql\"";
+        for line in [
+            format!(
+                "db_client_operation_duration_seconds_count{{{labels},error_type=\"cancelled\"}} 1"
+            ),
+            format!("db_client_operation_duration_seconds_count{{{labels},error_type=\"\"}} 0"),
+        ] {
+            assert!(text.contains(&line), "{line} missing in\n{text}");
+        }
+    }
+
+    #[test]
+    fn past_the_cap_new_label_sets_fold_into_other_and_are_counted() {
+        // The instance's default cap does not apply: the database metrics keep their own 1000.
+        let (registry, db) = metrics(10);
+        let run = |operation: &str| {
+            DbQuery::on(db.clone(), "postgresql", operation)
+                .run_blocking(|| Ok::<_, std::fmt::Error>(()))
+                .unwrap();
+        };
+        // Each label set takes two series (the outcome and its `cancelled` twin).
+        for i in 0..MAX_SERIES / 2 {
+            run(&format!("OP{i}"));
+        }
+        let text = render(&registry);
+        assert_eq!(count_lines(&text), MAX_SERIES, "{text}");
+        assert!(!text.contains("=\"_other\""), "{text}");
+        assert!(
+            text.contains("mercenary_obs_metric_overflow_total{metric=\"db_client_operation_duration_seconds\"} 0"),
             "{text}"
         );
-        for i in 0..MAX_SERIES + 5 {
-            let _ = obs
-                .db_query("postgresql", &format!("OP{i}"))
-                .run_blocking(|| Ok::<_, std::fmt::Error>(()));
+        for i in 0..5 {
+            run(&format!("NEW{i}"));
         }
-        let text = obs.render_metrics();
+        // A label set from before the cap still has its own series.
+        run("OP0");
+        let text = render(&registry);
+        assert_eq!(count_lines(&text), MAX_SERIES + 1);
         assert!(
-            text.contains("db_operation_name=\"_other\""),
-            "past the cap, label sets fold"
+            text.contains("db_client_operation_duration_seconds_count{db_collection_name=\"_other\",db_operation_name=\"_other\",db_system_name=\"_other\",error_type=\"_other\"} 5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("db_client_operation_duration_seconds_count{db_collection_name=\"\",db_operation_name=\"OP0\",db_system_name=\"postgresql\",error_type=\"\"} 2"),
+            "{text}"
+        );
+        // Five new label sets, each resolved twice (outcome and `cancelled`).
+        assert!(
+            text.contains("mercenary_obs_metric_overflow_total{metric=\"db_client_operation_duration_seconds\"} 10"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_default_instance_records_in_the_default_business_registry() {
+        let db = DbMetrics::default_metrics();
+        assert!(Arc::ptr_eq(
+            &db.business,
+            crate::metrics::business::default_metrics()
+        ));
+        db.pool("default_instance_pool").record(PoolStats {
+            size: 1,
+            idle: 1,
+            max: 4,
+            waiting: 0,
+        });
+        let text = render(&crate::metrics::default_handle().registry);
+        assert!(
+            text.contains("db_client_connection_max{db_client_connection_pool_name=\"default_instance_pool\"} 4"),
+            "{text}"
         );
     }
 }

@@ -257,7 +257,6 @@ pub(crate) fn install_global(obs: Obs) -> Result<ObsGuard, Error> {
         return Err(Error::AlreadyInitialized);
     }
     crate::metrics::business::install_global(obs.inner.metrics.business.clone());
-    DbMetrics::install_global(obs.inner.db.clone());
     #[cfg(feature = "sentry")]
     if let Some(sentry) = &obs.inner.pipelines.sentry {
         sentry.bind_main();

@@ -37,7 +37,7 @@ pub(crate) struct Config {
 pub(crate) fn from_config(config: Config, global: bool) -> Result<Obs, Error> {
     let resource = config.resource;
     let metrics = crate::metrics::start(config.metrics, &resource)?;
-    let db = Arc::new(DbMetrics::register(&metrics.registry)?);
+    let db = Arc::new(DbMetrics::new(&metrics.business));
 
     // The exporter's warnings go through this instance's log pipeline, made below.
     let log_dispatch: Arc<OnceLock<WeakDispatch>> = Arc::new(OnceLock::new());

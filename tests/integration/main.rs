@@ -1,7 +1,9 @@
 //! The integration tests that need no process of their own, in one test binary (one link
 //! instead of one per file). Tests that install a global instance or subscriber (`init()`) keep
 //! a binary each: `tests/audit.rs`, `tests/global.rs`, `tests/global_conflict.rs`,
-//! `tests/sentry_global.rs`, `tests/shutdown.rs`; so does the trybuild test.
+//! `tests/sentry_global.rs`, `tests/shutdown.rs`; so do `tests/business.rs`, whose assertions
+//! read the process-wide default instance the macros use before `init()`, and the trybuild
+//! test.
 //!
 //! Every test here builds its own instance with `Obs::builder().build()`, so they run side by
 //! side under `cargo test` (threads in one process) and under nextest (a process each) alike.

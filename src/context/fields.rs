@@ -15,6 +15,7 @@ use crate::core::names::CORRELATION_FIELD;
 use crate::core::render::RenderSettings;
 
 /// Appends the entries of `parent` whose keys `child` does not have.
+#[inline]
 pub(crate) fn inherit_fields(child: &mut SpanContext, parent: &SpanContext) {
     for &(key, start, end) in &parent.keys {
         if child.keys.iter().any(|(k, _, _)| *k == key) {
@@ -117,11 +118,13 @@ fn render_from_record(
 
 impl SpanContext {
     /// `,"correlation_id":…,"trace_id":…,"span_id":…` (JSON mode).
+    #[inline]
     pub(crate) fn ids(&self) -> &str {
         &self.fields_json[self.ids_start as usize..]
     }
 
     /// The rendered fields (JSON mode).
+    #[inline]
     pub(crate) fn fields(&self) -> &str {
         &self.fields_json[..self.ids_start as usize]
     }
@@ -131,6 +134,7 @@ impl SpanContext {
 pub(crate) const SPAN_ID_SUFFIX: usize = 29;
 
 /// Whether `child`'s IDs are `parent`'s with another span ID.
+#[inline]
 pub(crate) fn same_ids_prefix(parent: &SpanContext, child: &SpanContext) -> bool {
     parent.ids().len() >= SPAN_ID_SUFFIX
         && parent.trace_id == child.trace_id
@@ -142,6 +146,7 @@ pub(crate) fn same_ids_prefix(parent: &SpanContext, child: &SpanContext) -> bool
 }
 
 /// Appends the IDs after the fields.
+#[inline]
 pub(crate) fn render_ids(data: &mut SpanContext, cap: usize) {
     let s = &mut data.fields_json;
     s.reserve(110);
@@ -167,6 +172,7 @@ pub(crate) struct FieldRenderer<'a> {
 
 impl<'a> FieldRenderer<'a> {
     /// `render`: whether to write JSON (else it only captures the correlation ID).
+    #[inline]
     pub(crate) fn new(settings: &'a RenderSettings, render: bool) -> Self {
         Self {
             settings,
@@ -178,6 +184,7 @@ impl<'a> FieldRenderer<'a> {
     }
 
     /// The entry writer, when JSON is to be written.
+    #[inline]
     fn entries(&mut self) -> Option<JsonEntries<'_>> {
         if !(self.settings.json && self.render) {
             return None;
@@ -191,6 +198,7 @@ impl<'a> FieldRenderer<'a> {
 }
 
 impl Visit for FieldRenderer<'_> {
+    #[inline]
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == CORRELATION_FIELD {
             if crate::core::ids::is_valid(value.as_bytes()) {
@@ -201,6 +209,7 @@ impl Visit for FieldRenderer<'_> {
         }
     }
 
+    #[inline]
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         if field.name() == CORRELATION_FIELD {
             self.record_str(field, &format!("{value:?}"));
@@ -209,42 +218,49 @@ impl Visit for FieldRenderer<'_> {
         }
     }
 
+    #[inline]
     fn record_i64(&mut self, field: &Field, value: i64) {
         if let Some(mut e) = self.entries() {
             e.record_i64(field, value);
         }
     }
 
+    #[inline]
     fn record_u64(&mut self, field: &Field, value: u64) {
         if let Some(mut e) = self.entries() {
             e.record_u64(field, value);
         }
     }
 
+    #[inline]
     fn record_i128(&mut self, field: &Field, value: i128) {
         if let Some(mut e) = self.entries() {
             e.record_i128(field, value);
         }
     }
 
+    #[inline]
     fn record_u128(&mut self, field: &Field, value: u128) {
         if let Some(mut e) = self.entries() {
             e.record_u128(field, value);
         }
     }
 
+    #[inline]
     fn record_bool(&mut self, field: &Field, value: bool) {
         if let Some(mut e) = self.entries() {
             e.record_bool(field, value);
         }
     }
 
+    #[inline]
     fn record_f64(&mut self, field: &Field, value: f64) {
         if let Some(mut e) = self.entries() {
             e.record_f64(field, value);
         }
     }
 
+    #[inline]
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         self.record_debug(field, &format_args!("{value}"));
     }

@@ -38,6 +38,7 @@ thread_local! {
 }
 
 /// Runs `open` (which opens the request span) with `trace` handed to the span layer.
+#[inline]
 pub(crate) fn with_request_trace<R>(trace: RequestTrace, open: impl FnOnce() -> R) -> R {
     NEXT_REQUEST.with(|c| c.set(Some(trace)));
     let out = open();
@@ -46,21 +47,25 @@ pub(crate) fn with_request_trace<R>(trace: RequestTrace, open: impl FnOnce() -> 
 }
 
 /// Takes what the tower layer handed over (called by the span layer for request spans).
+#[inline]
 pub(crate) fn take_request_trace() -> Option<RequestTrace> {
     NEXT_REQUEST.with(Cell::take)
 }
 
 /// Records the IDs the request span just got (called by the span layer).
+#[inline]
 pub(crate) fn set_opened(trace_id: u128, span_id: u64) {
     OPENED.with(|c| c.set(Some((trace_id, span_id))));
 }
 
 /// The (trace ID, span ID) of the request span opened last on this thread, taken.
+#[inline]
 pub(crate) fn take_opened() -> Option<(u128, u64)> {
     OPENED.with(Cell::take)
 }
 
 /// Runs `emit` with `extra` (`,"k":"v"…`, already escaped) appended to the access line.
+#[inline]
 pub(crate) fn with_access_extra(extra: &str, emit: impl FnOnce()) {
     if extra.is_empty() {
         emit();
@@ -85,6 +90,7 @@ pub(crate) fn with_access_extra(extra: &str, emit: impl FnOnce()) {
 }
 
 /// Appends the access line's extra entries, if the layer set any (called by the formatter).
+#[inline]
 pub(crate) fn push_access_extra(line: &mut String) {
     ACCESS_EXTRA.with(|e| {
         if let Ok(e) = e.try_borrow() {

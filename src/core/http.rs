@@ -9,6 +9,7 @@ pub(crate) const METHODS: [&str; 10] = [
 
 /// The label value of a method and its index in [`METHODS`]. Clients choose methods, so
 /// anything outside the known set is `_OTHER` (OTel semconv).
+#[inline]
 pub(crate) fn method_label(method: &Method) -> (&'static str, usize) {
     let idx = match *method {
         Method::GET => 0,
@@ -26,6 +27,7 @@ pub(crate) fn method_label(method: &Method) -> (&'static str, usize) {
 }
 
 /// The decimal form of a status code as a `'static` string, without allocating.
+#[inline]
 pub(crate) fn status_str(status: StatusCode) -> &'static str {
     static CODES: [[u8; 3]; 900] = {
         let mut out = [[0u8; 3]; 900];

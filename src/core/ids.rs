@@ -86,6 +86,7 @@ impl AsRef<str> for CorrelationId {
 }
 
 /// Whether `value` is an acceptable correlation ID: 1..=128 bytes of `[A-Za-z0-9._:@/+=-]`.
+#[inline]
 pub(crate) fn is_valid(value: &[u8]) -> bool {
     !value.is_empty()
         && value.len() <= MAX_LEN
@@ -96,6 +97,7 @@ pub(crate) fn is_valid(value: &[u8]) -> bool {
 }
 
 /// A random, non-zero W3C trace ID.
+#[inline]
 pub(crate) fn new_trace_id() -> u128 {
     loop {
         let id = fastrand::u128(..);
@@ -106,6 +108,7 @@ pub(crate) fn new_trace_id() -> u128 {
 }
 
 /// A random, non-zero W3C span ID.
+#[inline]
 pub(crate) fn new_span_id() -> u64 {
     loop {
         let id = fastrand::u64(..);

@@ -91,6 +91,7 @@ impl RequestState {
     }
 
     /// Runs `f` with the instance's subscriber current (a no-op for the global one).
+    #[inline]
     pub(crate) fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R {
         match &self.scope {
             Some(dispatch) => tracing_core::dispatcher::with_default(dispatch, f),

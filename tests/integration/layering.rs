@@ -186,7 +186,7 @@ fn target_module(first: &str, modules: &[String]) -> Result<String, String> {
         .find(|(item, _)| *item == first)
         .map(|(_, module)| module.to_string())
         .ok_or_else(|| {
-            format!("`crate::{first}` is neither a module nor a known root re-export: add it to ROOT_ITEMS in tests/layering.rs")
+            format!("`crate::{first}` is neither a module nor a known root re-export: add it to ROOT_ITEMS in tests/integration/layering.rs")
         })
 }
 
@@ -212,7 +212,7 @@ fn violations(src: &Path) -> Vec<Violation> {
             continue; // lib.rs: the crate root may use anything
         };
         let own_layer = layer_of(own).unwrap_or_else(|| {
-            panic!("src/{}: module `{own}` is in no layer of tests/layering.rs; add it to LAYERS and docs/ARCHITECTURE.md", rel.display())
+            panic!("src/{}: module `{own}` is in no layer of tests/integration/layering.rs; add it to LAYERS and docs/ARCHITECTURE.md", rel.display())
         });
         let text = fs::read_to_string(file).unwrap();
         for (n, line) in text.lines().enumerate() {

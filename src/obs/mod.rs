@@ -242,7 +242,7 @@ impl Drop for Pipelines {
     }
 }
 
-/// Builds, then installs as the global subscriber and instance.
+/// Installs a built instance as the global subscriber and the instance the macros use.
 pub(crate) fn install_global(obs: Obs) -> Result<ObsGuard, Error> {
     if GLOBAL.get().is_some() {
         return Err(Error::AlreadyInitialized);

@@ -121,6 +121,14 @@ impl<T> Setting<T> {
         self.code = Some(value);
     }
 
+    /// Records a value read from the environment; `None` (unset or refused) keeps what an
+    /// earlier `from_env`/`from_vars` read.
+    pub(crate) fn set_env(&mut self, value: Option<T>) {
+        if value.is_some() {
+            self.env = value;
+        }
+    }
+
     /// The value from code, else from the environment.
     pub(crate) fn value(&self) -> Option<&T> {
         self.code.as_ref().or(self.env.as_ref())

@@ -64,7 +64,7 @@ impl LogOptions {
                 _ => None,
             },
         );
-        self.format.env = format.or(self.format.env);
+        self.format.set_env(format);
         if let Some(filter) = vars.get(env::RUST_LOG) {
             self.filter.env = Some(filter.to_string());
         }

@@ -103,13 +103,13 @@ impl TraceOptions {
             "a number from 0 to 1",
             |v| v.parse::<f64>().ok().filter(|r| (0.0..=1.0).contains(r)),
         );
-        self.success_ratio.env = ratio.or(self.success_ratio.env);
+        self.success_ratio.set_env(ratio);
         let forced = vars.parse(
             env::MERCENARY_OBS_FORCED_PER_SECOND,
             "a number of traces per second, 0 or more",
             |v| v.parse::<f64>().ok().filter(|r| r.is_finite() && *r >= 0.0),
         );
-        self.forced_per_second.env = forced.or(self.forced_per_second.env);
+        self.forced_per_second.set_env(forced);
         self.otlp.read_env(vars);
     }
 
@@ -193,7 +193,7 @@ impl OtlpOptions {
                 _ => None,
             },
         );
-        self.protocol.env = protocol.or(self.protocol.env);
+        self.protocol.set_env(protocol);
         if let Some(text) = vars
             .get(env::OTEL_EXPORTER_OTLP_HEADERS)
             .map(str::to_string)
@@ -208,19 +208,19 @@ impl OtlpOptions {
             "a timeout in milliseconds, above 0",
             millis,
         );
-        self.timeout.env = timeout.or(self.timeout.env);
+        self.timeout.set_env(timeout);
         let delay = vars.parse(
             env::OTEL_BSP_SCHEDULE_DELAY,
             "a delay in milliseconds, above 0",
             millis,
         );
-        self.schedule_delay.env = delay.or(self.schedule_delay.env);
+        self.schedule_delay.set_env(delay);
         let queue = vars.parse(
             env::OTEL_BSP_MAX_QUEUE_SIZE,
             "a number of spans, above 0",
             |v| v.parse::<usize>().ok().filter(|n| *n > 0),
         );
-        self.queue_size.env = queue.or(self.queue_size.env);
+        self.queue_size.set_env(queue);
     }
 
     fn resolve(&mut self) -> Result<Option<OtlpConfig>, Error> {

@@ -332,12 +332,13 @@ mod smallkeys {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use prometheus::IntCounter;
 
     use super::*;
 
-    fn table() -> (Registry, BusinessMetrics) {
+    /// A fresh table with a default cap of 3 series (also used by the series table's tests).
+    pub(in crate::metrics::business) fn table() -> (Registry, BusinessMetrics) {
         let registry = Registry::new();
         let b = BusinessMetrics::new(&registry, 3, HashMap::new()).unwrap();
         (registry, b)

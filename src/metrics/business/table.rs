@@ -315,18 +315,9 @@ impl<K: MetricKind> Family<K> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
-    use prometheus::Registry;
-
     use super::*;
-    use crate::metrics::business::{BusinessMetrics, CounterKind, Desc, Kind};
-
-    fn table() -> (Registry, BusinessMetrics) {
-        let registry = Registry::new();
-        let b = BusinessMetrics::new(&registry, 3, HashMap::new()).unwrap();
-        (registry, b)
-    }
+    use crate::metrics::business::registry::tests::table;
+    use crate::metrics::business::{CounterKind, Desc, Kind};
 
     #[test]
     fn the_cap_folds_new_label_sets_into_other() {

@@ -125,7 +125,9 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 // The layers, bottom to top (a module imports only modules of lower layers; a test guards it):
-// core → metrics, traces → context, db → logging, sentry → layer → obs → axum, macros, monitoring.
+// core → metrics, traces → context, db → logging, sentry, client → layer → obs → axum, macros,
+// monitoring, reqwest.
+mod client;
 mod context;
 mod core;
 pub mod db;
@@ -141,7 +143,10 @@ mod traces;
 #[cfg(feature = "axum")]
 pub mod axum;
 pub mod monitoring;
+#[cfg(feature = "reqwest")]
+pub mod reqwest;
 
+pub use self::client::tower::{ClientFuture, ClientLayer, ClientService};
 pub use self::context::current::correlation_id;
 pub use self::core::env;
 pub use self::core::error::Error;
@@ -161,6 +166,12 @@ pub use self::traces::options::OtlpProtocol;
 /// a metrics-only default when `init` has not been called. Call `init` first.
 pub fn layer() -> ObsLayer {
     Obs::global().layer()
+}
+
+/// The client tower layer bound to the global instance: instruments outgoing HTTP calls (see
+/// [`ClientLayer`]). Call `init` first.
+pub fn client_layer() -> ClientLayer {
+    Obs::global().client_layer()
 }
 
 /// A tower `Service` answering `GET /metrics` for the global instance.

@@ -3,10 +3,12 @@
 use std::sync::Arc;
 
 use tracing_core::Dispatch;
+use tracing_subscriber::Registry;
 use tracing_subscriber::registry::LookupSpan;
 
 use super::layer::SpanContext;
 use crate::core::ids::CorrelationId;
+use crate::traces::sampler::RootInfo;
 
 /// The correlation ID of the request being handled on this task, if any.
 ///
@@ -38,4 +40,87 @@ pub(crate) fn with_current_context<R>(f: impl FnOnce(&SpanContext) -> R) -> Opti
         let data = ext.get::<SpanContext>()?;
         f.take().map(|f| f(data))
     })
+}
+
+/// Runs `f` on the [`RootInfo`] of `span`'s local root: the span itself or its nearest ancestor
+/// that started a trace in this process.
+pub(crate) fn mark_root<S>(
+    span: &tracing_subscriber::registry::SpanRef<'_, S>,
+    f: impl FnOnce(&mut RootInfo),
+) where
+    S: for<'a> LookupSpan<'a>,
+{
+    for s in span.scope() {
+        let mut ext = s.extensions_mut();
+        if let Some(root) = ext.get_mut::<SpanContext>().and_then(|c| c.root.as_mut()) {
+            f(root);
+            return;
+        }
+    }
+}
+
+/// Runs `f` with `span` as the registry sees it, when it was opened by a subscriber that keeps
+/// [`SpanContext`]s.
+fn with_registry_span<R>(
+    span: &tracing::Span,
+    f: impl FnOnce(tracing_subscriber::registry::SpanRef<'_, Registry>) -> Option<R>,
+) -> Option<R> {
+    span.with_subscriber(|(id, dispatch)| {
+        let registry = dispatch.downcast_ref::<Registry>()?;
+        f(registry.span(id)?)
+    })
+    .flatten()
+}
+
+/// What an outgoing call made in a span sends downstream.
+pub(crate) struct Outgoing {
+    pub(crate) trace_id: u128,
+    pub(crate) span_id: u64,
+    pub(crate) correlation_id: Option<Arc<str>>,
+    /// What the span's local root knows (forced, the upstream's flag, its `tracestate`).
+    pub(crate) root: RootInfo,
+}
+
+/// The IDs of `span` and what its local root knows, for the headers of an outgoing call.
+pub(crate) fn outgoing(span: &tracing::Span) -> Option<Outgoing> {
+    with_registry_span(span, |s| {
+        let (trace_id, span_id, correlation_id) = {
+            let ext = s.extensions();
+            let c = ext.get::<SpanContext>()?;
+            (c.trace_id, c.span_id, c.correlation_id.clone())
+        };
+        let root = s.scope().find_map(|a| {
+            a.extensions()
+                .get::<SpanContext>()
+                .and_then(|c| c.root.clone())
+        })?;
+        Some(Outgoing {
+            trace_id,
+            span_id,
+            correlation_id,
+            root,
+        })
+    })
+}
+
+/// Notes on `span`'s local root that a downstream service kept this trace (sampling rule
+/// `downstream`).
+pub(crate) fn mark_downstream(span: &tracing::Span) {
+    with_registry_span(span, |s| {
+        mark_root(&s, |root| root.downstream = true);
+        Some(())
+    });
+}
+
+/// Whether what `span`'s local root learnt while it ran already keeps its trace: a downstream
+/// kept it, or an ERROR was logged in it.
+pub(crate) fn root_keeps(span: &tracing::Span) -> bool {
+    with_registry_span(span, |s| {
+        s.scope().find_map(|a| {
+            a.extensions()
+                .get::<SpanContext>()
+                .and_then(|c| c.root.as_ref().map(|r| r.downstream || r.error_seen))
+        })
+    })
+    .unwrap_or(false)
 }

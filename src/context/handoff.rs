@@ -20,12 +20,14 @@ use std::cell::{Cell, RefCell};
 use crate::traces::propagation::RemoteParent;
 
 /// What the tower layer decided about a request's trace before opening its span.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct RequestTrace {
     pub(crate) trace_id: u128,
     pub(crate) span_id: u64,
     pub(crate) parent: Option<RemoteParent>,
     pub(crate) forced: bool,
+    /// The validated incoming `tracestate` (only with a valid `traceparent`).
+    pub(crate) tracestate: Option<std::sync::Arc<str>>,
 }
 
 thread_local! {
@@ -110,8 +112,11 @@ mod tests {
             span_id: 9,
             parent: None,
             forced: true,
+            tracestate: None,
         };
-        let taken = with_request_trace(trace, || (take_request_trace(), take_request_trace()));
+        let taken = with_request_trace(trace.clone(), || {
+            (take_request_trace(), take_request_trace())
+        });
         assert_eq!(
             taken.0.map(|t| (t.trace_id, t.span_id, t.forced)),
             Some((7, 9, true))

@@ -120,7 +120,7 @@ where
             .correlation_id
             .take()
             .or_else(|| parent_ctx.and_then(|p| p.correlation_id.clone()));
-        let (trace_id, parent_span_id, parent_is_remote, root) = match (parent_ctx, handed) {
+        let (trace_id, parent_span_id, parent_is_remote, root) = match (parent_ctx, &handed) {
             (Some(p), _) => (p.trace_id, p.span_id, false, None),
             (None, Some(h)) => (
                 h.trace_id,
@@ -129,11 +129,13 @@ where
                 Some(RootInfo {
                     forced: h.forced,
                     remote_sampled: h.parent.map(|p| p.sampled),
+                    tracestate: h.tracestate.clone(),
+                    ..RootInfo::default()
                 }),
             ),
             (None, None) => (new_trace_id(), 0, false, Some(RootInfo::default())),
         };
-        let span_id = handed.map_or_else(new_span_id, |h| h.span_id);
+        let span_id = handed.as_ref().map_or_else(new_span_id, |h| h.span_id);
         if is_request {
             set_opened(trace_id, span_id);
         }
@@ -226,7 +228,7 @@ where
             span_id: data.span_id,
             parent_span_id: data.parent_span_id,
             parent_is_remote: data.parent_is_remote,
-            root: data.root,
+            root: data.root.take(),
             record: data.record.take(),
             fields_json: visitor.out,
             ids_start: 0,
@@ -247,6 +249,10 @@ where
         let Some(span) = ctx.event_span(event) else {
             return;
         };
+        if *event.metadata().level() == Level::ERROR {
+            // The local root learns it too, for the `traceresponse` its request answers with.
+            super::current::mark_root(&span, |root| root.error_seen = true);
+        }
         let mut ext = span.extensions_mut();
         let Some(record) = ext.get_mut::<SpanContext>().and_then(|d| d.record.as_mut()) else {
             return;

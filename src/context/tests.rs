@@ -161,6 +161,7 @@ fn the_request_span_takes_the_ids_the_layer_handed_over() {
         span_id: 0x1234,
         parent: Some(parent),
         forced: false,
+        tracestate: None,
     };
     with_layer(true, Some(sampler()), || {
         let span = with_request_trace(
@@ -191,6 +192,7 @@ fn other_spans_ignore_a_hand_over_meant_for_the_request_span() {
         span_id: 43,
         parent: None,
         forced: true,
+        tracestate: None,
     };
     with_layer(true, None, || {
         let span = with_request_trace(handed, || tracing::info_span!("not_a_request"));

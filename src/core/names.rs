@@ -32,6 +32,17 @@ pub const STATUS_LABEL: &str = "http_response_status_code";
 pub const ERROR_TYPE_LABEL: &str = "error_type";
 
 // ---------------------------------------------------------------------------------------------
+// HTTP client metrics (OpenTelemetry HTTP semantic conventions, as mapped to Prometheus)
+
+/// `http_client_request_duration_seconds{http_request_method, server_address, server_port,
+/// http_response_status_code, error_type}`: histogram of outgoing calls, to the response head.
+pub const CLIENT_REQUEST_DURATION: &str = "http_client_request_duration_seconds";
+/// Label: the host an outgoing call went to (name or IP, as in the URL).
+pub const SERVER_ADDRESS_LABEL: &str = "server_address";
+/// Label: the port an outgoing call went to (the scheme's default when the URL has none).
+pub const SERVER_PORT_LABEL: &str = "server_port";
+
+// ---------------------------------------------------------------------------------------------
 // The crate's self-metrics
 
 /// `mercenary_obs_log_lines_dropped_total`: application log lines dropped on a full queue.
@@ -121,6 +132,8 @@ pub const EXPORT_TARGET: &str = "mercenary_obs::export";
 pub const METRICS_TARGET: &str = "mercenary_obs::metrics";
 /// The target of database query spans.
 pub const DB_TARGET: &str = "mercenary_obs::db";
+/// The target of the CLIENT spans of outgoing HTTP calls.
+pub const CLIENT_TARGET: &str = "mercenary_obs::client";
 
 // ---------------------------------------------------------------------------------------------
 // Fields and attributes

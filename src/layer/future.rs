@@ -255,7 +255,11 @@ impl RequestRecord {
             self.header_value.clone(),
         );
         if let Some(t) = self.trace {
-            let sampled = t.sampled_hint || outcome.is_error();
+            // Kept for sure: decided up front, failed, or learnt while running (a downstream
+            // kept the trace, an ERROR was logged); only a slow request is not known yet.
+            let sampled = t.sampled_hint
+                || outcome.is_error()
+                || crate::context::current::root_keeps(&self.span);
             headers.insert(
                 TRACERESPONSE.clone(),
                 crate::traces::propagation::format_context(t.trace_id, t.span_id, sampled),

@@ -16,13 +16,14 @@ use crate::core::escape::push_json_str;
 use crate::core::http::method_label;
 use crate::core::ids::{CorrelationId, new_span_id, new_trace_id};
 use crate::core::names::{REDACTED, REQUEST_TARGET};
-use crate::traces::propagation::parse_traceparent;
+use crate::traces::propagation::{parse_traceparent, parse_tracestate};
 
 /// The second header a correlation ID is accepted from.
 static ALT_HEADER: HeaderName = HeaderName::from_static("x-correlation-id");
 
-/// The W3C trace context header.
+/// The W3C trace context headers.
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// The service [`super::ObsLayer`] wraps around the inner service.
 ///
@@ -140,11 +141,19 @@ where
                 .headers
                 .get(&t.forced_header)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(t.forced_value.as_bytes()));
+            // `tracestate` is meaningful only with a valid `traceparent` (W3C §3.3).
+            let tracestate = match parent {
+                Some(_) if parts.headers.contains_key(&TRACESTATE) => {
+                    parse_tracestate(parts.headers.get_all(&TRACESTATE))
+                }
+                _ => None,
+            };
             RequestTrace {
                 trace_id: parent.map_or_else(new_trace_id, |p| p.trace_id),
                 span_id: new_span_id(),
                 parent,
                 forced,
+                tracestate,
             }
         });
         let open_span = || {
@@ -161,16 +170,16 @@ where
                 "otel.status_message" = tracing::field::Empty,
             )
         };
-        let (span, opened) = self.state.in_scope(|| match trace_input {
+        let (span, opened) = self.state.in_scope(|| match &trace_input {
             Some(input) => {
-                let span = with_request_trace(input, open_span);
+                let span = with_request_trace(input.clone(), open_span);
                 (span, take_opened())
             }
             None => (open_span(), None),
         });
         // The sampled flag a caller sees in `traceresponse`: what is known at the start
         // (an error at the end sets it too).
-        let trace = match (opened, &self.state.traces, trace_input) {
+        let trace = match (opened, &self.state.traces, &trace_input) {
             (Some((trace_id, span_id)), Some(t), Some(input)) => Some(TraceIds {
                 trace_id,
                 span_id,

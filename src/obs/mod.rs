@@ -16,6 +16,8 @@ use tracing_core::Dispatch;
 pub use self::builder::ObsBuilder;
 pub use self::guard::ObsGuard;
 
+use crate::client::ClientState;
+use crate::client::tower::ClientLayer;
 use crate::core::error::Error;
 use crate::db::{DbMetrics, DbPool, DbQuery};
 use crate::layer::ObsLayer;
@@ -56,6 +58,8 @@ pub(crate) struct ObsInner {
     pub(crate) pipelines: Arc<Pipelines>,
     /// What the request path needs (it also keeps `pipelines` alive).
     pub(crate) request: Arc<RequestState>,
+    /// What outgoing calls need (it also keeps `pipelines` alive).
+    pub(crate) client: Arc<ClientState>,
     pub(crate) service_name: String,
 }
 
@@ -102,6 +106,12 @@ impl Obs {
     /// The tower layer bound to this instance.
     pub fn layer(&self) -> ObsLayer {
         ObsLayer::new(self.clone())
+    }
+
+    /// The client tower layer bound to this instance: instruments outgoing HTTP calls made
+    /// through the service it wraps (see [`ClientLayer`]).
+    pub fn client_layer(&self) -> ClientLayer {
+        ClientLayer::new(self.inner.client.clone())
     }
 
     /// The registry every metric of this instance is registered in. Register your own

@@ -6,6 +6,8 @@ use std::time::Duration;
 use tracing_core::dispatcher::WeakDispatch;
 
 use super::{Obs, ObsInner, Pipelines, subscriber};
+use crate::client::ClientState;
+use crate::client::metrics::ClientMetrics;
 use crate::context::layer::ContextLayer;
 use crate::core::error::Error;
 use crate::core::names::EXPORT_TARGET;
@@ -92,6 +94,7 @@ pub(crate) fn from_config(config: Config, global: bool) -> Result<Obs, Error> {
     );
     let _ = log_dispatch.set(dispatch.downgrade());
 
+    let request_id_header = config.request.request_id_header.clone();
     let mut request = RequestState::new(
         config.request,
         metrics.red.clone(),
@@ -111,6 +114,13 @@ pub(crate) fn from_config(config: Config, global: bool) -> Result<Obs, Error> {
         shutdown_timeout: config.shutdown_timeout,
     });
     request.keep_alive = Some(pipelines.clone());
+    let client = ClientState {
+        metrics: ClientMetrics::new(&metrics.business),
+        sampler: pipelines.traces.as_ref().map(|t| t.sampler.clone()),
+        scope: (!global).then(|| dispatch.clone()),
+        request_id_header,
+        keep_alive: Some(pipelines.clone()),
+    };
     Ok(Obs {
         inner: Arc::new(ObsInner {
             metrics,
@@ -119,6 +129,7 @@ pub(crate) fn from_config(config: Config, global: bool) -> Result<Obs, Error> {
             scoped: !global,
             pipelines,
             request: Arc::new(request),
+            client: Arc::new(client),
             service_name: resource.service_name,
         }),
     })
@@ -128,13 +139,15 @@ pub(crate) fn from_config(config: Config, global: bool) -> Result<Obs, Error> {
 /// before `init()`), no logs, no traces.
 pub(crate) fn metrics_only() -> Obs {
     let metrics = crate::metrics::default_handle().clone();
-    let request = RequestState::new(
-        RequestConfig::metrics_only(),
-        metrics.red.clone(),
-        None,
-        None,
-        None,
-    );
+    let config = RequestConfig::metrics_only();
+    let client = ClientState {
+        metrics: ClientMetrics::new(&metrics.business),
+        sampler: None,
+        scope: None,
+        request_id_header: config.request_id_header.clone(),
+        keep_alive: None,
+    };
+    let request = RequestState::new(config, metrics.red.clone(), None, None, None);
     Obs {
         inner: Arc::new(ObsInner {
             metrics,
@@ -149,6 +162,7 @@ pub(crate) fn metrics_only() -> Obs {
                 shutdown_timeout: Duration::from_secs(5),
             }),
             request: Arc::new(request),
+            client: Arc::new(client),
             service_name: Resource::unknown().service_name,
         }),
     }

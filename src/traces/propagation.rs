@@ -1,6 +1,17 @@
-//! W3C Trace Context: `traceparent` in, `traceresponse` and `traceparent` out.
+//! W3C Trace Context: `traceparent` and `tracestate` in, `traceresponse` and `traceparent`
+//! out.
+
+use std::sync::Arc;
 
 use http::HeaderValue;
+use http::header::GetAll;
+
+/// The longest `tracestate` forwarded (the spec asks vendors to propagate at least 512 bytes;
+/// a longer one is dropped whole rather than cut, since cutting needs vendor knowledge).
+pub(crate) const MAX_TRACESTATE: usize = 512;
+
+/// The most list members a `tracestate` may have (W3C Trace Context §3.3.1).
+const MAX_TRACESTATE_MEMBERS: usize = 32;
 
 /// A parsed incoming `traceparent`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +64,75 @@ fn hex_u128(s: &[u8]) -> Option<u128> {
         .try_fold(0u128, |acc, &b| Some(acc << 4 | u128::from(hex_val(b)?)))
 }
 
+/// A valid `tracestate` (all its header lines joined with `,`), or `None` when it is absent,
+/// empty, longer than [`MAX_TRACESTATE`], has more than 32 members, a duplicate key, or any
+/// member that breaks the grammar of W3C Trace Context §3.3.1: such a value is never forwarded.
+pub(crate) fn parse_tracestate(values: GetAll<'_, HeaderValue>) -> Option<Arc<str>> {
+    let mut joined = String::new();
+    for value in values {
+        let text = value.to_str().ok()?;
+        if joined.len() + text.len() + 1 > MAX_TRACESTATE {
+            return None;
+        }
+        if !joined.is_empty() {
+            joined.push(',');
+        }
+        joined.push_str(text);
+    }
+    let mut keys: Vec<&str> = Vec::new();
+    for member in joined.split(',') {
+        let member = member.trim_matches([' ', '\t']);
+        if member.is_empty() {
+            continue; // empty list members are allowed and skipped
+        }
+        let (key, value) = member.split_once('=')?;
+        if !valid_key(key) || !valid_value(value) || keys.contains(&key) {
+            return None;
+        }
+        keys.push(key);
+        if keys.len() > MAX_TRACESTATE_MEMBERS {
+            return None;
+        }
+    }
+    if keys.is_empty() {
+        return None;
+    }
+    Some(Arc::from(joined))
+}
+
+/// `simple-key` (`[a-z][a-z0-9_-*/]{0,255}`) or `tenant@system` (`[a-z0-9][…]{0,240}` `@`
+/// `[a-z][…]{0,13}`).
+fn valid_key(key: &str) -> bool {
+    fn rest(s: &[u8]) -> bool {
+        s.iter()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'*' | b'/'))
+    }
+    match key.split_once('@') {
+        None => {
+            let k = key.as_bytes();
+            (1..=256).contains(&k.len()) && k[0].is_ascii_lowercase() && rest(&k[1..])
+        }
+        Some((tenant, system)) => {
+            let (t, s) = (tenant.as_bytes(), system.as_bytes());
+            (1..=241).contains(&t.len())
+                && matches!(t[0], b'a'..=b'z' | b'0'..=b'9')
+                && rest(&t[1..])
+                && (1..=14).contains(&s.len())
+                && s[0].is_ascii_lowercase()
+                && rest(&s[1..])
+        }
+    }
+}
+
+/// 1–256 printable ASCII characters but `,` and `=`, not ending in a space.
+fn valid_value(value: &str) -> bool {
+    let v = value.as_bytes();
+    (1..=256).contains(&v.len())
+        && v.iter()
+            .all(|b| (0x20..=0x7e).contains(b) && *b != b',' && *b != b'=')
+        && v[v.len() - 1] != b' '
+}
+
 /// `00-<trace id>-<span id>-<flags>`, the form of `traceparent` and `traceresponse`.
 pub(crate) fn format_context(trace_id: u128, span_id: u64, sampled: bool) -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -86,6 +166,52 @@ mod tests {
         assert!(p.sampled);
         let v = format_context(p.trace_id, p.span_id, true);
         assert_eq!(v, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    }
+
+    fn tracestate(values: &[&str]) -> Option<Arc<str>> {
+        let mut headers = http::HeaderMap::new();
+        for v in values {
+            headers.append("tracestate", HeaderValue::from_str(v).unwrap());
+        }
+        parse_tracestate(headers.get_all("tracestate"))
+    }
+
+    #[test]
+    fn tracestate_follows_the_spec_grammar() {
+        // Examples of W3C Trace Context §3.3.1.
+        assert_eq!(
+            tracestate(&["rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"]).as_deref(),
+            Some("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE")
+        );
+        assert_eq!(
+            tracestate(&["rojo=00f067aa0ba902b7", "congo=t61rcWkgMzE"]).as_deref(),
+            Some("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"),
+            "several header lines are one list"
+        );
+        assert!(tracestate(&["fw529a3039@dt=s, , vendor=v"]).is_some());
+        for bad in [
+            "",
+            "Rojo=1",              // upper-case key
+            "rojo=1,rojo=2",       // duplicate key
+            "rojo",                // no value
+            "rojo=a=b",            // '=' in the value
+            "@dt=1",               // empty tenant
+            "t@toolongsystemid=1", // system id over 14
+        ] {
+            assert!(tracestate(&[bad]).is_none(), "{bad:?} must be refused");
+        }
+        let mut headers = http::HeaderMap::new();
+        headers.insert("tracestate", HeaderValue::from_bytes(b"rojo=\xff").unwrap());
+        assert!(
+            parse_tracestate(headers.get_all("tracestate")).is_none(),
+            "not ASCII"
+        );
+        let many: Vec<String> = (0..33).map(|i| format!("k{i}=v")).collect();
+        assert!(tracestate(&[&many.join(",")]).is_none(), "33 members");
+        let many: Vec<String> = (0..32).map(|i| format!("k{i}=v")).collect();
+        assert!(tracestate(&[&many.join(",")]).is_some(), "32 members");
+        let long = format!("k={}", "x".repeat(MAX_TRACESTATE));
+        assert!(tracestate(&[&long]).is_none(), "oversized");
     }
 
     #[test]

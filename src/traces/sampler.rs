@@ -4,7 +4,8 @@
 //! Keep the trace if any rule matches, in this order; the first match is the reason:
 //! `error`, `forced` (within a token-bucket budget), `parent` (trusted upstream sampled flag),
 //! `slow`, `ratio` (decided from the trace ID like `TraceIdRatioBased`, so every replica and
-//! service agrees). Every bound (buffered traces, spans per trace, root timeout) is counted when
+//! service agrees), `downstream` (a service this trace called answered with a `traceresponse`
+//! saying it kept its part, so this part is kept too and the trace stays whole). Every bound (buffered traces, spans per trace, root timeout) is counted when
 //! hit, and spans that end after their trace was decided follow the decision.
 
 use std::collections::{HashMap, VecDeque};
@@ -33,15 +34,24 @@ pub(crate) struct SamplingConfig {
     pub(crate) root_timeout: Duration,
 }
 
-/// What the request path knew about a local root when it started.
-#[derive(Clone, Copy, Debug, Default)]
+/// What is known about a local root: from the request when it started (`forced`, the
+/// upstream's sampled flag and `tracestate`), and learnt while it runs (a downstream kept the
+/// trace, an ERROR was logged somewhere in it).
+#[derive(Clone, Debug, Default)]
 pub(crate) struct RootInfo {
     pub(crate) forced: bool,
     pub(crate) remote_sampled: Option<bool>,
+    /// The upstream's validated `tracestate`, passed on to outgoing calls.
+    pub(crate) tracestate: Option<std::sync::Arc<str>>,
+    /// A downstream service answered with a sampled `traceresponse` for this trace.
+    pub(crate) downstream: bool,
+    /// An ERROR event was logged in a span of this local trace (for `traceresponse`; the
+    /// sampler reads the spans themselves).
+    pub(crate) error_seen: bool,
 }
 
 /// The reasons a trace is kept, in rule order.
-pub(crate) const REASONS: [&str; 5] = ["error", "forced", "parent", "slow", "ratio"];
+pub(crate) const REASONS: [&str; 6] = ["error", "forced", "parent", "slow", "ratio", "downstream"];
 
 struct Pending {
     spans: Vec<FinishedSpan>,
@@ -136,7 +146,7 @@ pub(crate) struct Sinks {
 
 /// Sampling and drop counters.
 pub(crate) struct TraceMetrics {
-    kept: [IntCounter; 5],
+    kept: [IntCounter; 6],
     dropped: IntCounter,
     pub(crate) spans_dropped: IntCounterVec,
     buffered_traces: IntGauge,
@@ -277,6 +287,14 @@ impl TailSampler {
     /// The sampled flag to propagate downstream: the ratio decision, known at the start.
     pub(crate) fn ratio_sampled(&self, trace_id: u128) -> bool {
         in_ratio(trace_id, self.ratio_bound)
+    }
+
+    /// The sampled flag an outgoing call sends: what this service knows up front about its
+    /// trace (forced, a trusted upstream sampled it, or the ratio keeps it).
+    pub(crate) fn propagated_sampled(&self, trace_id: u128, root: &RootInfo) -> bool {
+        root.forced
+            || (self.config.trust_parent && root.remote_sampled == Some(true))
+            || self.ratio_sampled(trace_id)
     }
 
     fn take_forced_token(&self) -> bool {
@@ -448,24 +466,31 @@ impl TailSampler {
     ) -> Option<&'static str> {
         let reason = if error {
             Some("error")
-        } else if root.is_some_and(|(i, _)| i.forced) && self.take_forced_token() {
+        } else if root.as_ref().is_some_and(|(i, _)| i.forced) && self.take_forced_token() {
             Some("forced")
         } else if self.config.trust_parent
-            && root.is_some_and(|(i, _)| i.remote_sampled == Some(true))
+            && root
+                .as_ref()
+                .is_some_and(|(i, _)| i.remote_sampled == Some(true))
         {
             Some("parent")
-        } else if let (Some(limit), Some((_, d))) = (self.config.keep_slower_than, root)
-            && d > limit
+        } else if let (Some(limit), Some((_, d))) = (self.config.keep_slower_than, &root)
+            && *d > limit
         {
             Some("slow")
         } else if in_ratio(trace_id, self.ratio_bound) {
             Some("ratio")
+        } else if root.as_ref().is_some_and(|(i, _)| i.downstream) {
+            Some("downstream")
         } else {
             None
         };
         match reason {
             Some(r) => {
-                let idx = REASONS.iter().position(|x| *x == r).unwrap_or(4);
+                let idx = REASONS
+                    .iter()
+                    .position(|x| *x == r)
+                    .unwrap_or(REASONS.len() - 1);
                 self.metrics.kept[idx].inc();
             }
             None => self.metrics.dropped.inc(),

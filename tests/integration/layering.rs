@@ -16,10 +16,10 @@ const LAYERS: &[&[&str]] = &[
     &["core"],
     &["metrics", "traces"],
     &["context", "db"],
-    &["logging", "sentry"],
+    &["logging", "sentry", "client"],
     &["layer"],
     &["obs"],
-    &["axum", "macros", "monitoring"],
+    &["axum", "macros", "monitoring", "reqwest"],
 ];
 
 /// Items the crate root re-exports, and the module that defines each (a path through the root
@@ -29,6 +29,10 @@ const ROOT_ITEMS: &[(&str, &str)] = &[
     ("ObsBuilder", "obs"),
     ("ObsGuard", "obs"),
     ("layer", "obs"),
+    ("client_layer", "obs"),
+    ("ClientLayer", "client"),
+    ("ClientService", "client"),
+    ("ClientFuture", "client"),
     ("metrics_service", "obs"),
     ("Error", "core"),
     ("CorrelationId", "core"),

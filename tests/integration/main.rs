@@ -11,8 +11,10 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod client;
 mod correlation;
 mod demo;
+mod distributed;
 mod instances;
 mod layering;
 mod logs;

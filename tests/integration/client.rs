@@ -1,0 +1,1 @@
+//! Outgoing-call instrumentation: the tower client layer and the reqwest middleware.

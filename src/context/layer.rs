@@ -295,6 +295,11 @@ where
             return;
         };
         let Some(record) = data.record else { return };
+        if record.error && data.root.is_none() {
+            // A child ended as an error (a failed outgoing call, say): its trace is kept, and
+            // the local root's `traceresponse` should say so.
+            super::current::mark_root(&span, |root| root.error_seen = true);
+        }
         let request_name = record.otel_name.is_none()
             && record.kind == SpanKind::Server
             && span.metadata().target() == REQUEST_TARGET;

@@ -45,8 +45,8 @@ pub(crate) struct RootInfo {
     pub(crate) tracestate: Option<std::sync::Arc<str>>,
     /// A downstream service answered with a sampled `traceresponse` for this trace.
     pub(crate) downstream: bool,
-    /// An ERROR event was logged in a span of this local trace (for `traceresponse`; the
-    /// sampler reads the spans themselves).
+    /// An ERROR event was logged in a span of this local trace, or a span of it ended with an
+    /// error status (for `traceresponse`; the sampler reads the spans themselves).
     pub(crate) error_seen: bool,
 }
 

@@ -41,6 +41,29 @@
 //! # }
 //! ```
 //!
+//! ## Outgoing calls
+//!
+//! [`client_layer()`] (any tower HTTP client) and, with feature `reqwest`,
+//! [`reqwest::Middleware`](crate::reqwest) instrument the calls a service makes: a CLIENT span
+//! in the current trace, `traceparent` / `tracestate` / `x-request-id` sent downstream,
+//! `http_client_request_duration_seconds`, and **downstream-aware keeping**: when the
+//! downstream's `traceresponse` says it kept the trace (it failed, or logged an ERROR, even if
+//! this service absorbed it), this service keeps its part too (reason `downstream`), so the
+//! trace is whole in every service. A caller that fails *after* a successful downstream call
+//! cannot reach back: the downstream already dropped its part; a collector tier with tail
+//! sampling covers that case (see the README).
+//!
+//! ```
+//! use tower::Layer;
+//!
+//! let obs = mercenary_obs::Obs::builder().log_writer(std::io::sink()).build().unwrap();
+//! let transport = tower::service_fn(|_req: http::Request<String>| async {
+//!     Ok::<_, std::io::Error>(http::Response::new(String::new()))
+//! });
+//! let client = obs.client_layer().layer(transport); // `mercenary_obs::client_layer()` after init()
+//! # let _ = client;
+//! ```
+//!
 //! ## Business metrics, audit and security events
 //!
 //! [`counter!`], [`gauge!`] and [`histogram!`] register in the instance `init()` installed (the
@@ -100,6 +123,7 @@
 //! | `otlp` | yes | OTLP/HTTP protobuf export of kept traces (without it they stay in the `/debug/traces` ring) |
 //! | `grpc` | no | OTLP/gRPC export (tonic) |
 //! | `sentry` | no | Sentry error reporting with `SENTRY_DSN`: ERROR events, one event per failed request linked to its trace and log lines, breadcrumbs, a non-blocking transport (see below) |
+//! | `reqwest` | no | `reqwest::Middleware` for `reqwest-middleware` (reqwest 0.13) |
 //! | `tokio` | yes | tokio runtime gauges (`tokio_runtime_workers`, `tokio_runtime_alive_tasks`, `tokio_runtime_global_queue_depth`) |
 //!
 //! ## Sentry

@@ -539,3 +539,39 @@ async fn a_downstream_that_kept_the_trace_keeps_it_here_tower() {
 async fn a_downstream_that_kept_the_trace_keeps_it_here_reqwest() {
     downstream_keeping(Adapter::Reqwest).await;
 }
+
+/// A proxy that copies its caller's headers onto the outgoing request: what it copies is
+/// checked, not trusted.
+#[tokio::test]
+async fn headers_a_caller_copied_onto_the_request_are_checked() {
+    let obs = instance("proxy", 0.0);
+    let seen: Seen = Arc::default();
+    let sink = seen.clone();
+    let transport = tower::service_fn(move |req: http::Request<String>| {
+        sink.lock().unwrap().push(req.headers().clone());
+        async { Ok::<_, std::io::Error>(http::Response::new(String::new())) }
+    });
+    let mut client = tower::Layer::layer(&obs.client_layer(), transport);
+    let send = |traceparent: &str, tracestate: &str| {
+        http::Request::get("http://pricing.internal/quote")
+            .header("traceparent", traceparent)
+            .header("tracestate", tracestate)
+            .body(String::new())
+            .unwrap()
+    };
+    let bad = "00-zzzz-yy-01";
+    tower::ServiceExt::oneshot(&mut client, send(bad, "a=1,a=2"))
+        .await
+        .unwrap();
+    let got = seen.lock().unwrap().pop().unwrap();
+    let sent = header(&got, "traceparent").expect("the CLIENT span's context");
+    assert_ne!(sent, bad);
+    traceparent(&sent);
+    assert!(header(&got, "tracestate").is_none(), "duplicate keys");
+    // A valid `tracestate` the caller set, with no upstream one to pass on, is kept.
+    tower::ServiceExt::oneshot(&mut client, send(bad, "vendor=abc"))
+        .await
+        .unwrap();
+    let got = seen.lock().unwrap().pop().unwrap();
+    assert_eq!(header(&got, "tracestate").as_deref(), Some("vendor=abc"));
+}

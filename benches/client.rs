@@ -37,8 +37,9 @@
 //! `(ours - bare) / (reqwest_tracing - bare)` (each stack's whole added cost, its subscriber
 //! recording the parent span included), and the middleware's own cost,
 //! `(ours - ours/no_middleware) / (reqwest_tracing - reqwest_tracing/no_middleware)`. The
-//! check is skipped under `--profile-time` and `--test`, under `cargo test`, and when a
-//! filter excludes every group (the filter `interleaved` runs only it).
+//! check is skipped under `--profile-time` and `--test` and under `cargo test`; with a filter,
+//! it runs for the groups the filter matches (the filter `interleaved` runs only the check,
+//! for every group).
 //!
 //! Before measuring, one call through each stack checks what it sent: `traceparent` from
 //! `ours` and `reqwest_tracing`, nothing from the bare ones.
@@ -456,15 +457,14 @@ fn no_network_tower_cases(rt: &Runtime, obs: &Obs) -> Vec<Case> {
     ]
 }
 
-/// Whether to run the interleaved check: in `cargo bench` runs (not `cargo test`, not
-/// `--test` or `--profile-time`), unless a filter excludes every group.
-fn interleaved_enabled() -> bool {
+/// The groups whose interleaved check runs: none under `cargo test`, `--test` or
+/// `--profile-time`; else every group a filter matches (by substring, as criterion's filter
+/// does, or the filter naming a benchmark of the group), all of them without a filter or with
+/// the filter `interleaved`.
+fn interleaved_groups() -> impl Fn(&str) -> bool {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if !args.iter().any(|a| a == "--bench")
-        || args.iter().any(|a| a == "--profile-time" || a == "--test")
-    {
-        return false;
-    }
+    let enabled = args.iter().any(|a| a == "--bench")
+        && !args.iter().any(|a| a == "--profile-time" || a == "--test");
     // Criterion's options that take a value: their value is not a filter.
     const WITH_VALUE: &[&str] = &[
         "--save-baseline",
@@ -486,22 +486,22 @@ fn interleaved_enabled() -> bool {
     ];
     let mut filters = Vec::new();
     let mut skip = false;
-    for a in &args {
+    for a in args {
         if skip {
             skip = false;
         } else if WITH_VALUE.contains(&a.as_str()) {
             skip = true;
         } else if !a.starts_with('-') {
-            filters.push(a.as_str());
+            filters.push(a);
         }
     }
-    filters.is_empty()
-        || filters.iter().any(|f| {
-            f.contains("interleaved")
-                || ["loopback", "no_network/reqwest", "no_network/tower"]
-                    .iter()
-                    .any(|g| g.contains(f) || f.starts_with(g))
-        })
+    move |group: &str| {
+        enabled
+            && (filters.is_empty()
+                || filters.iter().any(|f| {
+                    f.contains("interleaved") || group.contains(f.as_str()) || f.starts_with(group)
+                }))
+    }
 }
 
 /// The cases of one group measured round-robin, in short batches; returns the median time per
@@ -612,8 +612,9 @@ fn client(c: &mut Criterion) {
         group.finish();
     }
 
-    if interleaved_enabled() {
-        for (name, cases, rounds, batch) in &groups {
+    let wanted = interleaved_groups();
+    for (name, cases, rounds, batch) in &groups {
+        if wanted(name) {
             println!("{}", interleaved_report(name, &rt, cases, *rounds, *batch));
         }
     }

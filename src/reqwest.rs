@@ -80,8 +80,6 @@ impl reqwest_middleware::Middleware for Middleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> Result<reqwest::Response> {
-        use tracing::Instrument;
-
         let url = req.url().clone();
         let method = req.method().clone();
         let target = Target {
@@ -91,8 +89,10 @@ impl reqwest_middleware::Middleware for Middleware {
             path: url.path(),
         };
         let call = ClientCall::start(&self.state, &method, &target, req.headers_mut());
-        let span = call.span().clone();
-        let out = next.run(req, extensions).instrument(span).await;
+        // The CLIENT span is not entered while the call runs: nothing of ours logs inside it,
+        // and entering costs a registry push and pop per poll (events the transport logs
+        // carry the request's span).
+        let out = next.run(req, extensions).await;
         match &out {
             Ok(response) => call.finish_response(response.status(), response.headers()),
             Err(e) => call.finish_error(reqwest_error_type(e)),

@@ -1,55 +1,63 @@
 //! [`ClientCall`]: one outgoing call, from its headers to its recording, shared by the adapters.
+//!
+//! The CLIENT span is recorded here directly (IDs, attributes, times) and handed to the tail
+//! sampler when the call ends, rather than opened as a `tracing` span: nothing logs inside it,
+//! and a `tracing` span would cost a registry entry, every layer's hooks and a second
+//! recording of the same data, for a span whose parent, attributes and end the call knows.
 
+use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use opentelemetry::trace::SpanKind;
+use opentelemetry::{KeyValue, Value};
 
 use super::ClientState;
 use super::metrics::CallLabels;
 use super::target::{Target, itoa_u16};
-use crate::context::current::{mark_downstream, outgoing};
+use crate::context::current::{call_context, mark_downstream, mark_error};
 use crate::core::http::{method_label, status_str};
-use crate::core::names::CLIENT_TARGET;
+use crate::core::ids::{new_span_id, new_trace_id};
 use crate::traces::propagation::{format_context, parse_traceparent, parse_tracestate};
+use crate::traces::record::{FinishedSpan, LazyName};
+use crate::traces::sampler::RootInfo;
 
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 static TRACERESPONSE: HeaderName = HeaderName::from_static("traceresponse");
 
-/// The CLIENT span names, in the order of [`crate::core::http::METHODS`].
-const SPAN_NAMES: [&str; 10] = [
-    "HTTP GET",
-    "HTTP HEAD",
-    "HTTP POST",
-    "HTTP PUT",
-    "HTTP DELETE",
-    "HTTP CONNECT",
-    "HTTP OPTIONS",
-    "HTTP TRACE",
-    "HTTP PATCH",
-    "HTTP",
-];
+/// The CLIENT span of a call, while it runs.
+struct ClientSpan {
+    trace_id: u128,
+    span_id: u64,
+    /// The current span when the call was made (`None`: the call is a root of its own).
+    parent: Option<(u64, tracing::Span)>,
+    /// The root's info, when the call is a root of its own.
+    root: Option<RootInfo>,
+    start: SystemTime,
+    attributes: Vec<KeyValue>,
+    error: bool,
+}
 
 /// One outgoing call in flight: its CLIENT span and what its metric needs. Finished once, with
 /// a response or an error; dropped before that (the caller gave up), it is recorded once with
 /// `error_type="cancelled"`.
 pub(crate) struct ClientCall {
     state: Arc<ClientState>,
-    span: tracing::Span,
+    /// `None` without a trace context of ours (no `mercenary_obs` subscriber current).
+    span: Option<ClientSpan>,
     start: Instant,
     method: &'static str,
-    address: String,
+    address: Arc<str>,
     port: u16,
-    /// The trace the call was made in, to match the downstream's `traceresponse`.
-    trace_id: Option<u128>,
     done: bool,
 }
 
 impl ClientCall {
-    /// Opens the CLIENT span (a child of the current span, or a root of its own) and writes the
-    /// propagation headers into `headers`: `traceparent` (the CLIENT span as parent, with the
-    /// sampled flag this service already knows), the upstream's validated `tracestate`, and
+    /// Starts the CLIENT span (a child of the current span, or a root of its own) and writes
+    /// the propagation headers into `headers`: `traceparent` (the CLIENT span as parent, with
+    /// the sampled flag this service already knows), the upstream's validated `tracestate`, and
     /// the correlation ID (unless the caller set that header itself).
     pub(crate) fn start(
         state: &Arc<ClientState>,
@@ -57,36 +65,48 @@ impl ClientCall {
         target: &Target<'_>,
         headers: &mut HeaderMap,
     ) -> Self {
-        let (method, method_idx) = method_label(method);
-        let address = target.address().into_owned();
+        let (method, _) = method_label(method);
+        let address: Arc<str> = Arc::from(target.address().as_ref());
         let port = target.port();
-        let span = state.in_scope(|| {
-            tracing::info_span!(
-                target: CLIENT_TARGET,
-                "HTTP",
-                otel.name = SPAN_NAMES[method_idx],
-                otel.kind = "client",
-                "http.request.method" = method,
-                "server.address" = address.as_str(),
-                "server.port" = port,
-                "url.full" = target.url_full(),
-                "http.response.status_code" = tracing::field::Empty,
-                "error.type" = tracing::field::Empty,
-                "otel.status_code" = tracing::field::Empty,
-            )
-        });
-        let trace_id = match outgoing(&span) {
-            Some(out) => {
+        let context = state.in_scope(call_context);
+        let span = match context {
+            Some(c) => Some(ClientSpan {
+                trace_id: c.trace_id,
+                span_id: new_span_id(),
+                parent: Some((c.parent_span_id, c.parent)),
+                root: None,
+                start: SystemTime::now(),
+                attributes: Vec::new(),
+                error: false,
+            })
+            .map(|span| (span, c.correlation_id, c.root)),
+            // Outside any span of ours, with traces on: a root of its own.
+            None if state.sampler.is_some() => Some((
+                ClientSpan {
+                    trace_id: new_trace_id(),
+                    span_id: new_span_id(),
+                    parent: None,
+                    root: Some(RootInfo::default()),
+                    start: SystemTime::now(),
+                    attributes: Vec::new(),
+                    error: false,
+                },
+                None,
+                RootInfo::default(),
+            )),
+            None => None,
+        };
+        let span = match span {
+            Some((mut span, correlation_id, root)) => {
                 let sampled = match &state.sampler {
-                    Some(sampler) => sampler.propagated_sampled(out.trace_id, &out.root),
-                    None => out.root.remote_sampled.unwrap_or(false),
+                    Some(sampler) => sampler.propagated_sampled(span.trace_id, &root),
+                    None => root.remote_sampled.unwrap_or(false),
                 };
                 headers.insert(
                     TRACEPARENT.clone(),
-                    format_context(out.trace_id, out.span_id, sampled),
+                    format_context(span.trace_id, span.span_id, sampled),
                 );
-                match out
-                    .root
+                match root
                     .tracestate
                     .as_deref()
                     .and_then(|t| HeaderValue::from_str(t).ok())
@@ -96,13 +116,24 @@ impl ClientCall {
                     }
                     None => drop_invalid_tracestate(headers),
                 }
-                if let Some(id) = &out.correlation_id
+                if let Some(id) = &correlation_id
                     && !headers.contains_key(&state.request_id_header)
                     && let Ok(value) = HeaderValue::from_str(id)
                 {
                     headers.insert(state.request_id_header.clone(), value);
                 }
-                Some(out.trace_id)
+                if state.sampler.is_some() {
+                    span.attributes.reserve(6);
+                    span.attributes.extend([
+                        KeyValue::new("http.request.method", method),
+                        KeyValue::new("server.address", Value::from(address.clone())),
+                        KeyValue::new("server.port", i64::from(port)),
+                        KeyValue::new("url.full", target.url_full()),
+                    ]);
+                    Some(span)
+                } else {
+                    None
+                }
             }
             None => {
                 // No trace of ours to continue: never pass on a context we cannot vouch for.
@@ -124,14 +155,8 @@ impl ClientCall {
             method,
             address,
             port,
-            trace_id,
             done: false,
         }
-    }
-
-    /// The CLIENT span, to enter while the call runs.
-    pub(crate) fn span(&self) -> &tracing::Span {
-        &self.span
     }
 
     /// The response head arrived: records the status, reads `traceresponse`, observes the
@@ -141,30 +166,42 @@ impl ClientCall {
         self.done = true;
         let code = status_str(status);
         let error_type = if status.as_u16() >= 400 { code } else { "" };
-        self.span
-            .record("http.response.status_code", status.as_u16());
-        if !error_type.is_empty() {
-            self.span.record("error.type", error_type);
-        }
-        if status.is_server_error() {
-            self.span.record("otel.status_code", "ERROR");
-        }
-        if let (Some(trace_id), Some(value)) = (self.trace_id, headers.get(&TRACERESPONSE))
-            && let Some(response) = parse_traceparent(value.as_bytes())
-            && response.trace_id == trace_id
-            && response.sampled
-        {
-            mark_downstream(&self.span);
+        if let Some(span) = &mut self.span {
+            span.attributes.push(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status.as_u16()),
+            ));
+            if !error_type.is_empty() {
+                span.attributes
+                    .push(KeyValue::new("error.type", error_type));
+            }
+            span.error = status.is_server_error();
+            if let Some(value) = headers.get(&TRACERESPONSE)
+                && let Some(response) = parse_traceparent(value.as_bytes())
+                && response.trace_id == span.trace_id
+                && response.sampled
+            {
+                match (&span.parent, &mut span.root) {
+                    (Some((_, parent)), _) => mark_downstream(parent),
+                    (None, Some(root)) => root.downstream = true,
+                    (None, None) => {}
+                }
+            }
         }
         self.observe(code, error_type);
+        self.record_span();
     }
 
     /// The call failed before a response: `error_type` names why, and the span is an error.
-    pub(crate) fn finish_error(mut self, error_type: &str) {
+    pub(crate) fn finish_error(mut self, error_type: &'static str) {
         self.done = true;
-        self.span.record("error.type", error_type);
-        self.span.record("otel.status_code", "ERROR");
+        if let Some(span) = &mut self.span {
+            span.attributes
+                .push(KeyValue::new("error.type", error_type));
+            span.error = true;
+        }
         self.observe("", error_type);
+        self.record_span();
     }
 
     fn observe(&self, status: &'static str, error_type: &str) {
@@ -180,13 +217,51 @@ impl ClientCall {
             self.start.elapsed().as_secs_f64(),
         );
     }
+
+    /// Hands the finished CLIENT span to the tail sampler; an error also tells the local root,
+    /// for the `traceresponse` its request answers with.
+    fn record_span(&mut self) {
+        let (Some(span), Some(sampler)) = (self.span.take(), &self.state.sampler) else {
+            return;
+        };
+        if span.error
+            && let Some((_, parent)) = &span.parent
+        {
+            mark_error(parent);
+        }
+        let end = SystemTime::now();
+        let finished = FinishedSpan {
+            trace_id: span.trace_id,
+            span_id: span.span_id,
+            parent_span_id: span.parent.as_ref().map_or(0, |(id, _)| *id),
+            parent_is_remote: false,
+            name: Cow::Borrowed("HTTP"),
+            kind: SpanKind::Client,
+            start: span.start,
+            end,
+            attributes: span.attributes,
+            events: Vec::new(),
+            error: span.error,
+            error_event: false,
+            status_message: None,
+            lazy_name: LazyName::Client,
+        };
+        let root = span
+            .root
+            .map(|r| (r, end.duration_since(span.start).unwrap_or_default()));
+        sampler.on_span_end(finished, root);
+    }
 }
 
 impl Drop for ClientCall {
     fn drop(&mut self) {
         if !self.done {
-            self.span.record("error.type", "cancelled");
+            if let Some(span) = &mut self.span {
+                span.attributes
+                    .push(KeyValue::new("error.type", "cancelled"));
+            }
             self.observe("", "cancelled");
+            self.record_span();
         }
     }
 }
@@ -196,18 +271,5 @@ fn drop_invalid_tracestate(headers: &mut HeaderMap) {
     if headers.contains_key(&TRACESTATE) && parse_tracestate(headers.get_all(&TRACESTATE)).is_none()
     {
         headers.remove(&TRACESTATE);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn span_names_follow_the_method_table() {
-        for (name, method) in super::SPAN_NAMES.iter().zip(crate::core::http::METHODS) {
-            match method {
-                "_OTHER" => assert_eq!(*name, "HTTP"),
-                m => assert_eq!(*name, format!("HTTP {m}")),
-            }
-        }
     }
 }

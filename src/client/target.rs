@@ -5,6 +5,9 @@ use std::borrow::Cow;
 use std::error::Error as StdError;
 use std::io;
 
+/// The longest `url.full` recorded.
+const MAX_URL: usize = 8 * 1024;
+
 /// Where an outgoing call goes, read from its URL.
 pub(crate) struct Target<'a> {
     pub(crate) scheme: &'a str,
@@ -47,7 +50,8 @@ impl<'a> Target<'a> {
         }
     }
 
-    /// `url.full` without userinfo, query or fragment: `scheme://host[:port]/path`.
+    /// `url.full` without userinfo, query or fragment: `scheme://host[:port]/path`, cut at
+    /// 8 KiB (the log value cap).
     pub(crate) fn url_full(&self) -> String {
         let mut out =
             String::with_capacity(self.scheme.len() + self.host.len() + self.path.len() + 10);
@@ -62,6 +66,14 @@ impl<'a> Target<'a> {
             out.push('/');
         }
         out.push_str(self.path);
+        if out.len() > MAX_URL {
+            let mut end = MAX_URL;
+            while !out.is_char_boundary(end) {
+                end -= 1;
+            }
+            out.truncate(end);
+            out.push_str(crate::core::names::TRUNCATED);
+        }
         out
     }
 }

@@ -98,8 +98,10 @@ where
             &mut parts.headers,
         );
         let req = Request::from_parts(parts, body);
-        let inner = &mut self.inner;
-        let future = call.span().in_scope(|| inner.call(req));
+        // The CLIENT span is not entered around the call: nothing of ours logs inside it, and
+        // entering costs a registry push and pop (events the transport logs carry the
+        // request's span).
+        let future = self.inner.call(req);
         ClientFuture {
             future,
             call: Some(call),
@@ -126,10 +128,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let out = {
-            let _entered = this.call.as_ref().map(|c| c.span().enter());
-            ready!(this.future.poll(cx))
-        };
+        let out = ready!(this.future.poll(cx));
         if let Some(call) = this.call.take() {
             match &out {
                 Ok(response) => call.finish_response(response.status(), response.headers()),

@@ -72,35 +72,59 @@ fn with_registry_span<R>(
     .flatten()
 }
 
-/// What an outgoing call made in a span sends downstream.
-pub(crate) struct Outgoing {
+/// Where an outgoing call is made: the current span's trace, its ID (the CLIENT span's
+/// parent), its correlation ID and what its local root knows.
+pub(crate) struct CallContext {
     pub(crate) trace_id: u128,
-    pub(crate) span_id: u64,
+    pub(crate) parent_span_id: u64,
     pub(crate) correlation_id: Option<Arc<str>>,
-    /// What the span's local root knows (forced, the upstream's flag, its `tracestate`).
+    /// What the local root knows (forced, the upstream's flag, its `tracestate`).
     pub(crate) root: RootInfo,
+    /// The current span, to tell its local root what the call learnt.
+    pub(crate) parent: tracing::Span,
 }
 
-/// The IDs of `span` and what its local root knows, for the headers of an outgoing call.
-pub(crate) fn outgoing(span: &tracing::Span) -> Option<Outgoing> {
-    with_registry_span(span, |s| {
-        let (trace_id, span_id, correlation_id) = {
+/// The context of a call made now, when the current span is one of this crate's subscribers.
+pub(crate) fn call_context() -> Option<CallContext> {
+    let parent = tracing::Span::current();
+    with_registry_span(&parent, |s| {
+        let (trace_id, parent_span_id, correlation_id, own_root) = {
             let ext = s.extensions();
             let c = ext.get::<SpanContext>()?;
-            (c.trace_id, c.span_id, c.correlation_id.clone())
+            (
+                c.trace_id,
+                c.span_id,
+                c.correlation_id.clone(),
+                c.root.clone(),
+            )
         };
-        let root = s.scope().find_map(|a| {
-            a.extensions()
-                .get::<SpanContext>()
-                .and_then(|c| c.root.clone())
-        })?;
-        Some(Outgoing {
+        let root = match own_root {
+            Some(root) => root,
+            None => s.scope().skip(1).find_map(|a| {
+                a.extensions()
+                    .get::<SpanContext>()
+                    .and_then(|c| c.root.clone())
+            })?,
+        };
+        Some((trace_id, parent_span_id, correlation_id, root))
+    })
+    .map(
+        |(trace_id, parent_span_id, correlation_id, root)| CallContext {
             trace_id,
-            span_id,
+            parent_span_id,
             correlation_id,
             root,
-        })
-    })
+            parent,
+        },
+    )
+}
+
+/// Notes on `span`'s local root that a span of its trace ended as an error.
+pub(crate) fn mark_error(span: &tracing::Span) {
+    with_registry_span(span, |s| {
+        mark_root(&s, |root| root.error_seen = true);
+        Some(())
+    });
 }
 
 /// Notes on `span`'s local root that a downstream service kept this trace (sampling rule

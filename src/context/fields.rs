@@ -112,7 +112,12 @@ fn render_from_record(
         inherit_fields(data, parent);
     }
     data.ids_start = data.fields_json.len() as u32;
-    data.fields_json.push_str(&ids);
+    if ids.is_empty() {
+        // A child whose IDs were deferred when it was opened.
+        render_ids(data, settings.value_cap);
+    } else {
+        data.fields_json.push_str(&ids);
+    }
     data.rendered = true;
 }
 

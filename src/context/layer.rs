@@ -23,7 +23,7 @@ use crate::core::escape::push_hex;
 use crate::core::ids::{new_span_id, new_trace_id};
 use crate::core::names::{CORRELATION_FIELD, REQUEST_TARGET};
 use crate::core::render::RenderSettings;
-use crate::traces::record::{AttributeVisitor, EventVisitor, FinishedSpan, SpanRecord};
+use crate::traces::record::{AttributeVisitor, EventVisitor, FinishedSpan, LazyName, SpanRecord};
 use crate::traces::sampler::{RootInfo, TailSampler};
 
 /// What every span knows about its place in the request.
@@ -87,10 +87,9 @@ where
         let mut record = self.sampler.as_ref().map(|_| SpanRecord {
             name: meta.name(),
             start: SystemTime::now(),
-            kind: if meta.target() == REQUEST_TARGET {
-                SpanKind::Server
-            } else {
-                SpanKind::Internal
+            kind: match meta.target() {
+                REQUEST_TARGET => SpanKind::Server,
+                _ => SpanKind::Internal,
             },
             attributes: Vec::with_capacity(declared),
             names: Vec::with_capacity(declared),
@@ -153,7 +152,11 @@ where
             rendered: false,
             keys: visitor.keys,
         };
-        if self.settings.json {
+        if self.settings.json && lazy && parent_ctx.is_some() {
+            // A lazily recorded child: its IDs are rendered with its fields, when a line
+            // inside it first needs them (`fields::render_from_record`). Most child spans
+            // (queries, outgoing calls) never log.
+        } else if self.settings.json {
             if lazy {
                 ctx_data.fields_json.reserve(112);
             } else {
@@ -296,13 +299,14 @@ where
         };
         let Some(record) = data.record else { return };
         if record.error && data.root.is_none() {
-            // A child ended as an error (a failed outgoing call, say): its trace is kept, and
-            // the local root's `traceresponse` should say so.
+            // A child ended as an error (a failed query, say): its trace is kept, and the
+            // local root's `traceresponse` should say so.
             super::current::mark_root(&span, |root| root.error_seen = true);
         }
-        let request_name = record.otel_name.is_none()
-            && record.kind == SpanKind::Server
-            && span.metadata().target() == REQUEST_TARGET;
+        let lazy_name = match (&record.otel_name, &record.kind, span.metadata().target()) {
+            (None, SpanKind::Server, REQUEST_TARGET) => LazyName::Server,
+            _ => LazyName::No,
+        };
         let name: Cow<'static, str> = match record.otel_name {
             Some(n) => Cow::Owned(n),
             None => Cow::Borrowed(record.name),
@@ -321,7 +325,7 @@ where
             error: record.error,
             error_event: record.error_event,
             status_message: record.status_message,
-            request_name,
+            lazy_name,
         };
         let duration = finished
             .end

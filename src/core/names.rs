@@ -132,8 +132,6 @@ pub const EXPORT_TARGET: &str = "mercenary_obs::export";
 pub const METRICS_TARGET: &str = "mercenary_obs::metrics";
 /// The target of database query spans.
 pub const DB_TARGET: &str = "mercenary_obs::db";
-/// The target of the CLIENT spans of outgoing HTTP calls.
-pub const CLIENT_TARGET: &str = "mercenary_obs::client";
 
 // ---------------------------------------------------------------------------------------------
 // Fields and attributes

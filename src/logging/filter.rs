@@ -18,6 +18,10 @@ use crate::core::names::{AUDIT_TARGET, REQUEST_TARGET, SECURITY_TARGET};
 /// [`EnvFilter`] plus the request-span exception.
 pub(crate) struct ObsFilter {
     pub(crate) env: EnvFilter,
+    /// Whether the filter has span directives (`[span{field=value}]`). Without them
+    /// `EnvFilter` has nothing to do when spans are opened, entered, recorded or closed, but
+    /// still takes a lock each time: those calls are skipped.
+    pub(crate) span_directives: bool,
 }
 
 fn always(meta: &Metadata<'_>) -> bool {
@@ -53,22 +57,32 @@ where
     }
 
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        Layer::<S>::on_new_span(&self.env, attrs, id, ctx)
+        if self.span_directives {
+            Layer::<S>::on_new_span(&self.env, attrs, id, ctx)
+        }
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        Layer::<S>::on_record(&self.env, id, values, ctx)
+        if self.span_directives {
+            Layer::<S>::on_record(&self.env, id, values, ctx)
+        }
     }
 
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
-        Layer::<S>::on_enter(&self.env, id, ctx)
+        if self.span_directives {
+            Layer::<S>::on_enter(&self.env, id, ctx)
+        }
     }
 
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
-        Layer::<S>::on_exit(&self.env, id, ctx)
+        if self.span_directives {
+            Layer::<S>::on_exit(&self.env, id, ctx)
+        }
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        Layer::<S>::on_close(&self.env, id, ctx)
+        if self.span_directives {
+            Layer::<S>::on_close(&self.env, id, ctx)
+        }
     }
 }

@@ -70,7 +70,13 @@ pub(crate) fn start(
         sink_is_terminal: config.sink_is_terminal,
         service: service.to_string(),
     };
-    Ok((pipeline, ObsFilter { env: config.filter }))
+    Ok((
+        pipeline,
+        ObsFilter {
+            env: config.filter,
+            span_directives: config.span_directives,
+        },
+    ))
 }
 
 impl LogPipeline {

@@ -44,6 +44,9 @@ pub(crate) enum AuditSink {
 pub(crate) struct LogConfig {
     pub(crate) format: LogFormat,
     pub(crate) filter: EnvFilter,
+    /// Whether the filter has span directives (`target[span{field=value}]=level`), the only
+    /// ones that need to follow spans as they are entered and closed.
+    pub(crate) span_directives: bool,
     pub(crate) sink: Box<dyn Write + Send>,
     pub(crate) sink_is_terminal: bool,
     pub(crate) audit_sink: AuditSink,
@@ -73,6 +76,7 @@ impl LogOptions {
     /// Validates the settings and opens the default sink (standard output) when none was given.
     pub(crate) fn resolve(&mut self) -> Result<LogConfig, Error> {
         let (filter_text, from_code) = self.filter.take().unwrap_or_else(|| ("info".into(), false));
+        let span_directives = filter_text.contains('[');
         let filter = EnvFilter::builder().parse(&filter_text).map_err(|e| {
             if from_code {
                 Error::InvalidSetting {
@@ -119,6 +123,7 @@ impl LogOptions {
         Ok(LogConfig {
             format: self.format.or(LogFormat::Json),
             filter,
+            span_directives,
             sink,
             sink_is_terminal,
             audit_sink,

@@ -52,8 +52,19 @@ pub(crate) struct FinishedSpan {
     pub(crate) error: bool,
     pub(crate) error_event: bool,
     pub(crate) status_message: Option<String>,
-    /// The name is `{method} {route}`, built from the attributes if the trace is kept.
-    pub(crate) request_name: bool,
+    /// How the name is built from the attributes, if the trace is kept.
+    pub(crate) lazy_name: LazyName,
+}
+
+/// A span name built from the span's attributes only when its trace is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LazyName {
+    /// The name is the span's own.
+    No,
+    /// A request span: `{method} {route}`.
+    Server,
+    /// A CLIENT span of an outgoing call: `HTTP {method}`.
+    Client,
 }
 
 /// `{method} {route}`, or `{method}` for unmatched requests (OTel HTTP span naming).
@@ -71,6 +82,18 @@ fn request_span_name(attributes: &[KeyValue]) -> Cow<'static, str> {
     }
 }
 
+/// `HTTP {method}` (`HTTP` for `_OTHER`), the name of a CLIENT span.
+fn client_span_name(attributes: &[KeyValue]) -> Cow<'static, str> {
+    match attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == "http.request.method")
+        .map(|kv| kv.value.as_str())
+    {
+        Some(m) if m != "_OTHER" => Cow::Owned(format!("HTTP {m}")),
+        _ => Cow::Borrowed("HTTP"),
+    }
+}
+
 impl FinishedSpan {
     /// The response status recorded on a server span, if any.
     pub(crate) fn http_status(&self) -> Option<i64> {
@@ -84,8 +107,10 @@ impl FinishedSpan {
 
     /// The SDK form, marked sampled and tagged with the sampling reason.
     pub(crate) fn into_span_data(mut self, reason: &'static str) -> SpanData {
-        if self.request_name {
-            self.name = request_span_name(&self.attributes);
+        match self.lazy_name {
+            LazyName::No => {}
+            LazyName::Server => self.name = request_span_name(&self.attributes),
+            LazyName::Client => self.name = client_span_name(&self.attributes),
         }
         self.attributes.push(KeyValue::new(SAMPLING_REASON, reason));
         let status = if self.error {
@@ -223,12 +248,17 @@ impl AttributeVisitor<'_> {
         match field.name() {
             "otel.name" => self.record.otel_name = Some(cap(self.settings, value)),
             "otel.kind" => {
-                self.record.kind = match value.to_ascii_lowercase().as_str() {
-                    "server" => SpanKind::Server,
-                    "client" => SpanKind::Client,
-                    "producer" => SpanKind::Producer,
-                    "consumer" => SpanKind::Consumer,
-                    _ => SpanKind::Internal,
+                let is = |kind: &str| value.eq_ignore_ascii_case(kind);
+                self.record.kind = if is("server") {
+                    SpanKind::Server
+                } else if is("client") {
+                    SpanKind::Client
+                } else if is("producer") {
+                    SpanKind::Producer
+                } else if is("consumer") {
+                    SpanKind::Consumer
+                } else {
+                    SpanKind::Internal
                 }
             }
             "otel.status_code" => self.record.error |= value.eq_ignore_ascii_case("error"),

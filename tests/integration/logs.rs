@@ -228,6 +228,35 @@ async fn rust_log_filters_events_but_never_the_correlation_id() {
     assert!(logs.text().is_empty(), "access lines can be switched off");
 }
 
+/// Span directives (`[span]=level`) follow spans as they are entered: a DEBUG line inside the
+/// named span passes, the same line outside it does not.
+#[tokio::test]
+async fn rust_log_span_directives_follow_spans() {
+    let (obs, logs) = instance(&[("RUST_LOG", "info,[checkout]=debug")]);
+    let app = Router::new()
+        .route(
+            "/checkout",
+            get(|| async {
+                tracing::debug!("outside the span");
+                let span = tracing::info_span!("checkout", cart = 7);
+                let _entered = span.enter();
+                tracing::debug!("inside the span");
+                "ok"
+            }),
+        )
+        .layer(obs.layer());
+    let addr = serve(app).await;
+    http_get(addr, "/checkout", &[]).await;
+    assert!(obs.flush());
+    let lines = logs.json_lines();
+    let inside = lines
+        .iter()
+        .find(|l| l["message"] == "inside the span")
+        .expect("the span directive enables DEBUG inside `checkout`");
+    assert_eq!(inside["cart"], 7);
+    assert!(lines.iter().all(|l| l["message"] != "outside the span"));
+}
+
 #[tokio::test]
 async fn pretty_format_is_for_terminals_and_still_redacts() {
     let (obs, logs) = instance(&[("MERCENARY_OBS_LOG_FORMAT", "pretty")]);

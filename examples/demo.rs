@@ -22,7 +22,7 @@
 //!   `x-request-id` sent downstream, `http_client_request_duration_seconds` on `/metrics`. The
 //!   pricing service fails on purpose for every id that is a multiple of 10 (ERROR line, 500);
 //!   the quote then falls back to a list price with `"degraded": true` and a WARNING line, as
-//!   it does when pricing is unreachable or slower than 2 s;
+//!   it does when pricing is unreachable or slower than `DOWNSTREAM_TIMEOUT_MS` (2 s by default);
 //! - graceful shutdown on Ctrl-C or SIGTERM, then `ObsGuard::shutdown()` so every buffered log
 //!   line is written before the process exits.
 //!
@@ -51,6 +51,8 @@
 //! - `PORT`: the port to listen on (default 3000; 0 picks a free one);
 //! - `DOWNSTREAM_URL`: the base URL of the pricing service `GET /quote/{id}` calls, `http://`
 //!   only (default: this demo itself, `http://127.0.0.1:{the port it listens on}`);
+//! - `DOWNSTREAM_TIMEOUT_MS`: how long a quote waits for the pricing service before it falls
+//!   back (default 2000);
 //! - `OTEL_SERVICE_NAME`: the service name (default `mercenary-api`; `service.name` in
 //!   `OTEL_RESOURCE_ATTRIBUTES` works too);
 //! - everything else `mercenary_obs` reads (`MERCENARY_OBS_LOG_FORMAT`, `RUST_LOG`,
@@ -97,8 +99,8 @@
 //! route that takes one.
 //!
 //! Exit status: 0 after a clean shutdown, 1 when observability cannot start (try
-//! `MERCENARY_OBS_LOG_FORMAT=bogus`) or the server fails, 2 for a bad `PORT` or
-//! `DOWNSTREAM_URL`.
+//! `MERCENARY_OBS_LOG_FORMAT=bogus`) or the server fails, 2 for a bad `PORT`,
+//! `DOWNSTREAM_URL` or `DOWNSTREAM_TIMEOUT_MS`.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
@@ -136,8 +138,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// The service name when neither `OTEL_SERVICE_NAME` nor `OTEL_RESOURCE_ATTRIBUTES` names one.
 const DEFAULT_SERVICE_NAME: &str = "mercenary-api";
 /// How long a quote waits for the pricing service (connection, response and body) before it
-/// answers with the fallback price.
-const PRICING_TIMEOUT: Duration = Duration::from_secs(2);
+/// answers with the fallback price, when `DOWNSTREAM_TIMEOUT_MS` is not set.
+const DEFAULT_PRICING_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the pricing client waits for a TCP connection.
 const PRICING_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// The price quoted when the pricing service cannot give one.
@@ -150,9 +152,14 @@ const CURRENCIES: &[&str] = &["USD", "EUR", "GBP"];
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let (port, downstream) = match (port_from_env(), downstream_from_env()) {
-        (Ok(port), Ok(downstream)) => (port, downstream),
-        (Err(message), _) | (_, Err(message)) => {
+    let settings = (
+        port_from_env(),
+        downstream_from_env(),
+        downstream_timeout_from_env(),
+    );
+    let (port, downstream) = match settings {
+        (Ok(port), Ok(url), Ok(timeout)) => (port, Downstream { url, timeout }),
+        (Err(message), _, _) | (_, Err(message), _) | (_, _, Err(message)) => {
             eprintln!("mercenary demo: {message}");
             return ExitCode::from(2);
         }
@@ -251,6 +258,29 @@ fn downstream_from_env() -> Result<Option<String>, String> {
     Ok(Some(format!("http://{authority}{path}")))
 }
 
+/// Reads `DOWNSTREAM_TIMEOUT_MS`, how long a quote waits for the pricing service (default
+/// 2000).
+fn downstream_timeout_from_env() -> Result<Duration, String> {
+    let invalid = |raw: &dyn std::fmt::Debug| {
+        format!("invalid DOWNSTREAM_TIMEOUT_MS {raw:?}: expected a number of milliseconds above 0")
+    };
+    match std::env::var("DOWNSTREAM_TIMEOUT_MS") {
+        Err(std::env::VarError::NotPresent) => Ok(DEFAULT_PRICING_TIMEOUT),
+        Err(std::env::VarError::NotUnicode(raw)) => Err(invalid(&raw)),
+        Ok(text) if text.trim().is_empty() => Ok(DEFAULT_PRICING_TIMEOUT),
+        Ok(text) => match text.trim().parse::<u64>() {
+            Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
+            _ => Err(invalid(&text)),
+        },
+    }
+}
+
+/// Where quotes get their prices: `DOWNSTREAM_URL` (`None`: this demo) and how long they wait.
+struct Downstream {
+    url: Option<String>,
+    timeout: Duration,
+}
+
 /// Whether the environment names the service (`OTEL_SERVICE_NAME`, or `service.name` in
 /// `OTEL_RESOURCE_ATTRIBUTES`); blank values count as unset, as `from_env` reads them.
 fn service_name_in_env() -> bool {
@@ -265,7 +295,7 @@ fn service_name_in_env() -> bool {
 }
 
 /// Binds, serves until a shutdown signal, and drains in-flight requests (bounded).
-async fn serve(port: u16, downstream: Option<String>) -> Result<(), String> {
+async fn serve(port: u16, downstream: Downstream) -> Result<(), String> {
     let requested = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let listener = tokio::net::TcpListener::bind(requested)
         .await
@@ -278,9 +308,13 @@ async fn serve(port: u16, downstream: Option<String>) -> Result<(), String> {
     eprintln!("mercenary demo listening on http://{addr}");
 
     // Without DOWNSTREAM_URL the demo is its own pricing service, at the address it got.
-    let pricing_url = downstream.unwrap_or_else(|| format!("http://{addr}"));
-    tracing::info!(url = %pricing_url, "pricing service");
-    let pricing = Pricing::new(pricing_url);
+    let pricing_url = downstream.url.unwrap_or_else(|| format!("http://{addr}"));
+    tracing::info!(
+        url = %pricing_url,
+        timeout_ms = downstream.timeout.as_millis() as u64,
+        "pricing service"
+    );
+    let pricing = Pricing::new(pricing_url, downstream.timeout);
 
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, app(pricing)).with_graceful_shutdown(async move {
@@ -704,22 +738,28 @@ type PricingClient = ClientService<Client<HttpConnector, Empty<Bytes>>>;
 struct Pricing {
     /// The base URL, without a trailing slash.
     base: String,
+    /// The bound on a whole call (connection, response and body).
+    timeout: Duration,
     client: PricingClient,
 }
 
 impl Pricing {
     /// Made after `init()`: `client_layer()` binds to the instance that is global when called.
-    fn new(base: String) -> Self {
+    fn new(base: String, timeout: Duration) -> Self {
         let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(PRICING_CONNECT_TIMEOUT));
+        connector.set_connect_timeout(Some(PRICING_CONNECT_TIMEOUT.min(timeout)));
         let client = ServiceBuilder::new()
             .layer(mercenary_obs::client_layer())
             .service(Client::builder(TokioExecutor::new()).build(connector));
-        Pricing { base, client }
+        Pricing {
+            base,
+            timeout,
+            client,
+        }
     }
 
     /// `GET {base}/pricing/{id}`: the price, or why there is none (a non-2xx answer, a
-    /// transport error, a body that is not a price, or no answer within [`PRICING_TIMEOUT`]).
+    /// transport error, a body that is not a price, or no answer within `self.timeout`).
     async fn price(&self, id: u64) -> Result<f64, String> {
         let request = axum::http::Request::get(format!("{}/pricing/{id}", self.base))
             .body(Empty::new())
@@ -746,12 +786,12 @@ impl Pricing {
                 .and_then(|v| v["price"].as_f64())
                 .ok_or_else(|| "pricing answered without a price".to_string())
         };
-        tokio::time::timeout(PRICING_TIMEOUT, call)
+        tokio::time::timeout(self.timeout, call)
             .await
             .unwrap_or_else(|_| {
                 Err(format!(
                     "pricing did not answer within {} ms",
-                    PRICING_TIMEOUT.as_millis()
+                    self.timeout.as_millis()
                 ))
             })
     }

@@ -16,6 +16,13 @@
 //! - the correlation ID from the [`CorrelationId`] extractor and from
 //!   [`mercenary_obs::correlation_id()`], returned in JSON bodies;
 //! - 4xx, 5xx and panics recorded as such (WARNING and ERROR access lines, `error_type` label);
+//! - an outgoing call: `GET /quote/{id}` asks a pricing service (`GET /pricing/{id}`, served by
+//!   this same process unless `DOWNSTREAM_URL` points elsewhere) through hyper-util's client
+//!   wrapped in [`mercenary_obs::client_layer()`]: a CLIENT span, `traceparent` and
+//!   `x-request-id` sent downstream, `http_client_request_duration_seconds` on `/metrics`. The
+//!   pricing service fails on purpose for every id that is a multiple of 10 (ERROR line, 500);
+//!   the quote then falls back to a list price with `"degraded": true` and a WARNING line, as
+//!   it does when pricing is unreachable or slower than `DOWNSTREAM_TIMEOUT_MS` (2 s by default);
 //! - graceful shutdown on Ctrl-C or SIGTERM, then `ObsGuard::shutdown()` so every buffered log
 //!   line is written before the process exits.
 //!
@@ -27,6 +34,30 @@
 //! MERCENARY_OBS_LOG_FORMAT=pretty cargo run --example demo   # human-readable logs
 //! RUST_LOG=debug cargo run --example demo       # more detail
 //! ```
+//!
+//! Two demos as two services, the second calling the first for prices, both exporting traces
+//! to an OTLP/HTTP collector (Jaeger, Tempo, the OpenTelemetry Collector) on port 4318:
+//!
+//! ```text
+//! OTEL_SERVICE_NAME=pricing PORT=3001 OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 \
+//!     cargo run --example demo
+//! OTEL_SERVICE_NAME=quotes DOWNSTREAM_URL=http://127.0.0.1:3001 \
+//!     OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 cargo run --example demo
+//! curl -i http://127.0.0.1:3000/quote/20     # one trace across both services, kept (error)
+//! ```
+//!
+//! Environment:
+//!
+//! - `PORT`: the port to listen on (default 3000; 0 picks a free one);
+//! - `DOWNSTREAM_URL`: the base URL of the pricing service `GET /quote/{id}` calls, `http://`
+//!   only (default: this demo itself, `http://127.0.0.1:{the port it listens on}`);
+//! - `DOWNSTREAM_TIMEOUT_MS`: how long a quote waits for the pricing service before it falls
+//!   back (default 2000);
+//! - `OTEL_SERVICE_NAME`: the service name (default `mercenary-api`; `service.name` in
+//!   `OTEL_RESOURCE_ATTRIBUTES` works too);
+//! - everything else `mercenary_obs` reads (`MERCENARY_OBS_LOG_FORMAT`, `RUST_LOG`,
+//!   `OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_BSP_SCHEDULE_DELAY`, `MERCENARY_OBS_SUCCESS_RATIO`,
+//!   ...; see `mercenary_obs::env`).
 //!
 //! Then, from another terminal:
 //!
@@ -53,11 +84,23 @@
 //! curl -i http://127.0.0.1:3000/fail                           # 500, ERROR lines
 //! curl -i 'http://127.0.0.1:3000/slow?ms=750'                  # default 100 ms, max 30000
 //! curl -i http://127.0.0.1:3000/panic                          # 500, panic recorded
-//! curl -s http://127.0.0.1:3000/metrics | grep -E '^(http_server|user_signups|payment)'
+//! curl -i http://127.0.0.1:3000/quote/7                        # priced by GET /pricing/7
+//! curl -i http://127.0.0.1:3000/quote/30                       # pricing fails: degraded
+//! curl -i http://127.0.0.1:3000/pricing/7                      # the pricing service itself
+//! curl -i http://127.0.0.1:3000/pricing/abc                    # 404: ids are numbers
+//! curl -s http://127.0.0.1:3000/metrics | grep -E '^(http_server|http_client|user_signups|payment)'
 //! ```
 //!
+//! Routes: `GET /healthz`, `GET /users/{id}`, `POST /signup`, `POST /login`, `POST /projects`,
+//! `POST /proposals`, `POST /payments`, `GET /fail`, `GET /slow?ms=`, `GET /panic`,
+//! `GET /quote/{id}` (always 200 for a numeric id: `{"id", "price", "degraded"}`),
+//! `GET /pricing/{id}` (`{"id", "price"}`; 500 when `id` is a multiple of 10), `GET /metrics`
+//! and, without an OTLP endpoint, `GET /debug/traces`. A non-numeric `{id}` is a 404 on every
+//! route that takes one.
+//!
 //! Exit status: 0 after a clean shutdown, 1 when observability cannot start (try
-//! `MERCENARY_OBS_LOG_FORMAT=bogus`) or the server fails, 2 for a bad `PORT`.
+//! `MERCENARY_OBS_LOG_FORMAT=bogus`) or the server fails, 2 for a bad `PORT`,
+//! `DOWNSTREAM_URL` or `DOWNSTREAM_TIMEOUT_MS`.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
@@ -66,14 +109,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use mercenary_obs::db::{DbPool, DbQuery, PoolStats};
-use mercenary_obs::{CorrelationId, Obs, counter, gauge, histogram};
+use mercenary_obs::{ClientService, CorrelationId, Obs, counter, gauge, histogram};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tower::{ServiceBuilder, ServiceExt};
 use tracing::Instrument;
 
 /// The port used when `PORT` is not set.
@@ -86,6 +135,15 @@ const PAYMENT_LIMIT: f64 = 10_000.0;
 const MAX_SLOW_MS: u64 = 30_000;
 /// How long in-flight requests may run on after a shutdown signal before they are dropped.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// The service name when neither `OTEL_SERVICE_NAME` nor `OTEL_RESOURCE_ATTRIBUTES` names one.
+const DEFAULT_SERVICE_NAME: &str = "mercenary-api";
+/// How long a quote waits for the pricing service (connection, response and body) before it
+/// answers with the fallback price, when `DOWNSTREAM_TIMEOUT_MS` is not set.
+const DEFAULT_PRICING_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the pricing client waits for a TCP connection.
+const PRICING_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// The price quoted when the pricing service cannot give one.
+const FALLBACK_PRICE: f64 = 99.0;
 
 /// Plans and currencies are metric label values, so they come from fixed lists: a label fed
 /// straight from client input would create one time series per distinct value sent.
@@ -94,18 +152,29 @@ const CURRENCIES: &[&str] = &["USD", "EUR", "GBP"];
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let port = match port_from_env() {
-        Ok(port) => port,
-        Err(message) => {
+    let settings = (
+        port_from_env(),
+        downstream_from_env(),
+        downstream_timeout_from_env(),
+    );
+    let (port, downstream) = match settings {
+        (Ok(port), Ok(url), Ok(timeout)) => (port, Downstream { url, timeout }),
+        (Err(message), _, _) | (_, Err(message), _) | (_, _, Err(message)) => {
             eprintln!("mercenary demo: {message}");
             return ExitCode::from(2);
         }
     };
 
+    // A name set in code wins over the environment, so the default is set only when the
+    // environment names no service: two demos can run as two services.
+    let mut builder = Obs::builder();
+    if !service_name_in_env() {
+        builder = builder.service_name(DEFAULT_SERVICE_NAME);
+    }
     // Before anything else logs: installs the global subscriber (JSON lines on stdout) and the
-    // global instance that `mercenary_obs::layer()`, `metrics_router()` and the macros use.
-    let guard = match Obs::builder()
-        .service_name("mercenary-api")
+    // global instance that `mercenary_obs::layer()`, `client_layer()`, `metrics_router()` and
+    // the macros use.
+    let guard = match builder
         .service_version(env!("CARGO_PKG_VERSION"))
         .log_headers(["user-agent", "authorization"])
         .from_env()
@@ -118,7 +187,7 @@ async fn main() -> ExitCode {
         }
     };
 
-    let served = serve(port).await;
+    let served = serve(port, downstream).await;
     match &served {
         Ok(()) => tracing::info!("stopped"),
         Err(message) => tracing::error!(error = %message, "server failed"),
@@ -154,8 +223,79 @@ fn port_from_env() -> Result<u16, String> {
     }
 }
 
+/// Reads `DOWNSTREAM_URL`, the pricing service's base URL: `None` when unset or blank (the
+/// demo then calls itself), else `http://host[:port][/base/path]` without a trailing slash.
+fn downstream_from_env() -> Result<Option<String>, String> {
+    const EXPECTED: &str = "expected an http:// URL such as http://127.0.0.1:3001";
+    let text = match std::env::var("DOWNSTREAM_URL") {
+        Err(std::env::VarError::NotPresent) => return Ok(None),
+        Err(std::env::VarError::NotUnicode(raw)) => {
+            return Err(format!("invalid DOWNSTREAM_URL {raw:?}: {EXPECTED}"));
+        }
+        Ok(text) if text.trim().is_empty() => return Ok(None),
+        Ok(text) => text,
+    };
+    let invalid = |why: &str| format!("invalid DOWNSTREAM_URL {text:?}: {why}; {EXPECTED}");
+    let uri: Uri = text.trim().parse().map_err(|_| invalid("not a URL"))?;
+    if uri.scheme_str() != Some("http") {
+        // The demo's client speaks plain HTTP only (no TLS connector).
+        return Err(invalid("the scheme must be http"));
+    }
+    let authority = uri
+        .authority()
+        .filter(|a| !a.host().is_empty())
+        .ok_or_else(|| invalid("no host"))?;
+    if authority.as_str().contains('@') {
+        // Not echoed: the value holds credentials.
+        return Err(format!(
+            "invalid DOWNSTREAM_URL: credentials in the URL are not supported; {EXPECTED}"
+        ));
+    }
+    if uri.query().is_some() {
+        return Err(invalid("a query string is not supported"));
+    }
+    let path = uri.path().trim_end_matches('/');
+    Ok(Some(format!("http://{authority}{path}")))
+}
+
+/// Reads `DOWNSTREAM_TIMEOUT_MS`, how long a quote waits for the pricing service (default
+/// 2000).
+fn downstream_timeout_from_env() -> Result<Duration, String> {
+    let invalid = |raw: &dyn std::fmt::Debug| {
+        format!("invalid DOWNSTREAM_TIMEOUT_MS {raw:?}: expected a number of milliseconds above 0")
+    };
+    match std::env::var("DOWNSTREAM_TIMEOUT_MS") {
+        Err(std::env::VarError::NotPresent) => Ok(DEFAULT_PRICING_TIMEOUT),
+        Err(std::env::VarError::NotUnicode(raw)) => Err(invalid(&raw)),
+        Ok(text) if text.trim().is_empty() => Ok(DEFAULT_PRICING_TIMEOUT),
+        Ok(text) => match text.trim().parse::<u64>() {
+            Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
+            _ => Err(invalid(&text)),
+        },
+    }
+}
+
+/// Where quotes get their prices: `DOWNSTREAM_URL` (`None`: this demo) and how long they wait.
+struct Downstream {
+    url: Option<String>,
+    timeout: Duration,
+}
+
+/// Whether the environment names the service (`OTEL_SERVICE_NAME`, or `service.name` in
+/// `OTEL_RESOURCE_ATTRIBUTES`); blank values count as unset, as `from_env` reads them.
+fn service_name_in_env() -> bool {
+    let set = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    set(mercenary_obs::env::OTEL_SERVICE_NAME).is_some()
+        || set(mercenary_obs::env::OTEL_RESOURCE_ATTRIBUTES).is_some_and(|attrs| {
+            attrs.split(',').any(|kv| {
+                kv.split_once('=')
+                    .is_some_and(|(k, _)| k.trim() == "service.name")
+            })
+        })
+}
+
 /// Binds, serves until a shutdown signal, and drains in-flight requests (bounded).
-async fn serve(port: u16) -> Result<(), String> {
+async fn serve(port: u16, downstream: Downstream) -> Result<(), String> {
     let requested = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let listener = tokio::net::TcpListener::bind(requested)
         .await
@@ -167,8 +307,17 @@ async fn serve(port: u16) -> Result<(), String> {
     tracing::info!(address = %addr, url = %format_args!("http://{addr}"), "listening");
     eprintln!("mercenary demo listening on http://{addr}");
 
+    // Without DOWNSTREAM_URL the demo is its own pricing service, at the address it got.
+    let pricing_url = downstream.url.unwrap_or_else(|| format!("http://{addr}"));
+    tracing::info!(
+        url = %pricing_url,
+        timeout_ms = downstream.timeout.as_millis() as u64,
+        "pricing service"
+    );
+    let pricing = Pricing::new(pricing_url, downstream.timeout);
+
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app()).with_graceful_shutdown(async move {
+    let server = axum::serve(listener, app(pricing)).with_graceful_shutdown(async move {
         let signal = shutdown_signal().await;
         tracing::info!(signal, "shutting down");
         eprintln!("mercenary demo: {signal} received, shutting down");
@@ -235,17 +384,17 @@ async fn shutdown_signal() -> &'static str {
 // The application
 // ---------------------------------------------------------------------------------------------
 
-/// In-memory stand-ins for a database.
-#[derive(Default)]
+/// In-memory stand-ins for a database, and the pricing service's client.
 struct AppState {
     sessions: AtomicU64,
     next_project_id: AtomicU64,
     next_proposal_id: AtomicU64,
+    pricing: Pricing,
 }
 
 /// The router. Called after `init()`: `layer()` and `metrics_router()` bind to the instance that
 /// is global when they are called.
-fn app() -> Router {
+fn app(pricing: Pricing) -> Router {
     // Exported from the start (at 0) rather than appearing with the first signup.
     gauge!("active_sessions", help: "Signed-in sessions.").set(0.0);
     // The pool gauges too: an idle pool, before the first query.
@@ -262,9 +411,16 @@ fn app() -> Router {
         .route("/fail", get(fail))
         .route("/slow", get(slow))
         .route("/panic", get(panic_handler))
+        .route("/quote/{id}", get(get_quote))
+        .route("/pricing/{id}", get(get_price))
         .merge(mercenary_obs::axum::metrics_router())
         .fallback(not_found)
-        .with_state(Arc::new(AppState::default()))
+        .with_state(Arc::new(AppState {
+            sessions: AtomicU64::new(0),
+            next_project_id: AtomicU64::new(0),
+            next_proposal_id: AtomicU64::new(0),
+            pricing,
+        }))
         // Outermost, so it sees every request: the routes above, the fallback, and rejections.
         .layer(mercenary_obs::layer())
 }
@@ -567,6 +723,140 @@ async fn slow(Query(params): Query<SlowParams>) -> Response {
 
 async fn panic_handler() -> &'static str {
     panic!("demo panic")
+}
+
+// ---------------------------------------------------------------------------------------------
+// An outgoing call: quotes ask the pricing service through an instrumented HTTP client.
+// ---------------------------------------------------------------------------------------------
+
+/// hyper-util's client wrapped in `mercenary_obs::client_layer()`: every call gets a CLIENT span
+/// (a child of the request span), `traceparent` and `x-request-id` headers, and an observation
+/// of `http_client_request_duration_seconds`.
+type PricingClient = ClientService<Client<HttpConnector, Empty<Bytes>>>;
+
+/// The pricing service: where it is, and the client that calls it.
+struct Pricing {
+    /// The base URL, without a trailing slash.
+    base: String,
+    /// The bound on a whole call (connection, response and body).
+    timeout: Duration,
+    client: PricingClient,
+}
+
+impl Pricing {
+    /// Made after `init()`: `client_layer()` binds to the instance that is global when called.
+    fn new(base: String, timeout: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(PRICING_CONNECT_TIMEOUT.min(timeout)));
+        let client = ServiceBuilder::new()
+            .layer(mercenary_obs::client_layer())
+            .service(Client::builder(TokioExecutor::new()).build(connector));
+        Pricing {
+            base,
+            timeout,
+            client,
+        }
+    }
+
+    /// `GET {base}/pricing/{id}`: the price, or why there is none (a non-2xx answer, a
+    /// transport error, a body that is not a price, or no answer within `self.timeout`).
+    async fn price(&self, id: u64) -> Result<f64, String> {
+        let request = axum::http::Request::get(format!("{}/pricing/{id}", self.base))
+            .body(Empty::new())
+            .map_err(|e| format!("cannot build the request: {e}"))?;
+        let call = async {
+            let response = self
+                .client
+                .clone()
+                .oneshot(request)
+                .await
+                .map_err(|e| format!("pricing unreachable: {}", error_chain(&e)))?;
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| format!("pricing body failed: {e}"))?
+                .to_bytes();
+            if !status.is_success() {
+                return Err(format!("pricing answered {status}"));
+            }
+            serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["price"].as_f64())
+                .ok_or_else(|| "pricing answered without a price".to_string())
+        };
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "pricing did not answer within {} ms",
+                    self.timeout.as_millis()
+                ))
+            })
+    }
+}
+
+/// An error and its sources, `: `-separated (hyper-util's own message is only "client error
+/// (Connect)"; the reason is in the chain).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
+/// The list price of an item (the pricing service's answer).
+fn list_price(id: u64) -> f64 {
+    5.0 + (id % 200) as f64 * 0.25
+}
+
+/// `GET /quote/{id}`: the price from the pricing service; when it fails, the fallback price
+/// with `"degraded": true` and a WARNING line (the quote recovered, so not an ERROR). Always
+/// 200 for a numeric id.
+async fn get_quote(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<u64>() else {
+        return json_error(StatusCode::NOT_FOUND, "no such item");
+    };
+    let (price, degraded) = match state.pricing.price(id).await {
+        Ok(price) => {
+            tracing::info!(item_id = id, price, "quote priced");
+            (price, false)
+        }
+        Err(reason) => {
+            tracing::warn!(
+                item_id = id,
+                reason = %reason,
+                fallback_price = FALLBACK_PRICE,
+                "pricing unavailable, quoting the fallback price"
+            );
+            (FALLBACK_PRICE, true)
+        }
+    };
+    let outcome = if degraded { "degraded" } else { "priced" };
+    counter!("quotes_total", "outcome" => outcome, help: "Quotes by outcome.").inc();
+    Json(json!({ "id": id, "price": price, "degraded": degraded })).into_response()
+}
+
+/// `GET /pricing/{id}`: the list price; 500 (and an ERROR line) when `id` is a multiple of 10.
+async fn get_price(Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<u64>() else {
+        return json_error(StatusCode::NOT_FOUND, "no such item");
+    };
+    db_query("SELECT", "prices").await;
+    if id % 10 == 0 {
+        tracing::error!(
+            item_id = id,
+            error.kind = "pricing_engine",
+            "simulated failure: no price for this item"
+        );
+        return json_error(StatusCode::INTERNAL_SERVER_ERROR, "pricing failed");
+    }
+    Json(json!({ "id": id, "price": list_price(id) })).into_response()
 }
 
 // ---------------------------------------------------------------------------------------------

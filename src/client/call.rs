@@ -31,6 +31,7 @@ static TRACERESPONSE: HeaderName = HeaderName::from_static("traceresponse");
 struct ClientSpan {
     trace_id: u128,
     span_id: u64,
+    local_root: u64,
     /// The current span when the call was made (`None`: the call is a root of its own).
     parent: Option<(u64, tracing::Span)>,
     /// The root's info, when the call is a root of its own.
@@ -73,6 +74,7 @@ impl ClientCall {
             Some(c) => Some(ClientSpan {
                 trace_id: c.trace_id,
                 span_id: new_span_id(),
+                local_root: c.local_root,
                 parent: Some((c.parent_span_id, c.parent)),
                 root: None,
                 start: SystemTime::now(),
@@ -82,14 +84,18 @@ impl ClientCall {
             .map(|span| (span, c.correlation_id, c.root)),
             // Outside any span of ours, with traces on: a root of its own.
             None if state.sampler.is_some() => Some((
-                ClientSpan {
-                    trace_id: new_trace_id(),
-                    span_id: new_span_id(),
-                    parent: None,
-                    root: Some(RootInfo::default()),
-                    start: SystemTime::now(),
-                    attributes: Vec::new(),
-                    error: false,
+                {
+                    let span_id = new_span_id();
+                    ClientSpan {
+                        trace_id: new_trace_id(),
+                        span_id,
+                        local_root: span_id,
+                        parent: None,
+                        root: Some(RootInfo::default()),
+                        start: SystemTime::now(),
+                        attributes: Vec::new(),
+                        error: false,
+                    }
                 },
                 None,
                 RootInfo::default(),
@@ -233,6 +239,7 @@ impl ClientCall {
         let finished = FinishedSpan {
             trace_id: span.trace_id,
             span_id: span.span_id,
+            local_root: span.local_root,
             parent_span_id: span.parent.as_ref().map_or(0, |(id, _)| *id),
             parent_is_remote: false,
             name: Cow::Borrowed("HTTP"),

@@ -77,6 +77,8 @@ fn with_registry_span<R>(
 pub(crate) struct CallContext {
     pub(crate) trace_id: u128,
     pub(crate) parent_span_id: u64,
+    /// The span ID of the current span's local root.
+    pub(crate) local_root: u64,
     pub(crate) correlation_id: Option<Arc<str>>,
     /// What the local root knows (forced, the upstream's flag, its `tracestate`).
     pub(crate) root: RootInfo,
@@ -87,36 +89,34 @@ pub(crate) struct CallContext {
 /// The context of a call made now, when the current span is one of this crate's subscribers.
 pub(crate) fn call_context() -> Option<CallContext> {
     let parent = tracing::Span::current();
-    with_registry_span(&parent, |s| {
-        let (trace_id, parent_span_id, correlation_id, own_root) = {
+    let (trace_id, parent_span_id, local_root, correlation_id, root) =
+        with_registry_span(&parent, |s| {
             let ext = s.extensions();
             let c = ext.get::<SpanContext>()?;
-            (
+            let root = match &c.root {
+                Some(root) => root.clone(),
+                None => s.scope().skip(1).find_map(|a| {
+                    a.extensions()
+                        .get::<SpanContext>()
+                        .and_then(|c| c.root.clone())
+                })?,
+            };
+            Some((
                 c.trace_id,
                 c.span_id,
+                c.local_root,
                 c.correlation_id.clone(),
-                c.root.clone(),
-            )
-        };
-        let root = match own_root {
-            Some(root) => root,
-            None => s.scope().skip(1).find_map(|a| {
-                a.extensions()
-                    .get::<SpanContext>()
-                    .and_then(|c| c.root.clone())
-            })?,
-        };
-        Some((trace_id, parent_span_id, correlation_id, root))
+                root,
+            ))
+        })?;
+    Some(CallContext {
+        trace_id,
+        parent_span_id,
+        local_root,
+        correlation_id,
+        root,
+        parent,
     })
-    .map(
-        |(trace_id, parent_span_id, correlation_id, root)| CallContext {
-            trace_id,
-            parent_span_id,
-            correlation_id,
-            root,
-            parent,
-        },
-    )
 }
 
 /// Notes on `span`'s local root that a span of its trace ended as an error.

@@ -31,6 +31,8 @@ pub(crate) struct SpanContext {
     pub(crate) correlation_id: Option<Arc<str>>,
     pub(crate) trace_id: u128,
     pub(crate) span_id: u64,
+    /// The span ID of its local root (its own for a root).
+    pub(crate) local_root: u64,
     /// The parent's span ID (in process, or the remote caller's), 0 for none.
     pub(crate) parent_span_id: u64,
     pub(crate) parent_is_remote: bool,
@@ -143,6 +145,7 @@ where
             correlation_id,
             trace_id,
             span_id,
+            local_root: parent_ctx.map_or(span_id, |p| p.local_root),
             parent_span_id,
             parent_is_remote,
             root,
@@ -229,6 +232,7 @@ where
             correlation_id: data.correlation_id.clone(),
             trace_id: data.trace_id,
             span_id: data.span_id,
+            local_root: data.local_root,
             parent_span_id: data.parent_span_id,
             parent_is_remote: data.parent_is_remote,
             root: data.root.take(),
@@ -314,6 +318,7 @@ where
         let finished = FinishedSpan {
             trace_id: data.trace_id,
             span_id: data.span_id,
+            local_root: data.local_root,
             parent_span_id: data.parent_span_id,
             parent_is_remote: data.parent_is_remote,
             name,

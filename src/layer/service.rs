@@ -140,7 +140,8 @@ where
             let forced = parts
                 .headers
                 .get(&t.forced_header)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(t.forced_value.as_bytes()));
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(t.forced_value.as_bytes()))
+                && t.sampler.admit_forced();
             // `tracestate` is meaningful only with a valid `traceparent` (W3C §3.3).
             let tracestate = match parent {
                 Some(_) if parts.headers.contains_key(&TRACESTATE) => {
@@ -183,9 +184,11 @@ where
             (Some((trace_id, span_id)), Some(t), Some(input)) => Some(TraceIds {
                 trace_id,
                 span_id,
-                sampled_hint: input.forced
-                    || t.sampler.ratio_sampled(trace_id)
-                    || input.parent.is_some_and(|p| p.sampled),
+                sampled_hint: t.sampler.known_kept(
+                    trace_id,
+                    input.forced,
+                    input.parent.map(|p| p.sampled),
+                ),
             }),
             _ => None,
         };

@@ -2,7 +2,7 @@
 //! the whole trace by the sampling rules (error, forced, parent, slow, ratio).
 //!
 //! Keep the trace if any rule matches, in this order; the first match is the reason:
-//! `error`, `forced` (within a token-bucket budget), `parent` (trusted upstream sampled flag),
+//! `error`, `forced` (admitted within a token-bucket budget when the request started), `parent` (trusted upstream sampled flag),
 //! `slow`, `ratio` (decided from the trace ID like `TraceIdRatioBased`, so every replica and
 //! service agrees), `downstream` (a service this trace called answered with a `traceresponse`
 //! saying it kept its part, so this part is kept too and the trace stays whole). Every bound (buffered traces, spans per trace, root timeout) is counted when
@@ -54,6 +54,7 @@ pub(crate) struct RootInfo {
 pub(crate) const REASONS: [&str; 6] = ["error", "forced", "parent", "slow", "ratio", "downstream"];
 
 struct Pending {
+    trace_id: u128,
     spans: Vec<FinishedSpan>,
     error: bool,
 }
@@ -118,9 +119,18 @@ impl std::hash::Hasher for TraceIdHasher {
 
 type TraceMap<V> = HashMap<u128, V, TraceIdHashBuilder>;
 
+/// The buffer key of a span: its trace ID with its local root's span ID folded into the high
+/// half. One process may hold several local roots of a trace (a service calling itself); each
+/// is buffered and decided on its own. The span ID is random and ours, so a client choosing
+/// trace IDs still cannot choose keys.
+#[inline]
+fn buffer_key(trace_id: u128, local_root: u64) -> u128 {
+    trace_id ^ (u128::from(local_root) << 64)
+}
+
 struct State {
     pending: TraceMap<Pending>,
-    /// Trace IDs in arrival order (entries of decided traces are skipped when met).
+    /// Buffer keys in arrival order (entries of decided traces are skipped when met).
     order: VecDeque<(u128, Instant)>,
     /// Recent decisions, for spans that end after their trace was decided: a direct-mapped
     /// cache indexed by the trace ID's low bits (a colliding newer trace overwrites an older one).
@@ -289,15 +299,29 @@ impl TailSampler {
         in_ratio(trace_id, self.ratio_bound)
     }
 
-    /// The sampled flag an outgoing call sends: what this service knows up front about its
-    /// trace (forced, a trusted upstream sampled it, or the ratio keeps it).
+    /// The sampled flag an outgoing call sends (and the first guess of `traceresponse`): what
+    /// this service knows up front will keep its trace (forced within the budget, a trusted
+    /// upstream sampled it, or the ratio keeps it).
     pub(crate) fn propagated_sampled(&self, trace_id: u128, root: &RootInfo) -> bool {
-        root.forced
-            || (self.config.trust_parent && root.remote_sampled == Some(true))
+        self.known_kept(trace_id, root.forced, root.remote_sampled)
+    }
+
+    /// See [`TailSampler::propagated_sampled`].
+    pub(crate) fn known_kept(
+        &self,
+        trace_id: u128,
+        forced: bool,
+        remote_sampled: Option<bool>,
+    ) -> bool {
+        forced
+            || (self.config.trust_parent && remote_sampled == Some(true))
             || self.ratio_sampled(trace_id)
     }
 
-    fn take_forced_token(&self) -> bool {
+    /// Admits a request sent with `trace: true` within the forced-trace budget (a token
+    /// bucket); the request then counts as forced. Taken when the request starts, so the
+    /// flags it sends downstream and answers with never claim a trace the budget refuses.
+    pub(crate) fn admit_forced(&self) -> bool {
         let rate = self.config.forced_per_second;
         if rate <= 0.0 {
             return false;
@@ -318,38 +342,40 @@ impl TailSampler {
     /// A span ended. `root` is `Some` when it is its trace's local root.
     pub(crate) fn on_span_end(&self, span: FinishedSpan, root: Option<(RootInfo, Duration)>) {
         let trace_id = span.trace_id;
+        let key = buffer_key(trace_id, span.local_root);
         let mut emit: Vec<(Option<&'static str>, Vec<FinishedSpan>)> = Vec::new();
         let now = Instant::now();
         {
             let mut state = lock(&self.state);
             self.sweep_timeouts(&mut state, &mut emit, now);
-            if let Some(decision) = Self::recall(&state, trace_id) {
+            if let Some(decision) = Self::recall(&state, key) {
                 // A late span follows its trace's decision.
                 if decision.is_some() {
                     emit.push((decision, vec![span]));
                 }
-            } else if root.is_some() && !state.pending.contains_key(&trace_id) {
+            } else if root.is_some() && !state.pending.contains_key(&key) {
                 // A root without buffered children (the common request): decide at once.
                 let error = self.is_error(&span);
                 let decision = self.decide(trace_id, error, root);
-                Self::remember(&mut state, trace_id, decision);
+                Self::remember(&mut state, key, decision);
                 emit.push((decision, vec![span]));
             } else {
-                if !state.pending.contains_key(&trace_id) {
+                if !state.pending.contains_key(&key) {
                     while state.pending.len() >= self.config.max_traces {
                         match self.evict_oldest(&mut state) {
                             Some(decided) => emit.push(decided),
                             None => break,
                         }
                     }
-                    state.order.push_back((trace_id, now));
+                    state.order.push_back((key, now));
                     if state.order.len() > 4 * self.config.max_traces.max(1024) {
                         // Entries of decided traces wait behind a long-running one: compact.
                         let State { order, pending, .. } = &mut *state;
                         order.retain(|(id, _)| pending.contains_key(id));
                     }
                 }
-                let entry = state.pending.entry(trace_id).or_insert_with(|| Pending {
+                let entry = state.pending.entry(key).or_insert_with(|| Pending {
+                    trace_id,
                     spans: Vec::with_capacity(2),
                     error: false,
                 });
@@ -364,14 +390,14 @@ impl TailSampler {
                         .inc();
                 }
                 if let Some((info, duration)) = root {
-                    let pending = state.pending.remove(&trace_id);
+                    let pending = state.pending.remove(&key);
                     state.spans = state
                         .spans
                         .saturating_sub(pending.as_ref().map_or(0, |p| p.spans.len()));
                     let (error, spans) =
                         pending.map_or((false, Vec::new()), |p| (p.error, p.spans));
                     let decision = self.decide(trace_id, error, Some((info, duration)));
-                    Self::remember(&mut state, trace_id, decision);
+                    Self::remember(&mut state, key, decision);
                     emit.push((decision, spans));
                 }
             }
@@ -412,7 +438,7 @@ impl TailSampler {
             if let Some(p) = state.pending.remove(&id) {
                 state.spans = state.spans.saturating_sub(p.spans.len());
                 self.metrics.early_root_timeout.inc();
-                let decision = self.decide(id, p.error, None);
+                let decision = self.decide(p.trace_id, p.error, None);
                 Self::remember(state, id, decision);
                 emit.push((decision, p.spans));
             }
@@ -424,7 +450,7 @@ impl TailSampler {
             if let Some(p) = state.pending.remove(&id) {
                 state.spans = state.spans.saturating_sub(p.spans.len());
                 self.metrics.early_buffer_full.inc();
-                let decision = self.decide(id, p.error, None);
+                let decision = self.decide(p.trace_id, p.error, None);
                 Self::remember(state, id, decision);
                 if decision.is_none() {
                     self.metrics
@@ -466,7 +492,7 @@ impl TailSampler {
     ) -> Option<&'static str> {
         let reason = if error {
             Some("error")
-        } else if root.as_ref().is_some_and(|(i, _)| i.forced) && self.take_forced_token() {
+        } else if root.as_ref().is_some_and(|(i, _)| i.forced) {
             Some("forced")
         } else if self.config.trust_parent
             && root
@@ -528,8 +554,8 @@ impl TailSampler {
             self.metrics.buffered_spans.set(0);
             state.pending.drain().collect()
         };
-        for (id, p) in drained {
-            let decision = self.decide(id, p.error, None);
+        for (_, p) in drained {
+            let decision = self.decide(p.trace_id, p.error, None);
             self.emit(decision, p.spans);
         }
     }

@@ -575,3 +575,92 @@ async fn headers_a_caller_copied_onto_the_request_are_checked() {
     let got = seen.lock().unwrap().pop().unwrap();
     assert_eq!(header(&got, "tracestate").as_deref(), Some("vendor=abc"));
 }
+
+/// A service that calls itself holds two local roots of one trace: each is decided on its own,
+/// so the caller's error is kept even though the callee's success was dropped first.
+#[tokio::test]
+async fn a_service_calling_itself_decides_each_local_root_on_its_own() {
+    let obs = instance("self-caller", 0.0);
+    let client = Caller::new(Adapter::Tower, &obs);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new()
+        .route("/down", get(|| async { "fine" }))
+        .route(
+            "/up",
+            get(move || {
+                let client = client.clone();
+                async move {
+                    let status = client.get(&format!("http://{addr}/down")).await;
+                    tracing::error!(?status, "the caller fails after its call");
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+            }),
+        )
+        .layer(obs.layer());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let resp = http_get(addr, "/up", &[]).await;
+    assert_eq!(resp.status, 500);
+    let trace_id = traceparent(&resp.header("traceresponse").unwrap()).0;
+    let kept = traces(&obs);
+    let trace = trace_of(&kept, &trace_id).expect("the caller's part is kept");
+    assert_eq!(trace["reason"], "error");
+    let spans = trace["spans"].as_array().unwrap();
+    assert_eq!(
+        spans.len(),
+        2,
+        "the caller's SERVER and CLIENT spans: {trace:#}"
+    );
+    assert!(spans.iter().any(|s| s["attributes"]["http.route"] == "/up"));
+    let exposition = obs.render_metrics();
+    let decisions = samples(&exposition, "mercenary_obs_traces_total");
+    let count = |labels: &str| {
+        decisions
+            .iter()
+            .find(|(l, _)| l == labels)
+            .map_or(0.0, |(_, v)| *v)
+    };
+    assert_eq!(count("{decision=\"kept\",reason=\"error\"}"), 1.0);
+    assert_eq!(
+        count("{decision=\"dropped\",reason=\"none\"}"),
+        1.0,
+        "/down"
+    );
+}
+
+/// The flags a service sends downstream and answers with never claim a trace it drops: an
+/// upstream's sampled flag it does not trust, or `trace: true` past the forced budget.
+#[tokio::test]
+async fn sent_flags_never_claim_a_trace_that_is_dropped() {
+    let (down, seen) = recorder().await;
+    let obs = Obs::builder()
+        .service_name("strict")
+        .log_writer(std::io::sink())
+        .process_metrics(false)
+        .success_ratio(0.0)
+        .trust_upstream_sampled(false)
+        .forced_per_second(0.0)
+        .trace_ring_size(1000)
+        .build()
+        .unwrap();
+    let addr = caller(&obs, Adapter::Tower).await;
+    let to = format!("http://{down}/echo");
+    for header in [
+        "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "trace: true",
+    ] {
+        let resp = call(addr, &to, &[header]).await;
+        let got = seen.lock().unwrap().pop().unwrap();
+        assert!(
+            !traceparent(&header_of(&got, "traceparent")).2,
+            "{header}: sent downstream as sampled"
+        );
+        let (trace_id, _, sampled) = traceparent(&resp.header("traceresponse").unwrap());
+        assert!(!sampled, "{header}: answered as sampled");
+        assert!(trace_of(&traces(&obs), &trace_id).is_none(), "{header}");
+    }
+}
+
+fn header_of(h: &HeaderMap, name: &str) -> String {
+    header(h, name).unwrap_or_else(|| panic!("no {name} header"))
+}

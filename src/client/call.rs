@@ -239,7 +239,6 @@ impl ClientCall {
         let finished = FinishedSpan {
             trace_id: span.trace_id,
             span_id: span.span_id,
-            local_root: span.local_root,
             parent_span_id: span.parent.as_ref().map_or(0, |(id, _)| *id),
             parent_is_remote: false,
             name: Cow::Borrowed("HTTP"),
@@ -256,7 +255,7 @@ impl ClientCall {
         let root = span
             .root
             .map(|r| (r, end.duration_since(span.start).unwrap_or_default()));
-        sampler.on_span_end(finished, root);
+        sampler.on_span_end(finished, span.local_root, root);
     }
 }
 

@@ -318,7 +318,6 @@ where
         let finished = FinishedSpan {
             trace_id: data.trace_id,
             span_id: data.span_id,
-            local_root: data.local_root,
             parent_span_id: data.parent_span_id,
             parent_is_remote: data.parent_is_remote,
             name,
@@ -336,7 +335,7 @@ where
             .end
             .duration_since(finished.start)
             .unwrap_or_default();
-        sampler.on_span_end(finished, data.root.map(|r| (r, duration)));
+        sampler.on_span_end(finished, data.local_root, data.root.map(|r| (r, duration)));
     }
 }
 

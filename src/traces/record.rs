@@ -41,9 +41,6 @@ pub(crate) struct SpanRecord {
 pub(crate) struct FinishedSpan {
     pub(crate) trace_id: u128,
     pub(crate) span_id: u64,
-    /// The span ID of its local root (its own for a root): one process may hold several local
-    /// roots of one trace (a service calling itself), each decided on its own.
-    pub(crate) local_root: u64,
     pub(crate) parent_span_id: u64,
     pub(crate) parent_is_remote: bool,
     pub(crate) name: Cow<'static, str>,

@@ -54,7 +54,6 @@ pub(crate) struct RootInfo {
 pub(crate) const REASONS: [&str; 6] = ["error", "forced", "parent", "slow", "ratio", "downstream"];
 
 struct Pending {
-    trace_id: u128,
     spans: Vec<FinishedSpan>,
     error: bool,
 }
@@ -122,7 +121,8 @@ type TraceMap<V> = HashMap<u128, V, TraceIdHashBuilder>;
 /// The buffer key of a span: its trace ID with its local root's span ID folded into the high
 /// half. One process may hold several local roots of a trace (a service calling itself); each
 /// is buffered and decided on its own. The span ID is random and ours, so a client choosing
-/// trace IDs still cannot choose keys.
+/// trace IDs still cannot choose keys. The low half is the trace ID's, so the ratio rule (which
+/// reads the low 64 bits, as `TraceIdRatioBased` does) decides the same from the key.
 #[inline]
 fn buffer_key(trace_id: u128, local_root: u64) -> u128 {
     trace_id ^ (u128::from(local_root) << 64)
@@ -339,10 +339,16 @@ impl TailSampler {
         }
     }
 
-    /// A span ended. `root` is `Some` when it is its trace's local root.
-    pub(crate) fn on_span_end(&self, span: FinishedSpan, root: Option<(RootInfo, Duration)>) {
+    /// A span ended. `local_root` is the span ID of its local root (its own for a root);
+    /// `root` is `Some` when it is that local root.
+    pub(crate) fn on_span_end(
+        &self,
+        span: FinishedSpan,
+        local_root: u64,
+        root: Option<(RootInfo, Duration)>,
+    ) {
         let trace_id = span.trace_id;
-        let key = buffer_key(trace_id, span.local_root);
+        let key = buffer_key(trace_id, local_root);
         let mut emit: Vec<(Option<&'static str>, Vec<FinishedSpan>)> = Vec::new();
         let now = Instant::now();
         {
@@ -375,7 +381,6 @@ impl TailSampler {
                     }
                 }
                 let entry = state.pending.entry(key).or_insert_with(|| Pending {
-                    trace_id,
                     spans: Vec::with_capacity(2),
                     error: false,
                 });
@@ -438,7 +443,7 @@ impl TailSampler {
             if let Some(p) = state.pending.remove(&id) {
                 state.spans = state.spans.saturating_sub(p.spans.len());
                 self.metrics.early_root_timeout.inc();
-                let decision = self.decide(p.trace_id, p.error, None);
+                let decision = self.decide(id, p.error, None);
                 Self::remember(state, id, decision);
                 emit.push((decision, p.spans));
             }
@@ -450,7 +455,7 @@ impl TailSampler {
             if let Some(p) = state.pending.remove(&id) {
                 state.spans = state.spans.saturating_sub(p.spans.len());
                 self.metrics.early_buffer_full.inc();
-                let decision = self.decide(p.trace_id, p.error, None);
+                let decision = self.decide(id, p.error, None);
                 Self::remember(state, id, decision);
                 if decision.is_none() {
                     self.metrics
@@ -554,8 +559,8 @@ impl TailSampler {
             self.metrics.buffered_spans.set(0);
             state.pending.drain().collect()
         };
-        for (_, p) in drained {
-            let decision = self.decide(p.trace_id, p.error, None);
+        for (id, p) in drained {
+            let decision = self.decide(id, p.error, None);
             self.emit(decision, p.spans);
         }
     }

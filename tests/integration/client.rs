@@ -664,3 +664,45 @@ async fn sent_flags_never_claim_a_trace_that_is_dropped() {
 fn header_of(h: &HeaderMap, name: &str) -> String {
     header(h, name).unwrap_or_else(|| panic!("no {name} header"))
 }
+
+/// `server_address` comes from URLs a service may build from user input: its series are
+/// capped like any business metric's, the rest folded into `_other` and counted.
+#[tokio::test]
+async fn server_address_is_bounded_by_the_series_cap() {
+    let obs = Obs::builder()
+        .log_writer(std::io::sink())
+        .process_metrics(false)
+        .series_cap_for("http_client_request_duration_seconds", 3)
+        .build()
+        .unwrap();
+    let transport = tower::service_fn(|_req: http::Request<String>| async {
+        Ok::<_, std::io::Error>(http::Response::new(String::new()))
+    });
+    let mut client = tower::Layer::layer(&obs.client_layer(), transport);
+    for host in 0..50 {
+        let req = http::Request::get(format!("http://tenant-{host}.example.com/x"))
+            .body(String::new())
+            .unwrap();
+        tower::ServiceExt::oneshot(&mut client, req).await.unwrap();
+    }
+    let exposition = obs.render_metrics();
+    common::promtool_check(&exposition);
+    let counts = samples(&exposition, "http_client_request_duration_seconds_count");
+    assert_eq!(counts.len(), 4, "3 series and `_other`: {counts:?}");
+    assert_eq!(
+        counts.iter().map(|(_, v)| v).sum::<f64>(),
+        50.0,
+        "sums stay exact"
+    );
+    let other = counts
+        .iter()
+        .find(|(l, _)| l.contains("server_address=\"_other\""))
+        .expect("an `_other` series");
+    assert_eq!(other.1, 47.0);
+    assert!(
+        exposition.contains(
+            "mercenary_obs_metric_overflow_total{metric=\"http_client_request_duration_seconds\"} 47"
+        ),
+        "{exposition}"
+    );
+}

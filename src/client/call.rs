@@ -69,39 +69,7 @@ impl ClientCall {
         let (method, _) = method_label(method);
         let address: Arc<str> = Arc::from(target.address().as_ref());
         let port = target.port();
-        let context = state.in_scope(call_context);
-        let span = match context {
-            Some(c) => Some(ClientSpan {
-                trace_id: c.trace_id,
-                span_id: new_span_id(),
-                local_root: c.local_root,
-                parent: Some((c.parent_span_id, c.parent)),
-                root: None,
-                start: SystemTime::now(),
-                attributes: Vec::new(),
-                error: false,
-            })
-            .map(|span| (span, c.correlation_id, c.root)),
-            // Outside any span of ours, with traces on: a root of its own.
-            None if state.sampler.is_some() => Some((
-                {
-                    let span_id = new_span_id();
-                    ClientSpan {
-                        trace_id: new_trace_id(),
-                        span_id,
-                        local_root: span_id,
-                        parent: None,
-                        root: Some(RootInfo::default()),
-                        start: SystemTime::now(),
-                        attributes: Vec::new(),
-                        error: false,
-                    }
-                },
-                None,
-                RootInfo::default(),
-            )),
-            None => None,
-        };
+        let span = open_span(state);
         let span = match span {
             Some((mut span, correlation_id, root)) => {
                 let sampled = match &state.sampler {
@@ -269,6 +237,44 @@ impl Drop for ClientCall {
             self.observe("", "cancelled");
             self.record_span();
         }
+    }
+}
+
+/// The CLIENT span of a call made now, with the correlation ID and the local root's info:
+/// a child of the current span of ours, or (with traces on) a root of its own outside any.
+fn open_span(state: &ClientState) -> Option<(ClientSpan, Option<Arc<str>>, RootInfo)> {
+    let span = |trace_id, span_id, local_root, parent, root| ClientSpan {
+        trace_id,
+        span_id,
+        local_root,
+        parent,
+        root,
+        start: SystemTime::now(),
+        attributes: Vec::new(),
+        error: false,
+    };
+    match state.in_scope(call_context) {
+        Some(c) => Some((
+            span(
+                c.trace_id,
+                new_span_id(),
+                c.local_root,
+                Some((c.parent_span_id, c.parent)),
+                None,
+            ),
+            c.correlation_id,
+            c.root,
+        )),
+        None if state.sampler.is_some() => {
+            let id = new_span_id();
+            let root = RootInfo::default();
+            Some((
+                span(new_trace_id(), id, id, None, Some(root.clone())),
+                None,
+                root,
+            ))
+        }
+        None => None,
     }
 }
 

@@ -43,6 +43,24 @@ pub const SERVER_ADDRESS_LABEL: &str = "server_address";
 pub const SERVER_PORT_LABEL: &str = "server_port";
 
 // ---------------------------------------------------------------------------------------------
+// RPC metrics (OpenTelemetry RPC semantic conventions, gRPC, as mapped to Prometheus)
+
+/// `rpc_server_call_duration_seconds{rpc_system_name, rpc_method, rpc_response_status_code,
+/// error_type}`: histogram of gRPC calls served, to the end of the response stream. gRPC calls
+/// are not also counted in `http_server_request_duration_seconds`.
+pub const RPC_SERVER_DURATION: &str = "rpc_server_call_duration_seconds";
+/// `rpc_client_call_duration_seconds{rpc_system_name, rpc_method, rpc_response_status_code,
+/// error_type, server_address, server_port}`: histogram of gRPC calls made.
+pub const RPC_CLIENT_DURATION: &str = "rpc_client_call_duration_seconds";
+/// Label: the RPC system (`grpc`).
+pub const RPC_SYSTEM_LABEL: &str = "rpc_system_name";
+/// Label: the full method, `package.Service/Method` (`_OTHER` for a method the server does
+/// not implement).
+pub const RPC_METHOD_LABEL: &str = "rpc_method";
+/// Label: the gRPC status code name (`OK`, `NOT_FOUND`, `INTERNAL`, …).
+pub const RPC_STATUS_LABEL: &str = "rpc_response_status_code";
+
+// ---------------------------------------------------------------------------------------------
 // The crate's self-metrics
 
 /// `mercenary_obs_log_lines_dropped_total`: application log lines dropped on a full queue.

@@ -170,7 +170,7 @@ pub mod monitoring;
 #[cfg(feature = "reqwest")]
 pub mod reqwest;
 
-pub use self::client::tower::{ClientFuture, ClientLayer, ClientService};
+pub use self::client::tower::{ClientBody, ClientFuture, ClientLayer, ClientService};
 pub use self::context::current::correlation_id;
 pub use self::core::env;
 pub use self::core::error::Error;

@@ -5,7 +5,7 @@
 
 use crate::common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,6 +17,7 @@ use common::processes::{Demo, Prometheus, temp_dir};
 use mercenary_obs::monitoring::{
     BurnRateWindow, GeneratedFile, MonitoringConfig, Severity, alert_names, generate,
 };
+use mercenary_obs::names::RPC_SERVER_DURATION;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -174,6 +175,87 @@ fn promtool_unit_tests_the_rules_of_another_configuration() {
     promtool_proves(&dir, &config);
     let rules = std::fs::read_to_string(dir.join("alert.rules.yml")).unwrap();
     assert!(rules.contains("job=\"billing-api\", namespace=\"prod\""));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The generated unit tests cut into their test groups: the head (up to `tests:`) and, per
+/// group, the comment naming it (`HighErrorRate: fires`) and its YAML.
+fn test_groups(tests: &str) -> (String, Vec<(String, String)>) {
+    let at = tests.find("tests:\n").unwrap() + "tests:\n".len();
+    let (head, body) = tests.split_at(at);
+    let mut groups: Vec<(String, String)> = Vec::new();
+    for line in body.split_inclusive('\n') {
+        if let Some(title) = line.strip_prefix("  # ") {
+            groups.push((title.trim_end().to_string(), String::new()));
+        }
+        groups
+            .last_mut()
+            .expect("a group starts with its comment")
+            .1
+            .push_str(line);
+    }
+    (head.to_string(), groups)
+}
+
+/// The gRPC cases of the error and latency alerts prove the rules count gRPC calls: each one
+/// passes against the generated rules and fails against the same rules with the gRPC metric
+/// renamed away (the RPC half of every expression selecting nothing); the `NOT_FOUND` cases
+/// also fail when gRPC client faults are counted as errors.
+#[test]
+fn the_grpc_cases_fail_when_the_rules_lose_their_rpc_half() {
+    let config = fast_config();
+    let dir = temp_dir("no-rpc");
+    write_kit(&generate(&config).unwrap(), &dir);
+    let rules = std::fs::read_to_string(dir.join("alert.rules.yml")).unwrap();
+    let errors = "error_type!=\"\"";
+    assert!(rules.contains(RPC_SERVER_DURATION) && rules.contains(errors));
+    let mutants = [
+        (
+            "no-rpc.rules.yml",
+            rules.replace(RPC_SERVER_DURATION, "rpc_not_counted_duration_seconds"),
+        ),
+        (
+            "not-found-counted.rules.yml",
+            rules.replace(errors, "rpc_response_status_code!=\"OK\""),
+        ),
+    ];
+    for (name, text) in &mutants {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let tests = std::fs::read_to_string(dir.join("alert.rules.test.yml")).unwrap();
+    let (head, groups) = test_groups(&tests);
+    let mut per_alert: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, (title, group)) in groups.iter().enumerate() {
+        if !group.contains(RPC_SERVER_DURATION) {
+            continue;
+        }
+        *per_alert
+            .entry(title.split(':').next().unwrap().to_string())
+            .or_default() += 1;
+        let mut runs = vec![("alert.rules.yml", true), ("no-rpc.rules.yml", false)];
+        if title.contains("NOT_FOUND") {
+            runs.push(("not-found-counted.rules.yml", false));
+        }
+        for (rules, passes) in runs {
+            let file = format!("case-{i}.yml");
+            let head = head.replace("\"alert.rules.yml\"", &format!("\"{rules}\""));
+            std::fs::write(dir.join(&file), format!("{head}{group}")).unwrap();
+            let (ok, out) = run("promtool", &["test", "rules", &file], &dir);
+            assert_eq!(ok, passes, "{title}, against {rules}:\n{out}");
+        }
+    }
+    let expected: BTreeMap<String, usize> = [
+        ("HighErrorRate", 4),
+        ("HighLatency", 3),
+        ("AvailabilityBudgetBurnPage", 4),
+        ("AvailabilityBudgetBurnTicket", 4),
+        ("LatencyBudgetBurnPage", 3),
+        ("LatencyBudgetBurnTicket", 3),
+    ]
+    .into_iter()
+    .map(|(a, n)| (a.to_string(), n))
+    .collect();
+    assert_eq!(per_alert, expected, "gRPC cases per alert");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -79,6 +79,9 @@
 //!   dashboard instead.
 //! - **Runbook links** are `<runbook_base_url>/<name>.md`; the default base is the relative
 //!   `docs/runbooks` of this repository. Set it to where your runbooks are published.
+//! - **Dashboards**: the overview has the HTTP panels, gRPC panels (calls by method and status
+//!   code, error ratio, latency by method) and outgoing calls (HTTP and gRPC clients by server
+//!   address: rate, error ratio, latency).
 //! - **Trace links**: the crate exports no exemplars, so dashboards link to traces through a
 //!   `$tempo` datasource: the overview has a TraceQL table of the service's error traces (trace
 //!   ids open the trace), and the per-route panels carry a data link to a TraceQL search of the

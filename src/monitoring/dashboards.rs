@@ -315,7 +315,7 @@ fn overview(c: &MonitoringConfig) -> String {
             .q(format!("sum by (http_route) (rate({count}{{{s}}}[{ri}]))"), "{{http_route}}")
             .trace_link(),
         Panel::new("Error ratio (HTTP and gRPC)", "timeseries", "percentunit", "Share of the requests and gRPC calls served that failed: HTTP 5xx (panics are 500s) and gRPC calls with an error_type (server faults; NOT_FOUND, INVALID_ARGUMENT and other client faults are not errors). The HighErrorRate alert fires when the first series is over its threshold.")
-            .q(format!("(\n  sum(\n    rate({count}{{{s}, http_response_status_code=~\"5..\"}}[{ri}])\n    or\n    rate({rpc_count}{{{s}, error_type!=\"\"}}[{ri}])\n  )\n  or\n  vector(0)\n)\n/\nsum(\n  rate({count}{{{s}}}[{ri}])\n  or\n  rate({rpc_count}{{{s}}}[{ri}])\n)"), "all calls")
+            .q(format!("(\n  sum(\n    rate({count}{{{s}, http_response_status_code=~\"5..\"}}[{ri}])\n    or\n    rate({rpc_count}{{{s}, error_type!=\"\", error_type!=\"cancelled\"}}[{ri}])\n  )\n  or\n  vector(0)\n)\n/\nsum(\n  rate({count}{{{s}}}[{ri}])\n  or\n  rate({rpc_count}{{{s}}}[{ri}])\n)"), "all calls")
             .q(format!("(sum(rate({count}{{{s}, http_response_status_code=~\"5..\"}}[{ri}])) or vector(0))\n/\nsum(rate({count}{{{s}}}[{ri}]))"), "HTTP 5xx share"),
         Panel::new("Latency p50 / p90 / p99", "timeseries", "s", "Request duration to the response head. Exemplars link to traces where the backend stores them.")
             .q(quantile("0.5"), "p50")
@@ -331,9 +331,9 @@ fn overview(c: &MonitoringConfig) -> String {
             .q(format!("sum({}{{{s}}})", c.business.active_sessions), "sessions"),
         Panel::new("gRPC calls", "timeseries", "reqps", "gRPC calls served per second by method and status code (gRPC calls are not in the HTTP panels).")
             .q(format!("sum by (rpc_method, rpc_response_status_code) (rate({rpc_count}{{{s}}}[{ri}]))"), "{{rpc_method}} {{rpc_response_status_code}}"),
-        Panel::new("gRPC error ratio", "timeseries", "percentunit", "Share of the gRPC calls served that failed (an error_type: INTERNAL, UNAVAILABLE, DEADLINE_EXCEEDED, cancelled, ...), over all methods and by method. Client faults (NOT_FOUND, INVALID_ARGUMENT, ...) are not errors.")
-            .q(format!("(sum(rate({rpc_count}{{{s}, error_type!=\"\"}}[{ri}])) or vector(0))\n/\nsum(rate({rpc_count}{{{s}}}[{ri}]))"), "all methods")
-            .q(ratio(RPC_SERVER_DURATION, "error_type!=\"\"", "rpc_method"), "{{rpc_method}}"),
+        Panel::new("gRPC error ratio", "timeseries", "percentunit", "Share of the gRPC calls served that failed (an error_type: INTERNAL, UNAVAILABLE, DEADLINE_EXCEEDED, ...), over all methods and by method. Client faults (NOT_FOUND, INVALID_ARGUMENT, ...) and calls the client cancelled are not errors.")
+            .q(format!("(sum(rate({rpc_count}{{{s}, error_type!=\"\", error_type!=\"cancelled\"}}[{ri}])) or vector(0))\n/\nsum(rate({rpc_count}{{{s}}}[{ri}]))"), "all methods")
+            .q(ratio(RPC_SERVER_DURATION, "error_type!=\"\", error_type!=\"cancelled\"", "rpc_method"), "{{rpc_method}}"),
         Panel::new("gRPC latency p50 / p95 / p99 by method", "timeseries", "s", "Duration of the gRPC calls served, to the end of the response stream (a streaming method's is the stream's life).")
             .q(rpc_quantile("0.5"), "p50 {{rpc_method}}")
             .q(rpc_quantile("0.95"), "p95 {{rpc_method}}")

@@ -35,7 +35,8 @@ pub(super) fn indent(text: &str, n: usize) -> String {
 
 /// The share of the calls served over `w` that failed: HTTP requests answered 5xx and gRPC
 /// calls with an `error_type` (server faults: `INTERNAL`, `UNAVAILABLE`, ...; a client fault
-/// such as `NOT_FOUND` has none), out of all HTTP requests and gRPC calls. 0 (not absent) when
+/// such as `NOT_FOUND` has none) other than `cancelled` (the client went away: not an error,
+/// as for HTTP), out of all HTTP requests and gRPC calls. 0 (not absent) when
 /// there are calls and no errors; present when the service serves only one of the two.
 pub(super) fn error_ratio_expr(c: &MonitoringConfig, w: &str) -> String {
     let by = &c.service_label;
@@ -43,7 +44,7 @@ pub(super) fn error_ratio_expr(c: &MonitoringConfig, w: &str) -> String {
         c,
         "_count",
         ", http_response_status_code=~\"5..\"",
-        ", error_type!=\"\"",
+        ", error_type!=\"\", error_type!=\"cancelled\"",
         w,
     );
     let all = served(c, "_count", "", "", w);

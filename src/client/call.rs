@@ -52,7 +52,8 @@ pub(crate) struct ClientCall {
     start: Instant,
     method: &'static str,
     address: Arc<str>,
-    port: u16,
+    /// `None` when the URI has no host.
+    port: Option<u16>,
     /// A gRPC call: its `package.Service/Method` (`_OTHER` when the path has another shape).
     rpc: Option<Box<str>>,
     done: bool,
@@ -114,10 +115,12 @@ impl ClientCall {
                             KeyValue::new("url.full", target.url_full()),
                         ]),
                     }
-                    span.attributes.extend([
-                        KeyValue::new("server.address", Value::from(address.clone())),
-                        KeyValue::new("server.port", i64::from(port)),
-                    ]);
+                    if let Some(port) = port {
+                        span.attributes.extend([
+                            KeyValue::new("server.address", Value::from(address.clone())),
+                            KeyValue::new("server.port", i64::from(port)),
+                        ]);
+                    }
                     Some(span)
                 } else {
                     None
@@ -247,17 +250,11 @@ impl ClientCall {
     }
 
     fn observe(&self, status: &'static str, error_type: &str) {
-        let port = itoa_u16(self.port);
+        let port = self.port.map(itoa_u16);
+        let port = port.as_ref().map_or("", |p| p.as_str());
         if let Some(rpc) = &self.rpc {
             self.state.rpc.observe(
-                &[
-                    "grpc",
-                    rpc,
-                    status,
-                    error_type,
-                    &self.address,
-                    port.as_str(),
-                ],
+                &["grpc", rpc, status, error_type, &self.address, port],
                 self.start.elapsed().as_secs_f64(),
             );
             return;
@@ -266,7 +263,7 @@ impl ClientCall {
             &CallLabels {
                 method: self.method,
                 address: &self.address,
-                port: port.as_str(),
+                port,
                 status,
                 error_type,
             },

@@ -28,12 +28,16 @@ impl<'a> Target<'a> {
         }
     }
 
-    /// The port, or the scheme's default.
-    pub(crate) fn port(&self) -> u16 {
-        self.port.unwrap_or(match self.scheme {
+    /// The port, or the scheme's default; `None` for a URI without a host (a tonic client made
+    /// without an origin sends only the path: the channel adds the authority later).
+    pub(crate) fn port(&self) -> Option<u16> {
+        if self.host.is_empty() {
+            return None;
+        }
+        Some(self.port.unwrap_or(match self.scheme {
             "https" | "wss" => 443,
             _ => 80,
-        })
+        }))
     }
 
     /// `server.address`: the host, without IPv6 brackets, in lower case.
@@ -53,6 +57,9 @@ impl<'a> Target<'a> {
     /// `url.full` without userinfo, query or fragment: `scheme://host[:port]/path`, cut at
     /// 8 KiB (the log value cap).
     pub(crate) fn url_full(&self) -> String {
+        if self.host.is_empty() {
+            return self.path.to_string();
+        }
         let mut out =
             String::with_capacity(self.scheme.len() + self.host.len() + self.path.len() + 10);
         out.push_str(self.scheme);
@@ -150,11 +157,19 @@ mod tests {
         let t = Target::from_uri(&uri);
         assert_eq!(t.url_full(), "https://Api.Example.com:8443/v1/items");
         assert_eq!(t.address(), "api.example.com");
-        assert_eq!(t.port(), 8443);
+        assert_eq!(t.port(), Some(8443));
         let uri: http::Uri = "http://[::1]/x".parse().unwrap();
         let t = Target::from_uri(&uri);
-        assert_eq!((t.address().as_ref(), t.port()), ("::1", 80));
+        assert_eq!((t.address().as_ref(), t.port()), ("::1", Some(80)));
         assert_eq!(t.url_full(), "http://[::1]/x");
+        let uri: http::Uri = "/mercenary.v1.Pricing/Quote".parse().unwrap();
+        let t = Target::from_uri(&uri);
+        assert_eq!(
+            (t.address().as_ref(), t.port()),
+            ("", None),
+            "no host: nothing invented"
+        );
+        assert_eq!(t.url_full(), "/mercenary.v1.Pricing/Quote");
     }
 
     #[test]

@@ -318,9 +318,7 @@ pub mod pricing_server {
                 "/mercenary.v1.Pricing/Watch" => {
                     #[allow(non_camel_case_types)]
                     struct WatchSvc<T: Pricing>(pub Arc<T>);
-                    impl<T: Pricing> tonic::server::ServerStreamingService<super::QuoteRequest>
-                        for WatchSvc<T>
-                    {
+                    impl<T: Pricing> tonic::server::ServerStreamingService<super::QuoteRequest> for WatchSvc<T> {
                         type Response = super::QuoteReply;
                         type ResponseStream = T::WatchStream;
                         type Future =

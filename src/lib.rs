@@ -174,6 +174,7 @@ pub use self::client::tower::{ClientFuture, ClientLayer, ClientService};
 pub use self::context::current::correlation_id;
 pub use self::core::env;
 pub use self::core::error::Error;
+pub use self::core::grpc::GrpcCode;
 pub use self::core::ids::CorrelationId;
 pub use self::core::names;
 pub use self::core::outcome::{Outcome, Severity};

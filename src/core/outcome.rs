@@ -2,6 +2,7 @@
 
 use http::StatusCode;
 
+use super::grpc::GrpcCode;
 use super::http::status_str;
 
 /// How a request ended, as every part of the crate sees it.
@@ -17,8 +18,12 @@ pub enum Outcome {
     Failed(&'static str),
     /// The handler panicked; the layer answered 500.
     Panicked,
-    /// The response future was dropped before a response head was produced (client went away).
+    /// The response future was dropped before a response head was produced (client went away),
+    /// or a gRPC response stream before its trailers.
     Cancelled,
+    /// A gRPC call answered with an HTTP status (200 normally) and a gRPC status. An error when
+    /// the code is a server fault ([`GrpcCode::is_server_fault`]).
+    Grpc(StatusCode, GrpcCode),
 }
 
 /// How severe an outcome is for the access log.
@@ -26,9 +31,9 @@ pub enum Outcome {
 pub enum Severity {
     /// INFO: 1xx, 2xx, 3xx.
     Info,
-    /// WARNING: 4xx and cancelled requests.
+    /// WARNING: 4xx, gRPC client faults and cancelled requests.
     Warning,
-    /// ERROR: 5xx, `Err`, panic.
+    /// ERROR: 5xx, `Err`, panic, gRPC server faults.
     Error,
 }
 
@@ -47,7 +52,10 @@ impl Outcome {
     /// The status sent to the client, if a response was sent.
     pub fn status(self) -> Option<StatusCode> {
         match self {
-            Outcome::Success(s) | Outcome::ClientError(s) | Outcome::ServerError(s) => Some(s),
+            Outcome::Success(s)
+            | Outcome::ClientError(s)
+            | Outcome::ServerError(s)
+            | Outcome::Grpc(s, _) => Some(s),
             Outcome::Panicked => Some(StatusCode::INTERNAL_SERVER_ERROR),
             Outcome::Failed(_) | Outcome::Cancelled => None,
         }
@@ -55,8 +63,8 @@ impl Outcome {
 
     /// The value of the `error_type` label and `error.type` field; empty when not an error.
     ///
-    /// It is the status code for 5xx, `panic`, `cancelled`, or the error type's name: all
-    /// low-cardinality by construction.
+    /// It is the status code for 5xx, the code name for gRPC server faults, `panic`,
+    /// `cancelled`, or the error type's name: all low-cardinality by construction.
     pub fn error_type(self) -> &'static str {
         match self {
             Outcome::Success(_) | Outcome::ClientError(_) => "",
@@ -64,15 +72,28 @@ impl Outcome {
             Outcome::Failed(name) => name,
             Outcome::Panicked => "panic",
             Outcome::Cancelled => "cancelled",
+            Outcome::Grpc(_, code) if code.is_server_fault() => code.name(),
+            Outcome::Grpc(..) => "",
         }
     }
 
-    /// Whether this is an error for sampling, error reporting and alerting (5xx, `Err`, panic).
+    /// Whether this is an error for sampling, error reporting and alerting (5xx, `Err`, panic,
+    /// a gRPC server fault).
     pub fn is_error(self) -> bool {
-        matches!(
-            self,
-            Outcome::ServerError(_) | Outcome::Failed(_) | Outcome::Panicked
-        )
+        match self {
+            Outcome::ServerError(_) | Outcome::Failed(_) | Outcome::Panicked => true,
+            Outcome::Grpc(_, code) => code.is_server_fault(),
+            _ => false,
+        }
+    }
+
+    /// The gRPC code of a gRPC call's outcome (`CANCELLED` for a cancelled one is the caller's
+    /// to say: see the layer).
+    pub fn grpc_code(self) -> Option<GrpcCode> {
+        match self {
+            Outcome::Grpc(_, code) => Some(code),
+            _ => None,
+        }
     }
 
     /// The access-log severity.
@@ -81,6 +102,9 @@ impl Outcome {
             Outcome::Success(_) => Severity::Info,
             Outcome::ClientError(_) | Outcome::Cancelled => Severity::Warning,
             Outcome::ServerError(_) | Outcome::Failed(_) | Outcome::Panicked => Severity::Error,
+            Outcome::Grpc(_, code) if code == GrpcCode::OK => Severity::Info,
+            Outcome::Grpc(_, code) if code.is_server_fault() => Severity::Error,
+            Outcome::Grpc(..) => Severity::Warning,
         }
     }
 }

@@ -14,6 +14,7 @@ use pin_project_lite::pin_project;
 use super::state::RequestState;
 use super::{ResponseBody, Route};
 use crate::context::handoff::with_access_extra;
+use crate::core::grpc::{GrpcCode, rpc_method};
 use crate::core::http::status_str;
 use crate::core::names::{ACCESS_TARGET, SECURITY_TARGET};
 use crate::core::outcome::{Outcome, Severity};
@@ -59,6 +60,8 @@ pub(crate) struct RequestRecord {
     header_entries: String,
     span: tracing::Span,
     trace: Option<TraceIds>,
+    /// A gRPC call: recorded in the RPC histogram, classified by `grpc-status`.
+    grpc: bool,
     in_flight: InFlight,
     /// The request's Sentry hub, when Sentry is on.
     #[cfg(feature = "sentry")]
@@ -78,6 +81,7 @@ impl RequestRecord {
         header_entries: String,
         span: tracing::Span,
         trace: Option<TraceIds>,
+        grpc: bool,
     ) -> Self {
         let in_flight = InFlight::start(state.clone(), method_idx);
         Self {
@@ -90,6 +94,7 @@ impl RequestRecord {
             header_entries,
             span,
             trace,
+            grpc,
             in_flight,
             #[cfg(feature = "sentry")]
             sentry: None,
@@ -137,16 +142,27 @@ impl RequestRecord {
 
     /// Records the outcome everywhere (histogram, span, access line) and hands back the
     /// in-flight guard, which the response body keeps.
-    fn finish(self, outcome: Outcome, panic_message: Option<&str>) -> InFlight {
+    pub(super) fn finish(self, outcome: Outcome, panic_message: Option<&str>) -> InFlight {
         let elapsed = self.start.elapsed();
         let status = outcome.status();
         let status_label = status.map_or("", status_str);
         let error_type = outcome.error_type();
-        self.state
-            .red
-            .duration
-            .with_label_values(&[self.method, self.route.as_str(), status_label, error_type])
-            .observe(elapsed.as_secs_f64());
+        let rpc = self.grpc.then(|| self.rpc_status(outcome));
+        match rpc {
+            Some((method, code)) => {
+                self.state.rpc.observe(
+                    &["grpc", method, code.name(), error_type],
+                    elapsed.as_secs_f64(),
+                );
+                self.span.record("rpc.response.status_code", code.name());
+            }
+            None => self
+                .state
+                .red
+                .duration
+                .with_label_values(&[self.method, self.route.as_str(), status_label, error_type])
+                .observe(elapsed.as_secs_f64()),
+        }
 
         if let Some(status) = status {
             self.span
@@ -161,7 +177,7 @@ impl RequestRecord {
                 self.span.record("otel.status_message", message);
             }
         }
-        self.in_span(|| self.log_access(outcome, elapsed, panic_message));
+        self.in_span(|| self.log_access(outcome, elapsed, panic_message, rpc));
         if let Some(status) = status
             && (status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN)
             && self.state.unauthorized_events
@@ -170,7 +186,11 @@ impl RequestRecord {
         }
         #[cfg(feature = "sentry")]
         if let Some(sentry) = &self.sentry {
-            sentry.finish(outcome, panic_message, self.method, self.route.as_str());
+            match rpc {
+                // A gRPC call is named by its method: `gRPC package.Service/Method`.
+                Some((method, _)) => sentry.finish(outcome, panic_message, "gRPC", method),
+                None => sentry.finish(outcome, panic_message, self.method, self.route.as_str()),
+            }
         }
         let RequestRecord {
             in_flight, span, ..
@@ -178,6 +198,26 @@ impl RequestRecord {
         // The request span ends at the response head, like the duration.
         drop(span);
         in_flight
+    }
+
+    /// The `rpc_method` label and the gRPC code of a gRPC call's outcome: the code the client
+    /// sees (`CANCELLED` for a call dropped early, the HTTP mapping for a response without
+    /// `grpc-status`); a method the server does not implement is `_OTHER`, so paths a client
+    /// makes up add no series.
+    fn rpc_status(&self, outcome: Outcome) -> (&str, GrpcCode) {
+        let code = match outcome {
+            Outcome::Grpc(_, code) => code,
+            Outcome::Cancelled => GrpcCode::CANCELLED,
+            Outcome::Failed(_) | Outcome::Panicked => GrpcCode::UNKNOWN,
+            Outcome::Success(s) | Outcome::ClientError(s) | Outcome::ServerError(s) => {
+                GrpcCode::from_http(s)
+            }
+        };
+        let method = match rpc_method(self.uri.path()) {
+            Some(m) if code != GrpcCode::UNIMPLEMENTED => m,
+            _ => "_OTHER",
+        };
+        (method, code)
     }
 
     /// A `security_event!` of kind `unauthorized` for a 401 or 403 response.
@@ -197,7 +237,16 @@ impl RequestRecord {
         );
     }
 
-    fn log_access(&self, outcome: Outcome, elapsed: Duration, panic_message: Option<&str>) {
+    fn log_access(
+        &self,
+        outcome: Outcome,
+        elapsed: Duration,
+        panic_message: Option<&str>,
+        rpc: Option<(&str, GrpcCode)>,
+    ) {
+        let rpc_system = rpc.map(|_| "grpc");
+        let rpc_method = rpc.map(|(m, _)| m);
+        let rpc_status = rpc.map(|(_, c)| c.name());
         let method = self.method;
         let route = self.route.as_str();
         let path = self.uri.path();
@@ -215,6 +264,9 @@ impl RequestRecord {
                     "url.path" = path,
                     "http.response.status_code" = status,
                     duration_ms,
+                    "rpc.system.name" = rpc_system,
+                    "rpc.method" = rpc_method,
+                    "rpc.response.status_code" = rpc_status,
                 },
                 "request completed"
             ),
@@ -228,6 +280,9 @@ impl RequestRecord {
                     "http.response.status_code" = status,
                     duration_ms,
                     "error.type" = error_type,
+                    "rpc.system.name" = rpc_system,
+                    "rpc.method" = rpc_method,
+                    "rpc.response.status_code" = rpc_status,
                 },
                 "request completed"
             ),
@@ -242,6 +297,9 @@ impl RequestRecord {
                     duration_ms,
                     "error.type" = error_type,
                     "exception.message" = panic_message,
+                    "rpc.system.name" = rpc_system,
+                    "rpc.method" = rpc_method,
+                    "rpc.response.status_code" = rpc_status,
                 },
                 "request completed"
             ),
@@ -356,6 +414,31 @@ where
                             return Poll::Pending;
                         };
                         return Poll::Ready(match result {
+                            Ok(mut response) if record.grpc => {
+                                let status = response.status();
+                                // Trailers-only (an error before any message), or a response
+                                // without gRPC framing: classified now. Else at the trailers.
+                                let code =
+                                    GrpcCode::from_headers(response.headers()).or_else(|| {
+                                        (status != StatusCode::OK)
+                                            .then(|| GrpcCode::from_http(status))
+                                    });
+                                match code {
+                                    Some(code) => {
+                                        let outcome = Outcome::Grpc(status, code);
+                                        record.decorate(&mut response, outcome);
+                                        let in_flight = record.finish(outcome, None);
+                                        Ok(response.map(|b| ResponseBody::new(b, in_flight)))
+                                    }
+                                    None => {
+                                        record.decorate(
+                                            &mut response,
+                                            Outcome::Grpc(status, GrpcCode::OK),
+                                        );
+                                        Ok(response.map(|b| ResponseBody::grpc(b, record, status)))
+                                    }
+                                }
+                            }
                             Ok(mut response) => {
                                 let outcome = Outcome::from_status(response.status());
                                 record.decorate(&mut response, outcome);

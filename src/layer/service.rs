@@ -13,6 +13,7 @@ use super::state::RequestState;
 use super::{Route, RouteExtractor};
 use crate::context::handoff::{RequestTrace, take_opened, with_request_trace};
 use crate::core::escape::push_json_str;
+use crate::core::grpc::{is_grpc, rpc_method};
 use crate::core::http::method_label;
 use crate::core::ids::{CorrelationId, new_span_id, new_trace_id};
 use crate::core::names::{REDACTED, REQUEST_TARGET};
@@ -157,8 +158,9 @@ where
                 tracestate,
             }
         });
+        let grpc = is_grpc(&parts.headers);
         let open_span = || {
-            tracing::info_span!(
+            let span = tracing::info_span!(
                 target: REQUEST_TARGET,
                 "request",
                 correlation_id = correlation_id.as_str(),
@@ -169,7 +171,19 @@ where
                 "error.type" = tracing::field::Empty,
                 "otel.status_code" = tracing::field::Empty,
                 "otel.status_message" = tracing::field::Empty,
-            )
+                "rpc.system.name" = tracing::field::Empty,
+                "rpc.method" = tracing::field::Empty,
+                "rpc.response.status_code" = tracing::field::Empty,
+            );
+            if grpc {
+                // Named by the method when kept (`package.Service/Method`).
+                span.record("rpc.system.name", "grpc");
+                span.record(
+                    "rpc.method",
+                    rpc_method(parts.uri.path()).unwrap_or("_OTHER"),
+                );
+            }
+            span
         };
         let (span, opened) = self.state.in_scope(|| match &trace_input {
             Some(input) => {
@@ -205,6 +219,7 @@ where
             header_entries,
             span,
             trace,
+            grpc,
         );
         #[cfg(feature = "sentry")]
         let record = record.with_sentry(&parts.headers);

@@ -9,7 +9,9 @@ use tracing_core::Dispatch;
 use super::options::RequestConfig;
 use crate::core::escape::push_json_str;
 use crate::core::render::RenderSettings;
+use crate::metrics::MetricsHandle;
 use crate::metrics::red::RedMetrics;
+use crate::metrics::rpc::RpcHistogram;
 use crate::traces::TracesHandle;
 
 /// What the layer needs to observe a request: the RED metrics, the subscriber to make current,
@@ -17,6 +19,8 @@ use crate::traces::TracesHandle;
 /// composition root and shared by every service and request.
 pub(crate) struct RequestState {
     pub(crate) red: RedMetrics,
+    /// `rpc_server_call_duration_seconds`, for gRPC calls (instead of the HTTP histogram).
+    pub(crate) rpc: RpcHistogram,
     /// The instance's subscriber, when the layer must make it current around each request
     /// (instances from `build()`); `None` when it is the global subscriber or there is none.
     pub(crate) scope: Option<Dispatch>,
@@ -49,7 +53,7 @@ impl RequestState {
     /// The state for `config`; `render` decides which logged headers are sensitive.
     pub(crate) fn new(
         config: RequestConfig,
-        red: RedMetrics,
+        metrics: &MetricsHandle,
         scope: Option<Dispatch>,
         render: Option<Arc<RenderSettings>>,
         traces: Option<Arc<TracesHandle>>,
@@ -76,7 +80,8 @@ impl RequestState {
             })
             .collect();
         Self {
-            red,
+            red: metrics.red.clone(),
+            rpc: RpcHistogram::server(&metrics.business),
             scope,
             render,
             request_id_header: config.request_id_header,

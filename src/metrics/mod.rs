@@ -9,6 +9,7 @@ pub(crate) mod business;
 pub(crate) mod exposition;
 pub(crate) mod options;
 pub(crate) mod red;
+pub(crate) mod rpc;
 pub(crate) mod runtime;
 
 use std::sync::{Arc, LazyLock};

@@ -97,7 +97,7 @@ pub(crate) fn from_config(config: Config, global: bool) -> Result<Obs, Error> {
     let request_id_header = config.request.request_id_header.clone();
     let mut request = RequestState::new(
         config.request,
-        metrics.red.clone(),
+        &metrics,
         (!global).then(|| dispatch.clone()),
         Some(logs.settings.clone()),
         traces.clone(),
@@ -147,7 +147,7 @@ pub(crate) fn metrics_only() -> Obs {
         request_id_header: config.request_id_header.clone(),
         keep_alive: None,
     };
-    let request = RequestState::new(config, metrics.red.clone(), None, None, None);
+    let request = RequestState::new(config, &metrics, None, None, None);
     Obs {
         inner: Arc::new(ObsInner {
             metrics,

@@ -165,6 +165,12 @@ impl RequestSentry {
                     "{method} {shown_route} failed: the service returned Err({error_type})"
                 ));
             }
+            Outcome::Grpc(_, code) => {
+                event
+                    .tags
+                    .insert("rpc.response.status_code".into(), code.name().into());
+                event.message = Some(format!("{method} {shown_route} answered {}", code.name()));
+            }
             _ => {
                 let status = outcome.status().map_or("", status_str);
                 event.message = Some(format!("{method} {shown_route} answered {status}"));

@@ -67,7 +67,8 @@ pub(crate) enum LazyName {
     Client,
 }
 
-/// `{method} {route}`, or `{method}` for unmatched requests (OTel HTTP span naming).
+/// `{method} {route}`, or `{method}` for unmatched requests (OTel HTTP span naming); the RPC
+/// method (`package.Service/Method`) for a gRPC call (OTel RPC span naming).
 fn request_span_name(attributes: &[KeyValue]) -> Cow<'static, str> {
     let get = |key: &str| {
         attributes
@@ -75,6 +76,9 @@ fn request_span_name(attributes: &[KeyValue]) -> Cow<'static, str> {
             .find(|kv| kv.key.as_str() == key)
             .map(|kv| kv.value.as_str())
     };
+    if let Some(rpc) = get("rpc.method") {
+        return Cow::Owned(rpc.into_owned());
+    }
     match (get("http.request.method"), get("http.route")) {
         (Some(m), Some(r)) if !r.is_empty() => Cow::Owned(format!("{m} {r}")),
         (Some(m), _) => Cow::Owned(m.into_owned()),

@@ -37,6 +37,7 @@ const ROOT_ITEMS: &[(&str, &str)] = &[
     ("Error", "core"),
     ("CorrelationId", "core"),
     ("Outcome", "core"),
+    ("GrpcCode", "core"),
     ("Severity", "core"),
     ("names", "core"),
     ("env", "core"),

@@ -22,6 +22,7 @@ mod logs;
 mod metrics;
 mod monitoring;
 mod otlp;
+mod rpc;
 mod sentry;
 mod tower_service;
 mod traces;

@@ -375,9 +375,9 @@ fn instant_client(
     })
 }
 
-fn tower_runner<S>(client: S) -> Runner
+fn tower_runner<S, B>(client: S) -> Runner
 where
-    S: Service<http::Request<()>, Response = http::Response<&'static str>> + Clone + 'static,
+    S: Service<http::Request<()>, Response = http::Response<B>> + Clone + 'static,
     S::Error: std::fmt::Debug,
 {
     Box::new(move |rt, iters| {
@@ -392,9 +392,9 @@ where
     })
 }
 
-async fn tower_call<S>(client: &mut S)
+async fn tower_call<S, B>(client: &mut S)
 where
-    S: Service<http::Request<()>, Response = http::Response<&'static str>>,
+    S: Service<http::Request<()>, Response = http::Response<B>>,
     S::Error: std::fmt::Debug,
 {
     let request = http::Request::get("http://127.0.0.1:9/users/42")

@@ -41,6 +41,16 @@
 //! # }
 //! ```
 //!
+//! ## gRPC
+//!
+//! A request with `content-type: application/grpc*` is a gRPC call: classified by its
+//! [`GrpcCode`] (from a trailers-only head, or from the trailers at the end of the stream;
+//! server faults are errors, client faults are not), recorded in
+//! `rpc_server_call_duration_seconds` instead of the HTTP histogram, with a span named by the
+//! method and the gRPC status on the access line. A stream dropped before its trailers is
+//! `cancelled`. The client layer does the same for calls through a tonic `Channel`
+//! (`rpc_client_call_duration_seconds`).
+//!
 //! ## Outgoing calls
 //!
 //! [`client_layer()`] (any tower HTTP client) and, with feature `reqwest`,
@@ -170,7 +180,7 @@ pub mod monitoring;
 #[cfg(feature = "reqwest")]
 pub mod reqwest;
 
-pub use self::client::tower::{ClientFuture, ClientLayer, ClientService};
+pub use self::client::tower::{ClientBody, ClientFuture, ClientLayer, ClientService};
 pub use self::context::current::correlation_id;
 pub use self::core::env;
 pub use self::core::error::Error;

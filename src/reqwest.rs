@@ -88,7 +88,7 @@ impl reqwest_middleware::Middleware for Middleware {
             port: url.port(),
             path: url.path(),
         };
-        let call = ClientCall::start(&self.state, &method, &target, req.headers_mut());
+        let call = ClientCall::start(&self.state, &method, &target, req.headers_mut(), false);
         // The CLIENT span is not entered while the call runs: nothing of ours logs inside it,
         // and entering costs a registry push and pop per poll (events the transport logs
         // carry the request's span).

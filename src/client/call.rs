@@ -17,6 +17,7 @@ use super::ClientState;
 use super::metrics::CallLabels;
 use super::target::{Target, itoa_u16};
 use crate::context::current::{call_context, mark_downstream, mark_error};
+use crate::core::grpc::{GrpcCode, rpc_method};
 use crate::core::http::{method_label, status_str};
 use crate::core::ids::{new_span_id, new_trace_id};
 use crate::traces::propagation::{format_context, parse_traceparent, parse_tracestate};
@@ -52,6 +53,8 @@ pub(crate) struct ClientCall {
     method: &'static str,
     address: Arc<str>,
     port: u16,
+    /// A gRPC call: its `package.Service/Method` (`_OTHER` when the path has another shape).
+    rpc: Option<Box<str>>,
     done: bool,
 }
 
@@ -65,8 +68,11 @@ impl ClientCall {
         method: &Method,
         target: &Target<'_>,
         headers: &mut HeaderMap,
+        grpc: bool,
     ) -> Self {
         let (method, _) = method_label(method);
+        let rpc: Option<Box<str>> =
+            grpc.then(|| rpc_method(target.path).unwrap_or("_OTHER").into());
         let address: Arc<str> = Arc::from(target.address().as_ref());
         let port = target.port();
         let span = open_span(state);
@@ -98,11 +104,19 @@ impl ClientCall {
                 }
                 if state.sampler.is_some() {
                     span.attributes.reserve(6);
+                    match &rpc {
+                        Some(rpc) => span.attributes.extend([
+                            KeyValue::new("rpc.system.name", "grpc"),
+                            KeyValue::new("rpc.method", rpc.to_string()),
+                        ]),
+                        None => span.attributes.extend([
+                            KeyValue::new("http.request.method", method),
+                            KeyValue::new("url.full", target.url_full()),
+                        ]),
+                    }
                     span.attributes.extend([
-                        KeyValue::new("http.request.method", method),
                         KeyValue::new("server.address", Value::from(address.clone())),
                         KeyValue::new("server.port", i64::from(port)),
-                        KeyValue::new("url.full", target.url_full()),
                     ]);
                     Some(span)
                 } else {
@@ -129,13 +143,56 @@ impl ClientCall {
             method,
             address,
             port,
+            rpc,
             done: false,
         }
     }
 
-    /// The response head arrived: records the status, reads `traceresponse`, observes the
-    /// duration. 4xx and 5xx set `error.type`; 5xx also marks the span as an error (which keeps
-    /// the trace); 4xx do not, like on the server side (most are expected answers).
+    /// The response head arrived. An HTTP call is recorded now (see [`Self::finish_response`]);
+    /// a gRPC call too when the head carries its status (trailers-only, or an HTTP error),
+    /// else it is handed back, to be finished by its body at the trailers.
+    pub(crate) fn finish_head(mut self, status: StatusCode, headers: &HeaderMap) -> Option<Self> {
+        if self.rpc.is_none() {
+            self.finish_response(status, headers);
+            return None;
+        }
+        self.read_traceresponse(headers);
+        let code = GrpcCode::from_headers(headers)
+            .or_else(|| (status != StatusCode::OK).then(|| GrpcCode::from_http(status)));
+        match code {
+            Some(code) => {
+                self.finish_grpc(code);
+                None
+            }
+            None => Some(self),
+        }
+    }
+
+    /// A gRPC call ended with `code` (from the trailers, or the head): server faults are
+    /// errors, the others not (as on the server side).
+    pub(crate) fn finish_grpc(mut self, code: GrpcCode) {
+        self.done = true;
+        let error_type = if code.is_server_fault() {
+            code.name()
+        } else {
+            ""
+        };
+        if let Some(span) = &mut self.span {
+            span.attributes
+                .push(KeyValue::new("rpc.response.status_code", code.name()));
+            if !error_type.is_empty() {
+                span.attributes
+                    .push(KeyValue::new("error.type", error_type));
+            }
+            span.error = code.is_server_fault();
+        }
+        self.observe(code.name(), error_type);
+        self.record_span();
+    }
+
+    /// The response head of an HTTP call arrived: records the status, reads `traceresponse`,
+    /// observes the duration. 4xx and 5xx set `error.type`; 5xx also marks the span as an error
+    /// (which keeps the trace); 4xx do not, like on the server side (most are expected answers).
     pub(crate) fn finish_response(mut self, status: StatusCode, headers: &HeaderMap) {
         self.done = true;
         let code = status_str(status);
@@ -150,20 +207,26 @@ impl ClientCall {
                     .push(KeyValue::new("error.type", error_type));
             }
             span.error = status.is_server_error();
-            if let Some(value) = headers.get(&TRACERESPONSE)
-                && let Some(response) = parse_traceparent(value.as_bytes())
-                && response.trace_id == span.trace_id
-                && response.sampled
-            {
-                match (&span.parent, &mut span.root) {
-                    (Some((_, parent)), _) => mark_downstream(parent),
-                    (None, Some(root)) => root.downstream = true,
-                    (None, None) => {}
-                }
-            }
         }
+        self.read_traceresponse(headers);
         self.observe(code, error_type);
         self.record_span();
+    }
+
+    /// A sampled `traceresponse` for this trace: the downstream kept it, so the local root does.
+    fn read_traceresponse(&mut self, headers: &HeaderMap) {
+        if let Some(span) = &mut self.span
+            && let Some(value) = headers.get(&TRACERESPONSE)
+            && let Some(response) = parse_traceparent(value.as_bytes())
+            && response.trace_id == span.trace_id
+            && response.sampled
+        {
+            match (&span.parent, &mut span.root) {
+                (Some((_, parent)), _) => mark_downstream(parent),
+                (None, Some(root)) => root.downstream = true,
+                (None, None) => {}
+            }
+        }
     }
 
     /// The call failed before a response: `error_type` names why, and the span is an error.
@@ -174,12 +237,31 @@ impl ClientCall {
                 .push(KeyValue::new("error.type", error_type));
             span.error = true;
         }
-        self.observe("", error_type);
+        let status = if self.rpc.is_some() {
+            "UNAVAILABLE"
+        } else {
+            ""
+        };
+        self.observe(status, error_type);
         self.record_span();
     }
 
     fn observe(&self, status: &'static str, error_type: &str) {
         let port = itoa_u16(self.port);
+        if let Some(rpc) = &self.rpc {
+            self.state.rpc.observe(
+                &[
+                    "grpc",
+                    rpc,
+                    status,
+                    error_type,
+                    &self.address,
+                    port.as_str(),
+                ],
+                self.start.elapsed().as_secs_f64(),
+            );
+            return;
+        }
         self.state.metrics.observe(
             &CallLabels {
                 method: self.method,
@@ -209,7 +291,10 @@ impl ClientCall {
             span_id: span.span_id,
             parent_span_id: span.parent.as_ref().map_or(0, |(id, _)| *id),
             parent_is_remote: false,
-            name: Cow::Borrowed("HTTP"),
+            name: match &self.rpc {
+                Some(rpc) => Cow::Owned(rpc.to_string()),
+                None => Cow::Borrowed("HTTP"),
+            },
             kind: SpanKind::Client,
             start: span.start,
             end,
@@ -218,7 +303,11 @@ impl ClientCall {
             error: span.error,
             error_event: false,
             status_message: None,
-            lazy_name: LazyName::Client,
+            lazy_name: if self.rpc.is_some() {
+                LazyName::No
+            } else {
+                LazyName::Client
+            },
         };
         let root = span
             .root
@@ -234,7 +323,8 @@ impl Drop for ClientCall {
                 span.attributes
                     .push(KeyValue::new("error.type", "cancelled"));
             }
-            self.observe("", "cancelled");
+            let status = if self.rpc.is_some() { "CANCELLED" } else { "" };
+            self.observe(status, "cancelled");
             self.record_span();
         }
     }

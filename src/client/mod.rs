@@ -18,12 +18,15 @@ use http::HeaderName;
 use tracing_core::Dispatch;
 
 use self::metrics::ClientMetrics;
+use crate::metrics::rpc::RpcHistogram;
 use crate::traces::sampler::TailSampler;
 
 /// What outgoing calls of one instance need: the metric family, the sampler (for the sampled
 /// flag sent downstream), the subscriber to open spans in, the correlation header's name.
 pub(crate) struct ClientState {
     pub(crate) metrics: ClientMetrics,
+    /// `rpc_client_call_duration_seconds`, for gRPC calls.
+    pub(crate) rpc: RpcHistogram,
     /// `None` when traces are off.
     pub(crate) sampler: Option<Arc<TailSampler>>,
     /// The instance's subscriber, when it is not the global one (instances from `build()`).

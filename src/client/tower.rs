@@ -9,11 +9,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use super::ClientState;
 use super::call::ClientCall;
 use super::target::{Target, error_type};
+use crate::core::grpc::{GrpcCode, is_grpc};
 
 /// A tower layer instrumenting outgoing HTTP calls: each call gets a CLIENT span in the current
 /// trace, `traceparent`/`tracestate`/`x-request-id` headers, and an observation of
@@ -81,7 +83,7 @@ where
     S: tower::Service<Request<B>, Response = Response<RB>>,
     S::Error: std::error::Error + 'static,
 {
-    type Response = Response<RB>;
+    type Response = Response<ClientBody<RB>>;
     type Error = S::Error;
     type Future = ClientFuture<S::Future>;
 
@@ -91,11 +93,13 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let (mut parts, body) = req.into_parts();
+        let grpc = is_grpc(&parts.headers);
         let call = ClientCall::start(
             &self.state,
             &parts.method,
             &Target::from_uri(&parts.uri),
             &mut parts.headers,
+            grpc,
         );
         let req = Request::from_parts(parts, body);
         // The CLIENT span is not entered around the call: nothing of ours logs inside it, and
@@ -124,17 +128,98 @@ where
     F: Future<Output = Result<Response<RB>, E>>,
     E: std::error::Error + 'static,
 {
-    type Output = Result<Response<RB>, E>;
+    type Output = Result<Response<ClientBody<RB>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let out = ready!(this.future.poll(cx));
-        if let Some(call) = this.call.take() {
-            match &out {
-                Ok(response) => call.finish_response(response.status(), response.headers()),
-                Err(e) => call.finish_error(error_type(e, std::any::type_name::<E>())),
+        let call = this.call.take();
+        Poll::Ready(match out {
+            Ok(response) => {
+                let pending =
+                    call.and_then(|c| c.finish_head(response.status(), response.headers()));
+                Ok(response.map(|inner| ClientBody {
+                    inner,
+                    call: pending,
+                }))
+            }
+            Err(e) => {
+                if let Some(call) = call {
+                    call.finish_error(error_type(&e, std::any::type_name::<E>()));
+                }
+                Err(e)
+            }
+        })
+    }
+}
+
+pin_project! {
+    /// The response body of [`ClientService`]: the inner body, unchanged. For a gRPC call whose
+    /// status comes in the trailers, it records the call when they pass (or as `cancelled`
+    /// when dropped before them).
+    pub struct ClientBody<B> {
+        #[pin]
+        inner: B,
+        call: Option<ClientCall>,
+    }
+}
+
+impl<B> fmt::Debug for ClientBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBody")
+            .field("grpc_pending", &self.call.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> ClientBody<B> {
+    /// The inner body.
+    pub fn into_inner(self) -> B {
+        self.inner
+    }
+}
+
+impl<B: Body> Body for ClientBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if this.call.is_some() {
+            match &polled {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(trailers) = frame.trailers_ref() {
+                        let code = GrpcCode::from_headers(trailers).unwrap_or(GrpcCode::UNKNOWN);
+                        if let Some(call) = this.call.take() {
+                            call.finish_grpc(code);
+                        }
+                    }
+                }
+                Poll::Ready(None) => {
+                    if let Some(call) = this.call.take() {
+                        call.finish_grpc(GrpcCode::UNKNOWN);
+                    }
+                }
+                Poll::Ready(Some(Err(_))) => {
+                    if let Some(call) = this.call.take() {
+                        call.finish_error(std::any::type_name::<B::Error>());
+                    }
+                }
+                Poll::Pending => {}
             }
         }
-        Poll::Ready(out)
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

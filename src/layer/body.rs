@@ -23,14 +23,15 @@ pin_project! {
         #[pin]
         inner: Option<B>,
         in_flight: Option<InFlight>,
-        // A gRPC call waiting for its trailers, and its HTTP status.
-        pending: Option<(RequestRecord, StatusCode)>,
+        // A gRPC call waiting for its trailers, and its HTTP status (boxed: most bodies are
+        // not, and a small body is cheaper to move).
+        pending: Option<Box<(RequestRecord, StatusCode)>>,
     }
 
     impl<B> PinnedDrop for ResponseBody<B> {
         fn drop(this: Pin<&mut Self>) {
-            if let Some((record, _)) = this.project().pending.take() {
-                drop(record.finish(Outcome::Cancelled, None));
+            if let Some(pending) = this.project().pending.take() {
+                drop(pending.0.finish(Outcome::Cancelled, None));
             }
         }
     }
@@ -58,7 +59,7 @@ impl<B> ResponseBody<B> {
         Self {
             inner: Some(inner),
             in_flight: None,
-            pending: Some((record, status)),
+            pending: Some(Box::new((record, status))),
         }
     }
 }
@@ -74,11 +75,12 @@ impl<B> std::fmt::Debug for ResponseBody<B> {
 
 /// Records a pending gRPC call with `outcome`; the body keeps the in-flight guard until it ends.
 fn settle(
-    pending: &mut Option<(RequestRecord, StatusCode)>,
+    pending: &mut Option<Box<(RequestRecord, StatusCode)>>,
     in_flight: &mut Option<InFlight>,
     outcome: impl FnOnce(StatusCode) -> Outcome,
 ) {
-    if let Some((record, status)) = pending.take() {
+    if let Some(pending) = pending.take() {
+        let (record, status) = *pending;
         *in_flight = Some(record.finish(outcome(status), None));
     }
 }

@@ -158,7 +158,8 @@ where
                 tracestate,
             }
         });
-        let grpc = is_grpc(&parts.headers);
+        // gRPC calls are POSTs: other methods skip the header lookup.
+        let grpc = parts.method == http::Method::POST && is_grpc(&parts.headers);
         let open_span = || {
             let span = tracing::info_span!(
                 target: REQUEST_TARGET,

@@ -18,6 +18,7 @@ use crate::layer::state::RequestState;
 use crate::logging::events::EventsLayer;
 use crate::logging::options::LogConfig;
 use crate::metrics::options::MetricsConfig;
+use crate::metrics::rpc::RpcHistogram;
 use crate::traces::options::TracesConfig;
 
 /// Every component's validated settings.
@@ -116,6 +117,7 @@ pub(crate) fn from_config(config: Config, global: bool) -> Result<Obs, Error> {
     request.keep_alive = Some(pipelines.clone());
     let client = ClientState {
         metrics: ClientMetrics::new(&metrics.business),
+        rpc: RpcHistogram::client(&metrics.business),
         sampler: pipelines.traces.as_ref().map(|t| t.sampler.clone()),
         scope: (!global).then(|| dispatch.clone()),
         request_id_header,
@@ -142,6 +144,7 @@ pub(crate) fn metrics_only() -> Obs {
     let config = RequestConfig::metrics_only();
     let client = ClientState {
         metrics: ClientMetrics::new(&metrics.business),
+        rpc: RpcHistogram::client(&metrics.business),
         sampler: None,
         scope: None,
         request_id_header: config.request_id_header.clone(),

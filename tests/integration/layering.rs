@@ -33,6 +33,7 @@ const ROOT_ITEMS: &[(&str, &str)] = &[
     ("ClientLayer", "client"),
     ("ClientService", "client"),
     ("ClientFuture", "client"),
+    ("ClientBody", "client"),
     ("metrics_service", "obs"),
     ("Error", "core"),
     ("CorrelationId", "core"),

@@ -294,3 +294,67 @@ async fn streams_are_classified_at_their_end_and_a_dropped_stream_once() {
     assert!(obs.flush());
     assert_eq!(access_line(&logs, "rpc-WatchForever")["level"], "WARNING");
 }
+
+/// The client layer on a gRPC transport (here the server above, in process): calls recorded in
+/// `rpc_client_call_duration_seconds` by status code (at the trailers when the status comes
+/// there), CLIENT spans named by the method, the trace continued by the server.
+#[tokio::test]
+async fn the_client_layer_classifies_grpc_calls() {
+    let (server_obs, server_logs) = instance();
+    let (client_obs, _) = instance();
+    let client = client_obs.client_layer().layer(server(&server_obs));
+    let p = "mercenary.v1.Pricing";
+    for method in ["Quote", "Quote", "Missing", "Broken", "WatchFail"] {
+        let resp = client.clone().oneshot(call(method)).await.unwrap();
+        resp.into_body().collect().await.unwrap();
+    }
+    // A stream the caller drops half-way: recorded once, as cancelled.
+    let resp = client.clone().oneshot(call("WatchForever")).await.unwrap();
+    let mut body = resp.into_body();
+    assert!(body.frame().await.unwrap().unwrap().is_data());
+    drop(body);
+
+    let mut counts = samples(
+        &client_obs.render_metrics(),
+        "rpc_client_call_duration_seconds_count",
+    );
+    counts.sort_by(|a, b| a.0.cmp(&b.0));
+    let series = |error: &str, method: &str, code: &str| {
+        format!(
+            "{{error_type=\"{error}\",rpc_method=\"{p}/{method}\",rpc_response_status_code=\"{code}\",rpc_system_name=\"grpc\",server_address=\"pricing.internal\",server_port=\"80\"}}"
+        )
+    };
+    let mut want = vec![
+        (series("", "Quote", "OK"), 2.0),
+        (series("", "Missing", "NOT_FOUND"), 1.0),
+        (series("INTERNAL", "Broken", "INTERNAL"), 1.0),
+        // Messages, then INTERNAL in the trailers: classified when they pass.
+        (series("INTERNAL", "WatchFail", "INTERNAL"), 1.0),
+        (series("cancelled", "WatchForever", "CANCELLED"), 1.0),
+    ];
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(counts, want);
+    assert!(
+        samples(
+            &client_obs.render_metrics(),
+            "http_client_request_duration_seconds_count"
+        )
+        .is_empty()
+    );
+
+    // The failed call's CLIENT span is kept, named by the method; the server continued its
+    // trace (its access line carries the client's trace ID).
+    let traces = kept(&client_obs);
+    let broken = traces
+        .iter()
+        .find(|t| t["spans"][0]["name"] == format!("{p}/Broken"))
+        .expect("the INTERNAL call's trace is kept");
+    let span = &broken["spans"][0];
+    assert_eq!(span["kind"], "Client");
+    assert_eq!(span["status"], "error");
+    assert_eq!(span["attributes"]["rpc.method"], format!("{p}/Broken"));
+    assert_eq!(span["attributes"]["rpc.response.status_code"], "INTERNAL");
+    assert!(server_obs.flush());
+    let line = access_line(&server_logs, "rpc-Broken");
+    assert_eq!(line["trace_id"], broken["trace_id"]);
+}

@@ -795,7 +795,11 @@ async fn the_client_layer_records_grpc_calls_and_the_server_continues_the_trace(
             req
         })
         .service(channel(server.addr).await);
-    let mut client = PricingClient::new(svc);
+    // With its origin: a generated client made with `new` sends a URI of a path only, which
+    // the Channel completes inside, where the client layer does not see it (see
+    // `a_client_without_an_origin_never_reports_a_wrong_server`).
+    let origin: http::Uri = format!("http://{}", server.addr).parse().unwrap();
+    let mut client = PricingClient::with_origin(svc, origin);
 
     let mut calls = Vec::new(); // (request ID, method, status)
     for id in ["c-ok-1", "c-ok-2"] {
@@ -908,4 +912,47 @@ async fn the_client_layer_records_grpc_calls_and_the_server_continues_the_trace(
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_an_origin_never_reports_a_wrong_server() {
+    let mut server = start(&[]).await;
+    let obs = Obs::builder()
+        .service_name("grpc-caller")
+        .log_writer(std::io::sink())
+        .process_metrics(false)
+        .success_ratio(1.0)
+        .build()
+        .unwrap();
+    // As most code builds a tonic client: `new`, around a Channel wrapped in the client layer.
+    // The request's URI is then `/mercenary.v1.Pricing/Quote`, without scheme or authority.
+    let svc = tower::ServiceBuilder::new()
+        .layer(obs.client_layer())
+        .service(channel(server.addr).await);
+    let mut client = PricingClient::new(svc);
+    quote(&mut client, "lamp", None).await.unwrap();
+
+    let deadline = Instant::now() + PATIENCE;
+    let made = loop {
+        let made = series(&obs.render_metrics(), names::RPC_CLIENT_DURATION);
+        if !made.is_empty() || Instant::now() > deadline {
+            break made;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(made.len(), 1, "{made:#?}");
+    let (address, port) = (
+        made[0].label(names::SERVER_ADDRESS_LABEL),
+        made[0].label(names::SERVER_PORT_LABEL),
+    );
+    let right = (address == "127.0.0.1" && port == server.addr.port().to_string())
+        || (address.is_empty() && port.is_empty());
+    let kept: Value = serde_json::from_str(&obs.recent_traces_json().unwrap()).unwrap();
+    assert!(
+        right,
+        "server_address={address:?} server_port={port:?}: the call went to {}; the client \
+         span: {kept:#}",
+        server.addr
+    );
+    stop(&mut server);
 }

@@ -71,7 +71,7 @@
 //! frame header, then the protobuf `QuoteRequest{item: "fail"}`: field 1, length 4, `fail`):
 //!
 //! ```text
-//! printf '\x00\x00\x00\x00\x06\x0a\x04fail' | curl -s --http2-prior-knowledge \
+//! printf '\0\0\0\0\6\n\4fail' | curl -s --http2-prior-knowledge \
 //!     -H 'content-type: application/grpc' -H 'te: trailers' -H 'x-request-id: try-1' \
 //!     --data-binary @- -o /dev/null -D - http://127.0.0.1:50051/mercenary.v1.Pricing/Quote
 //! ```

@@ -817,6 +817,20 @@ async fn the_client_layer_records_grpc_calls_and_the_server_continues_the_trace(
     let (_, end) = watch_all(&mut client, "lamp", Some("c-watch")).await;
     end.unwrap();
     calls.push(("c-watch", WATCH, "OK"));
+    // A failure in the trailers, after a message: classified when they arrive.
+    let (prices, end) = watch_all(&mut client, "fail", Some("c-watch-internal")).await;
+    assert_eq!((prices.len(), end.unwrap_err().code()), (1, Code::Internal));
+    calls.push(("c-watch-internal", WATCH, "INTERNAL"));
+    // A stream the caller drops before its trailers.
+    let mut slow = within(
+        "Watch(slow)",
+        client.watch(request("slow", Some("c-watch-dropped"))),
+    )
+    .await
+    .unwrap()
+    .into_inner();
+    assert!(within("a price", slow.message()).await.unwrap().is_some());
+    drop(slow);
 
     // The caller's metrics.
     let client_total = |e: &str| -> f64 {
@@ -826,7 +840,7 @@ async fn the_client_layer_records_grpc_calls_and_the_server_continues_the_trace(
             .sum()
     };
     let deadline = Instant::now() + PATIENCE;
-    while client_total(&obs.render_metrics()) < 5.0 && Instant::now() < deadline {
+    while client_total(&obs.render_metrics()) < 7.0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let exposition = obs.render_metrics();
@@ -854,17 +868,21 @@ async fn the_client_layer_records_grpc_calls_and_the_server_continues_the_trace(
     );
     assert_eq!(
         by_status(&of(WATCH)),
-        expected(&[("OK", 1.0, "")]),
+        expected(&[
+            ("OK", 1.0, ""),
+            ("INTERNAL", 1.0, "INTERNAL"),
+            ("CANCELLED", 1.0, "cancelled"),
+        ]),
         "{}",
         calls_only(&exposition)
     );
-    assert_eq!(made.len(), 4, "no other series: {made:#?}");
+    assert_eq!(made.len(), 6, "no other series: {made:#?}");
 
     // The caller's CLIENT spans, and the server's side of each call.
     let client_traces: Value =
         serde_json::from_str(&obs.recent_traces_json().expect("a ring")).unwrap();
     let client_traces = client_traces["traces"].as_array().unwrap().clone();
-    metrics_when(server.addr, |e| total_server_calls(e) >= 5.0).await;
+    metrics_when(server.addr, |e| total_server_calls(e) >= 7.0).await;
     let server_kept = kept_traces(server.addr).await;
     let lines = stop(&mut server);
     let sent = sent.lock().unwrap().clone();
@@ -912,6 +930,14 @@ async fn the_client_layer_records_grpc_calls_and_the_server_continues_the_trace(
             );
         }
     }
+    // The dropped stream: cancelled on both sides, in the caller's trace.
+    let dropped = line_of(&lines, "c-watch-dropped");
+    assert_call_line(dropped, WATCH, "CANCELLED", "WARNING");
+    assert_eq!(
+        dropped["trace_id"].as_str(),
+        sent["c-watch-dropped"].split('-').nth(1),
+        "{dropped}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

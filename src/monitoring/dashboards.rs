@@ -287,15 +287,36 @@ fn sel(c: &MonitoringConfig) -> String {
 fn overview(c: &MonitoringConfig) -> String {
     let s = sel(c);
     let (count, bucket) = (names::count(), names::bucket());
+    let (rpc_count, rpc_bucket) = (names::rpc_count(), names::rpc_bucket());
     let ri = "$__rate_interval";
     let quantile =
         |q: &str| format!("histogram_quantile({q}, sum by (le) (rate({bucket}{{{s}}}[{ri}])))");
+    let rpc_quantile = |q: &str| {
+        format!(
+            "histogram_quantile({q}, sum by (rpc_method, le) (rate({rpc_bucket}{{{s}}}[{ri}])))"
+        )
+    };
+    // Failed over all, by `by`, of a call-duration histogram (0 where nothing failed).
+    let ratio = |metric: &str, failed: &str, by: &str| {
+        format!(
+            "(\n  sum by ({by}) (rate({metric}_count{{{s}, {failed}}}[{ri}]))\n  or\n  0 * sum by ({by}) (rate({metric}_count{{{s}}}[{ri}]))\n)\n/\nsum by ({by}) (rate({metric}_count{{{s}}}[{ri}]))"
+        )
+    };
+    let out_quantile = |q: &str, metric: &str| {
+        format!(
+            "histogram_quantile({q}, sum by (server_address, le) (rate({metric}_bucket{{{s}}}[{ri}])))"
+        )
+    };
+    // Outgoing HTTP calls failed: 5xx or no response (4xx carry an error_type too, but are
+    // answers to this service's own mistakes).
+    let http_out_failed = "error_type!=\"\", http_response_status_code!~\"4..\"";
     let panels = vec![
         Panel::new("Request rate", "timeseries", "reqps", "Requests per second by route (from the duration histogram's _count).")
             .q(format!("sum by (http_route) (rate({count}{{{s}}}[{ri}]))"), "{{http_route}}")
             .trace_link(),
-        Panel::new("Error rate (5xx share)", "timeseries", "percentunit", "Share of requests answered 5xx (panics are 500s). The HighErrorRate alert fires over its threshold.")
-            .q(format!("(sum(rate({count}{{{s}, http_response_status_code=~\"5..\"}}[{ri}])) or vector(0))\n/\nsum(rate({count}{{{s}}}[{ri}]))"), "5xx share"),
+        Panel::new("Error ratio (HTTP and gRPC)", "timeseries", "percentunit", "Share of the requests and gRPC calls served that failed: HTTP 5xx (panics are 500s) and gRPC calls with an error_type (server faults; NOT_FOUND, INVALID_ARGUMENT and other client faults are not errors). The HighErrorRate alert fires when the first series is over its threshold.")
+            .q(format!("(\n  sum(\n    rate({count}{{{s}, http_response_status_code=~\"5..\"}}[{ri}])\n    or\n    rate({rpc_count}{{{s}, error_type!=\"\", error_type!=\"cancelled\"}}[{ri}])\n  )\n  or\n  vector(0)\n)\n/\nsum(\n  rate({count}{{{s}}}[{ri}])\n  or\n  rate({rpc_count}{{{s}}}[{ri}])\n)"), "all calls")
+            .q(format!("(sum(rate({count}{{{s}, http_response_status_code=~\"5..\"}}[{ri}])) or vector(0))\n/\nsum(rate({count}{{{s}}}[{ri}]))"), "HTTP 5xx share"),
         Panel::new("Latency p50 / p90 / p99", "timeseries", "s", "Request duration to the response head. Exemplars link to traces where the backend stores them.")
             .q(quantile("0.5"), "p50")
             .q(quantile("0.9"), "p90")
@@ -308,6 +329,30 @@ fn overview(c: &MonitoringConfig) -> String {
             .trace_link(),
         Panel::new("Active sessions", "stat", "short", "The application's active_sessions gauge.")
             .q(format!("sum({}{{{s}}})", c.business.active_sessions), "sessions"),
+        Panel::new("gRPC calls", "timeseries", "reqps", "gRPC calls served per second by method and status code (gRPC calls are not in the HTTP panels).")
+            .q(format!("sum by (rpc_method, rpc_response_status_code) (rate({rpc_count}{{{s}}}[{ri}]))"), "{{rpc_method}} {{rpc_response_status_code}}"),
+        Panel::new("gRPC error ratio", "timeseries", "percentunit", "Share of the gRPC calls served that failed (an error_type: INTERNAL, UNAVAILABLE, DEADLINE_EXCEEDED, ...), over all methods and by method. Client faults (NOT_FOUND, INVALID_ARGUMENT, ...) and calls the client cancelled are not errors.")
+            .q(format!("(sum(rate({rpc_count}{{{s}, error_type!=\"\", error_type!=\"cancelled\"}}[{ri}])) or vector(0))\n/\nsum(rate({rpc_count}{{{s}}}[{ri}]))"), "all methods")
+            .q(ratio(RPC_SERVER_DURATION, "error_type!=\"\", error_type!=\"cancelled\"", "rpc_method"), "{{rpc_method}}"),
+        Panel::new("gRPC latency p50 / p95 / p99 by method", "timeseries", "s", "Duration of the gRPC calls served, to the end of the response stream (a streaming method's is the stream's life).")
+            .q(rpc_quantile("0.5"), "p50 {{rpc_method}}")
+            .q(rpc_quantile("0.95"), "p95 {{rpc_method}}")
+            .q(rpc_quantile("0.99"), "p99 {{rpc_method}}")
+            .exemplars()
+            .wide(),
+        Panel::new("Outgoing calls", "timeseries", "reqps", "Calls this service makes per second, by server address and status: HTTP (http_client_request_duration_seconds; no status when no response came) and gRPC (rpc_client_call_duration_seconds).")
+            .q(format!("sum by (server_address, http_response_status_code) (rate({HTTP_CLIENT_DURATION}_count{{{s}}}[{ri}]))"), "HTTP {{server_address}} {{http_response_status_code}}")
+            .q(format!("sum by (server_address, rpc_response_status_code) (rate({RPC_CLIENT_DURATION}_count{{{s}}}[{ri}]))"), "gRPC {{server_address}} {{rpc_response_status_code}}"),
+        Panel::new("Outgoing error ratio", "timeseries", "percentunit", "Share of the outgoing calls that failed, by server address: HTTP 5xx or no response (refused, timeout, cancelled), gRPC calls with an error_type.")
+            .q(ratio(HTTP_CLIENT_DURATION, http_out_failed, "server_address"), "HTTP {{server_address}}")
+            .q(ratio(RPC_CLIENT_DURATION, "error_type!=\"\"", "server_address"), "gRPC {{server_address}}"),
+        Panel::new("Outgoing latency p50 / p99", "timeseries", "s", "Duration of the outgoing calls by server address: HTTP to the response head, gRPC to the end of the response stream.")
+            .q(out_quantile("0.5", HTTP_CLIENT_DURATION), "HTTP p50 {{server_address}}")
+            .q(out_quantile("0.99", HTTP_CLIENT_DURATION), "HTTP p99 {{server_address}}")
+            .q(out_quantile("0.5", RPC_CLIENT_DURATION), "gRPC p50 {{server_address}}")
+            .q(out_quantile("0.99", RPC_CLIENT_DURATION), "gRPC p99 {{server_address}}")
+            .exemplars()
+            .wide(),
         Panel::new("Top endpoints by traffic", "bargauge", "short", "Requests over the shown period, top 10 routes.")
             .q(format!("topk(10, sum by (http_route, http_request_method) (increase({count}{{{s}}}[$__range])))"), "{{http_request_method}} {{http_route}}")
             .instant()
@@ -329,7 +374,7 @@ fn overview(c: &MonitoringConfig) -> String {
         c,
         "overview",
         "Application overview",
-        "RED metrics of one service: rate, errors, duration, with links to error traces.",
+        "RED metrics of one service (HTTP requests and gRPC calls served, calls made): rate, errors, duration, with links to error traces.",
         panels,
         true,
     )

@@ -19,8 +19,8 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | `alert.rules.yml` | recording rules (SLO error and slow-request ratios per burn-rate window) and alerts |
-//! | `alert.rules.test.yml` | `promtool test rules` cases: for every alert, one that fires and one just under the threshold that does not |
+//! | `alert.rules.yml` | recording rules (SLO error and slow-call ratios per burn-rate window) and alerts |
+//! | `alert.rules.test.yml` | `promtool test rules` cases: for every alert, one that fires and one just under the threshold that does not; for the error and latency alerts, gRPC-only and mixed HTTP + gRPC services too |
 //! | `alertmanager.yml` | `page` → PagerDuty, `ticket` → email, `info` → Slack; grouping; inhibition |
 //! | `dashboards/*.json` | Grafana: application overview, business, database, process and runtime |
 //!
@@ -28,8 +28,8 @@
 //!
 //! | alert | severity | fires when (defaults) |
 //! |---|---|---|
-//! | `HighErrorRate` | page | 5xx over 5% of requests (rate over 5m), for 5m |
-//! | `HighLatency` | page | p99 of `http_server_request_duration_seconds` over 1 s, for 5m |
+//! | `HighErrorRate` | page | HTTP 5xx and failed gRPC calls over 5% of the requests and calls served (rate over 5m), for 5m |
+//! | `HighLatency` | page | p99 of the calls served (`http_server_request_duration_seconds` and `rpc_server_call_duration_seconds`) over 1 s, for 5m |
 //! | `ServiceDown` | page | `up == 0` for 2m |
 //! | `DatabasePoolNearExhaustion` | ticket | used / max connections over 90%, for 5m |
 //! | `DatabasePoolRequestsWaiting` | page | requests waiting for a connection, for 2m |
@@ -53,10 +53,20 @@
 //!   `$datasource` and `$service` template variables (`label_values(target_info, job)`).
 //! - **Errors** are 5xx responses (panics are answered 500); 4xx are the client's and a
 //!   cancelled request (no status) is neither error nor success for the error ratio's numerator.
+//! - **gRPC** calls are served traffic like HTTP requests (they are not in the HTTP histogram):
+//!   a call is an error when `rpc_server_call_duration_seconds` gives it an `error_type` (server
+//!   faults such as `INTERNAL`, `UNAVAILABLE`, and `cancelled`; client faults such as
+//!   `NOT_FOUND` or `INVALID_ARGUMENT` have none). The error ratio is per service (HTTP 5xx +
+//!   failed gRPC calls) / (HTTP requests + gRPC calls), each sum taken over the union (`or`) of
+//!   the two metrics' series, whose label sets never meet, so that the ratio exists (with its
+//!   service label) when a service serves only one of the two; `HighLatency` and the latency
+//!   objective read both histograms as one distribution (same buckets). A gRPC call's duration
+//!   runs to the end of its response stream: long-lived streaming methods count as slow calls.
 //! - **Burn-rate alerts** follow the Google SRE workbook (chapter 5, "multiwindow, multi-burn-rate"):
 //!   page on 14.4× over 1h and 5m or 6× over 6h and 30m; ticket on 3× over 1d and 2h or 1× over
 //!   3d and 6h. Each window's ratio is a recording rule (`job:http_server_request_errors:ratio_rate1h`,
-//!   `job:http_server_request_slow:ratio_rate1h`); the latency objective's threshold must be a
+//!   `job:http_server_request_slow:ratio_rate1h`, gRPC calls included despite the names, kept
+//!   for the queries that read them); the latency objective's threshold must be a
 //!   bucket boundary of the duration histogram, and the rules match the `le` label both as this
 //!   crate writes it (`1`) and as Prometheus 3 normalises it (`1.0`). The page and ticket alerts
 //!   carry `slo="availability"` or `slo="latency"`, so Alertmanager's page-inhibits-ticket rule
@@ -69,6 +79,9 @@
 //!   dashboard instead.
 //! - **Runbook links** are `<runbook_base_url>/<name>.md`; the default base is the relative
 //!   `docs/runbooks` of this repository. Set it to where your runbooks are published.
+//! - **Dashboards**: the overview has the HTTP panels, gRPC panels (calls by method and status
+//!   code, error ratio, latency by method) and outgoing calls (HTTP and gRPC clients by server
+//!   address: rate, error ratio, latency).
 //! - **Trace links**: the crate exports no exemplars, so dashboards link to traces through a
 //!   `$tempo` datasource: the overview has a TraceQL table of the service's error traces (trace
 //!   ids open the trace), and the per-route panels carry a data link to a TraceQL search of the
@@ -237,11 +250,12 @@ pub struct MonitoringConfig {
     pub extra_matchers: String,
     /// The `rate()` window of the threshold alerts. Default: 5 min.
     pub rate_window: Duration,
-    /// `HighErrorRate`: share of requests answered 5xx. Default: 0.05.
+    /// `HighErrorRate`: share of the requests and gRPC calls served that failed (HTTP 5xx, gRPC
+    /// calls with an `error_type`). Default: 0.05.
     pub error_ratio: f64,
     /// `HighErrorRate` `for`. Default: 5 min.
     pub error_for: Duration,
-    /// `HighLatency`: p99 in seconds. Default: 1.
+    /// `HighLatency`: p99 of the requests and gRPC calls served, in seconds. Default: 1.
     pub latency_p99_seconds: f64,
     /// `HighLatency` `for`. Default: 5 min.
     pub latency_for: Duration,
@@ -269,15 +283,16 @@ pub struct MonitoringConfig {
     pub failed_logins_per_second: f64,
     /// `FailedLoginSurge` `for`. Default: 5 min.
     pub failed_logins_for: Duration,
-    /// Availability objective: share of requests not answered 5xx. Default: 0.999.
+    /// Availability objective: share of the requests and gRPC calls served that did not fail.
+    /// Default: 0.999.
     pub availability_objective: f64,
-    /// Latency objective: share of requests faster than
+    /// Latency objective: share of the requests and gRPC calls served faster than
     /// [`MonitoringConfig::latency_objective_seconds`]. Default: 0.99.
     pub latency_objective: f64,
     /// The latency objective's threshold; must be a bucket boundary of
     /// [`MonitoringConfig::duration_buckets`]. Default: 0.5.
     pub latency_objective_seconds: f64,
-    /// The request-duration buckets the service uses. Default:
+    /// The duration buckets the service uses (for HTTP requests and gRPC calls alike). Default:
     /// [`crate::DEFAULT_DURATION_BUCKETS`].
     pub duration_buckets: Vec<f64>,
     /// The burn-rate rows. Default: [`default_burn_rate_windows`].

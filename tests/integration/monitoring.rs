@@ -5,7 +5,7 @@
 
 use crate::common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,6 +17,7 @@ use common::processes::{Demo, Prometheus, temp_dir};
 use mercenary_obs::monitoring::{
     BurnRateWindow, GeneratedFile, MonitoringConfig, Severity, alert_names, generate,
 };
+use mercenary_obs::names::{CLIENT_REQUEST_DURATION, RPC_CLIENT_DURATION, RPC_SERVER_DURATION};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -177,6 +178,87 @@ fn promtool_unit_tests_the_rules_of_another_configuration() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// The generated unit tests cut into their test groups: the head (up to `tests:`) and, per
+/// group, the comment naming it (`HighErrorRate: fires`) and its YAML.
+fn test_groups(tests: &str) -> (String, Vec<(String, String)>) {
+    let at = tests.find("tests:\n").unwrap() + "tests:\n".len();
+    let (head, body) = tests.split_at(at);
+    let mut groups: Vec<(String, String)> = Vec::new();
+    for line in body.split_inclusive('\n') {
+        if let Some(title) = line.strip_prefix("  # ") {
+            groups.push((title.trim_end().to_string(), String::new()));
+        }
+        groups
+            .last_mut()
+            .expect("a group starts with its comment")
+            .1
+            .push_str(line);
+    }
+    (head.to_string(), groups)
+}
+
+/// The gRPC cases of the error and latency alerts prove the rules count gRPC calls: each one
+/// passes against the generated rules and fails against the same rules with the gRPC metric
+/// renamed away (the RPC half of every expression selecting nothing); the `NOT_FOUND` cases
+/// also fail when gRPC client faults are counted as errors.
+#[test]
+fn the_grpc_cases_fail_when_the_rules_lose_their_rpc_half() {
+    let config = fast_config();
+    let dir = temp_dir("no-rpc");
+    write_kit(&generate(&config).unwrap(), &dir);
+    let rules = std::fs::read_to_string(dir.join("alert.rules.yml")).unwrap();
+    let errors = "error_type!=\"\"";
+    assert!(rules.contains(RPC_SERVER_DURATION) && rules.contains(errors));
+    let mutants = [
+        (
+            "no-rpc.rules.yml",
+            rules.replace(RPC_SERVER_DURATION, "rpc_not_counted_duration_seconds"),
+        ),
+        (
+            "not-found-counted.rules.yml",
+            rules.replace(errors, "rpc_response_status_code!=\"OK\""),
+        ),
+    ];
+    for (name, text) in &mutants {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let tests = std::fs::read_to_string(dir.join("alert.rules.test.yml")).unwrap();
+    let (head, groups) = test_groups(&tests);
+    let mut per_alert: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, (title, group)) in groups.iter().enumerate() {
+        if !group.contains(RPC_SERVER_DURATION) {
+            continue;
+        }
+        *per_alert
+            .entry(title.split(':').next().unwrap().to_string())
+            .or_default() += 1;
+        let mut runs = vec![("alert.rules.yml", true), ("no-rpc.rules.yml", false)];
+        if title.contains("NOT_FOUND") {
+            runs.push(("not-found-counted.rules.yml", false));
+        }
+        for (rules, passes) in runs {
+            let file = format!("case-{i}.yml");
+            let head = head.replace("\"alert.rules.yml\"", &format!("\"{rules}\""));
+            std::fs::write(dir.join(&file), format!("{head}{group}")).unwrap();
+            let (ok, out) = run("promtool", &["test", "rules", &file], &dir);
+            assert_eq!(ok, passes, "{title}, against {rules}:\n{out}");
+        }
+    }
+    let expected: BTreeMap<String, usize> = [
+        ("HighErrorRate", 4),
+        ("HighLatency", 3),
+        ("AvailabilityBudgetBurnPage", 4),
+        ("AvailabilityBudgetBurnTicket", 4),
+        ("LatencyBudgetBurnPage", 3),
+        ("LatencyBudgetBurnTicket", 3),
+    ]
+    .into_iter()
+    .map(|(a, n)| (a.to_string(), n))
+    .collect();
+    assert_eq!(per_alert, expected, "gRPC cases per alert");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn amtool_accepts_the_alertmanager_config_and_routes_each_severity() {
     let dir = repo().join("monitoring");
@@ -324,6 +406,33 @@ fn dashboards_have_datasource_and_service_variables_and_trace_links() {
             assert!(e.contains("job=\"$service\""), "{e} selects the service");
         }
     }
+    // The overview covers the gRPC calls served and the calls made, HTTP and gRPC.
+    let overview_panels: Vec<_> = prometheus_panels(&repo().join("monitoring"))
+        .into_iter()
+        .filter(|(d, _, _)| d == "overview")
+        .collect();
+    for metric in [
+        RPC_SERVER_DURATION,
+        RPC_CLIENT_DURATION,
+        CLIENT_REQUEST_DURATION,
+    ] {
+        for w in ["_count", "_bucket", "error_type!=\"\""] {
+            assert!(
+                overview_panels
+                    .iter()
+                    .any(|(_, _, exprs)| exprs.iter().any(|e| e.contains(metric) && e.contains(w))),
+                "the overview queries {metric} with {w}"
+            );
+        }
+    }
+    let error_ratio = overview_panels
+        .iter()
+        .find(|(_, title, _)| title.starts_with("Error ratio"))
+        .expect("an error ratio panel");
+    assert!(
+        error_ratio.2[0].contains(RPC_SERVER_DURATION),
+        "the error ratio panel shows what HighErrorRate alerts on: {error_ratio:?}"
+    );
     let overview = &all.iter().find(|(n, _)| n == "overview").unwrap().1;
     let text = overview.to_string();
     assert!(
@@ -342,8 +451,9 @@ const STOP: u8 = 2;
 async fn traffic(addr: SocketAddr, mode: Arc<AtomicU8>) -> u64 {
     let c = common::client();
     let base = format!("http://{addr}");
-    let healthy: [(&str, String, &str); 8] = [
+    let healthy: [(&str, String, &str); 9] = [
         ("GET", format!("{base}/healthz"), ""),
+        ("GET", format!("{base}/quote/7"), ""), // an outgoing call to its own /pricing/7
         ("GET", format!("{base}/users/7"), ""),
         ("GET", format!("{base}/users/99999"), ""), // 404: a client error, not an error
         (
@@ -505,6 +615,10 @@ async fn a_real_prometheus_fires_the_generated_alerts_on_the_demo() {
     };
     // Panels whose metrics the demo does not emit (no database errors, no Sentry, no OTLP).
     let may_be_empty = ["Query errors"];
+    // The demo serves and makes no gRPC calls: queries of the RPC metrics alone have no data.
+    let grpc_only = |e: &str| {
+        (e.contains(RPC_SERVER_DURATION) || e.contains(RPC_CLIENT_DURATION)) && !e.contains("http_")
+    };
     let must_have_data = ["overview", "database", "runtime"];
     for (dashboard, title, exprs) in prometheus_panels(&kit_dir) {
         let mut with_data = 0;
@@ -518,11 +632,14 @@ async fn a_real_prometheus_fires_the_generated_alerts_on_the_demo() {
             let n = result_len(&v);
             if n > 0 {
                 with_data += 1;
-            } else if dashboard == "overview" {
+            } else if dashboard == "overview" && !grpc_only(e) {
                 panic!("{dashboard}/{title}: no data for {q}");
             }
         }
-        if must_have_data.contains(&dashboard.as_str()) && !may_be_empty.contains(&title.as_str()) {
+        if must_have_data.contains(&dashboard.as_str())
+            && !may_be_empty.contains(&title.as_str())
+            && !exprs.iter().all(|e| grpc_only(e))
+        {
             assert!(with_data > 0, "{dashboard}/{title}: no data for {exprs:?}");
         }
     }

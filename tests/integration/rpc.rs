@@ -358,3 +358,58 @@ async fn the_client_layer_classifies_grpc_calls() {
     let line = access_line(&server_logs, "rpc-Broken");
     assert_eq!(line["trace_id"], broken["trace_id"]);
 }
+
+/// One Sentry event per server fault (at the trailers too), tagged with the gRPC status;
+/// none for client faults.
+#[cfg(feature = "sentry")]
+#[tokio::test]
+async fn server_faults_reach_sentry_once_and_client_faults_not() {
+    let transport = sentry::test::TestTransport::new();
+    let obs = Obs::builder()
+        .service_name("rpc-sentry")
+        .log_writer(std::io::sink())
+        .process_metrics(false)
+        .sentry_dsn("https://public@sentry.invalid/42")
+        .sentry_transport(std::sync::Arc::new(transport.clone()))
+        .build()
+        .unwrap();
+    let svc = server(&obs);
+    for method in ["Quote", "Missing", "Broken", "WatchFail"] {
+        let resp = svc.clone().oneshot(call(method)).await.unwrap();
+        resp.into_body().collect().await.unwrap();
+    }
+    assert!(obs.flush());
+    let events: Vec<Value> = transport
+        .fetch_and_clear_events()
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap())
+        .collect();
+    let mut got: Vec<(String, String)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["tags"]["rpc.response.status_code"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                e["message"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    let p = "mercenary.v1.Pricing";
+    assert_eq!(
+        got,
+        vec![
+            (
+                "INTERNAL".to_string(),
+                format!("gRPC {p}/Broken answered INTERNAL")
+            ),
+            (
+                "INTERNAL".to_string(),
+                format!("gRPC {p}/WatchFail answered INTERNAL")
+            ),
+        ],
+        "{events:#?}"
+    );
+}

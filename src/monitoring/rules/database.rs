@@ -78,6 +78,7 @@ fn near_exhaustion(c: &MonitoringConfig) -> Alert {
             quiet: pool(under),
             labels: s.out(&[("instance", INSTANCE), (POOL_LABEL, POOL)]),
             value: fire / max,
+            more: vec![],
         },
     }
 }
@@ -116,6 +117,7 @@ fn requests_waiting(c: &MonitoringConfig) -> Alert {
             quiet: vec![s.gauge(PENDING_REQUESTS, &[(POOL_LABEL, POOL)], 0.0, n)],
             labels: s.out(&[("instance", INSTANCE), (POOL_LABEL, POOL)]),
             value: 3.0,
+            more: vec![],
         },
     }
 }

@@ -5,15 +5,17 @@
 //!
 //! | file | families |
 //! |---|---|
-//! | `http.rs` | 5xx error rate, p99 latency, service down |
+//! | `http.rs` | error rate and p99 latency (HTTP requests and gRPC calls served), service down |
 //! | `database.rs` | the database connection pool |
 //! | `resources.rs` | process CPU, memory and file descriptors |
 //! | `pipeline.rs` | trace export, Sentry events |
 //! | `security.rs` | failed logins |
 //! | `slo.rs` | the SLO ratios' recording rules and the burn-rate alerts |
 //!
-//! `template.rs` holds the annotation templates, `series.rs` the unit tests' input series.
+//! `template.rs` holds the annotation templates, `series.rs` the unit tests' input series,
+//! `cases.rs` the cases proving that the ratio alerts count gRPC calls with HTTP requests.
 
+mod cases;
 mod database;
 mod http;
 mod pipeline;
@@ -26,7 +28,7 @@ mod template;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::text::{prom_duration, quote};
+use super::text::{num, prom_duration, quote};
 use super::{MonitoringConfig, Severity};
 use template::Tpl;
 
@@ -50,7 +52,7 @@ struct Alert {
 }
 
 /// One unit-test pair: the series that make the alert fire (with the firing alert's labels and
-/// value), and the series just under the threshold.
+/// value), and the series just under the threshold; then the alert's further cases, if any.
 struct AlertTest {
     interval: u64,
     eval: u64,
@@ -58,6 +60,20 @@ struct AlertTest {
     quiet: Vec<(String, String)>,
     labels: Vec<(String, String)>,
     value: f64,
+    more: Vec<Case>,
+}
+
+/// A further unit test of an alert, with the same interval, evaluation time and labels as its
+/// pair.
+struct Case {
+    /// What the case shows, for the comment heading it.
+    what: String,
+    series: Vec<(String, String)>,
+    /// `Some(value)`: the alert fires with this value; `None`: it does not.
+    fires: Option<f64>,
+    /// Instant queries checked at the evaluation time: `(expr, the series as promtool writes
+    /// it, value)`.
+    samples: Vec<(String, String, f64)>,
 }
 
 /// Everything the rule file and its tests are built from.
@@ -184,38 +200,48 @@ pub(crate) fn tests_yaml(c: &MonitoringConfig) -> String {
     out.push_str("tests:\n");
     for a in &cat.alerts {
         let t = &a.test;
-        for fires in [true, false] {
-            let _ = writeln!(
-                out,
-                "  # {}: {}",
-                a.name,
-                if fires {
-                    "fires"
-                } else {
-                    "just under the threshold: does not fire"
-                }
-            );
-            let _ = writeln!(
-                out,
-                "  - interval: {}",
-                prom_duration(Duration::from_secs(t.interval))
-            );
-            out.push_str("    input_series:\n");
-            for (series, values) in if fires { &t.fire } else { &t.quiet } {
-                let _ = writeln!(out, "      - series: {}", quote(series));
-                let _ = writeln!(out, "        values: {}", quote(values));
-            }
-            out.push_str("    alert_rule_test:\n");
-            let _ = writeln!(
-                out,
-                "      - eval_time: {}",
-                prom_duration(Duration::from_secs(t.eval))
-            );
-            let _ = writeln!(out, "        alertname: {}", quote(&a.name));
-            if !fires {
-                out.push_str("        exp_alerts: []\n");
-                continue;
-            }
+        let pair = [
+            Case {
+                what: "fires".into(),
+                series: t.fire.clone(),
+                fires: Some(t.value),
+                samples: vec![],
+            },
+            Case {
+                what: "just under the threshold: does not fire".into(),
+                series: t.quiet.clone(),
+                fires: None,
+                samples: vec![],
+            },
+        ];
+        for case in pair.iter().chain(&t.more) {
+            test_case(&mut out, c, a, case);
+        }
+    }
+    out
+}
+
+/// One test group of `alert.rules.test.yml`: `case` of alert `a`.
+fn test_case(out: &mut String, c: &MonitoringConfig, a: &Alert, case: &Case) {
+    let t = &a.test;
+    let _ = writeln!(out, "  # {}: {}", a.name, case.what);
+    let _ = writeln!(
+        out,
+        "  - interval: {}",
+        prom_duration(Duration::from_secs(t.interval))
+    );
+    out.push_str("    input_series:\n");
+    for (series, values) in &case.series {
+        let _ = writeln!(out, "      - series: {}", quote(series));
+        let _ = writeln!(out, "        values: {}", quote(values));
+    }
+    let eval_time = prom_duration(Duration::from_secs(t.eval));
+    out.push_str("    alert_rule_test:\n");
+    let _ = writeln!(out, "      - eval_time: {eval_time}");
+    let _ = writeln!(out, "        alertname: {}", quote(&a.name));
+    match case.fires {
+        None => out.push_str("        exp_alerts: []\n"),
+        Some(value) => {
             out.push_str("        exp_alerts:\n");
             out.push_str("          - exp_labels:\n");
             let _ = writeln!(
@@ -230,12 +256,12 @@ pub(crate) fn tests_yaml(c: &MonitoringConfig) -> String {
             let _ = writeln!(
                 out,
                 "              summary: {}",
-                quote(&a.summary.render(&t.labels, t.value))
+                quote(&a.summary.render(&t.labels, value))
             );
             let _ = writeln!(
                 out,
                 "              description: {}",
-                quote(&a.description.render(&t.labels, t.value))
+                quote(&a.description.render(&t.labels, value))
             );
             let _ = writeln!(
                 out,
@@ -244,7 +270,17 @@ pub(crate) fn tests_yaml(c: &MonitoringConfig) -> String {
             );
         }
     }
-    out
+    if case.samples.is_empty() {
+        return;
+    }
+    out.push_str("    promql_expr_test:\n");
+    for (expr, labels, value) in &case.samples {
+        let _ = writeln!(out, "      - expr: {}", quote(expr));
+        let _ = writeln!(out, "        eval_time: {eval_time}");
+        out.push_str("        exp_samples:\n");
+        let _ = writeln!(out, "          - labels: {}", quote(labels));
+        let _ = writeln!(out, "            value: {}", num(*value));
+    }
 }
 
 /// The names of the alerts generated for `c`, in rule-file order.

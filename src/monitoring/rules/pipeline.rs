@@ -53,6 +53,7 @@ pub(super) fn trace_export(c: &MonitoringConfig) -> Vec<Alert> {
             quiet: dropped(0.0),
             labels: s.out(&[("instance", INSTANCE)]),
             value: 5.0,
+            more: vec![],
         },
     }]
 }
@@ -91,6 +92,7 @@ pub(super) fn sentry(c: &MonitoringConfig) -> Vec<Alert> {
             quiet: dropped(0.0),
             labels: s.out(&[("instance", INSTANCE)]),
             value: 2.0,
+            more: vec![],
         },
     }]
 }

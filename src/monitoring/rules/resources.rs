@@ -52,6 +52,7 @@ fn cpu(c: &MonitoringConfig) -> Alert {
             quiet: cpu(0.95 * t),
             labels: s.out(&[("instance", INSTANCE)]),
             value: 1.5 * t,
+            more: vec![],
         },
     }
 }
@@ -90,6 +91,7 @@ fn memory(c: &MonitoringConfig) -> Alert {
             quiet: vec![s.gauge(PROCESS_RESIDENT_MEMORY, &[], (0.95 * t).round(), n)],
             labels: s.out(&[("instance", INSTANCE)]),
             value: (1.5 * t).round(),
+            more: vec![],
         },
     }
 }
@@ -140,6 +142,7 @@ fn file_descriptors(c: &MonitoringConfig) -> Alert {
             quiet: fds(under),
             labels: s.out(&[("instance", INSTANCE)]),
             value: fire / max,
+            more: vec![],
         },
     }
 }

@@ -61,6 +61,7 @@ pub(super) fn failed_logins(c: &MonitoringConfig) -> Vec<Alert> {
             quiet: logins(0.95 * t),
             labels: s.out(&[]),
             value: 2.0 * t,
+            more: vec![],
         },
     }]
 }

@@ -81,39 +81,118 @@ impl Series<'_> {
         status: &str,
         steps: u64,
     ) -> Vec<(String, String)> {
-        let route = [
-            ("http_request_method", "GET"),
-            ("http_route", "/items/{id}"),
-            ("http_response_status_code", status),
-        ];
+        self.histogram_of(Traffic::Http, per_step, status, steps)
+    }
+
+    /// A duration histogram of `kind` (`per_step` as in [`Series::histogram`]), for one route
+    /// or method answering `status`.
+    pub(super) fn histogram_of(
+        &self,
+        kind: Traffic,
+        per_step: &[f64],
+        status: &str,
+        steps: u64,
+    ) -> Vec<(String, String)> {
+        let call = call_labels(kind, status, "");
+        let (bucket, count) = match kind {
+            Traffic::Http => (names::bucket(), names::count()),
+            Traffic::Rpc => (names::rpc_bucket(), names::rpc_count()),
+        };
         let mut out = Vec::new();
         let mut cumulative = 0.0;
         let buckets = &self.c.duration_buckets;
         for (i, per) in per_step.iter().enumerate() {
             cumulative += per;
             let le = buckets.get(i).map_or("+Inf".to_string(), |b| num(*b));
-            let mut labels: Vec<(&str, &str)> = route.to_vec();
+            let mut labels = call.clone();
             labels.push(("le", &le));
-            out.push(self.counter(&names::bucket(), &labels, cumulative, steps));
+            out.push(self.counter(&bucket, &labels, cumulative, steps));
         }
-        out.push(self.counter(&names::count(), &route, cumulative, steps));
+        out.push(self.counter(&count, &call, cumulative, steps));
         out
     }
 
     /// Request counts: `ok` 200s and `errors` 500s per step.
     pub(super) fn requests(&self, ok: f64, errors: f64, steps: u64) -> Vec<(String, String)> {
-        let labels = |status| {
-            [
-                ("http_request_method", "GET"),
-                ("http_route", "/items/{id}"),
-                ("http_response_status_code", status),
-            ]
-        };
         vec![
-            self.counter(&names::count(), &labels("200"), ok, steps),
-            self.counter(&names::count(), &labels("500"), errors, steps),
+            self.counter(
+                &names::count(),
+                &call_labels(Traffic::Http, "200", ""),
+                ok,
+                steps,
+            ),
+            self.counter(
+                &names::count(),
+                &call_labels(Traffic::Http, "500", ""),
+                errors,
+                steps,
+            ),
         ]
     }
+
+    /// gRPC calls of one method per step: `ok` answered OK, `not_found` NOT_FOUND (the
+    /// client's fault: no `error_type`) and `internal` INTERNAL (a server fault:
+    /// `error_type="INTERNAL"`). Kinds with no calls have no series.
+    pub(super) fn calls(
+        &self,
+        ok: f64,
+        not_found: f64,
+        internal: f64,
+        steps: u64,
+    ) -> Vec<(String, String)> {
+        [
+            ("OK", "", ok),
+            ("NOT_FOUND", "", not_found),
+            ("INTERNAL", "INTERNAL", internal),
+        ]
+        .into_iter()
+        .filter(|(_, _, per_step)| *per_step > 0.0)
+        .map(|(status, error_type, per_step)| {
+            self.counter(
+                &names::rpc_count(),
+                &call_labels(Traffic::Rpc, status, error_type),
+                per_step,
+                steps,
+            )
+        })
+        .collect()
+    }
+}
+
+/// What a test series counts: HTTP requests or gRPC calls served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Traffic {
+    Http,
+    Rpc,
+}
+
+/// The gRPC method of the test series.
+pub(super) const RPC_METHOD: &str = "shop.v1.Items/GetItem";
+
+/// The labels of the one HTTP route or gRPC method of the test series, answering `status`,
+/// with `error_type` when it is not empty.
+fn call_labels<'a>(kind: Traffic, status: &'a str, error_type: &'a str) -> Vec<(&'a str, &'a str)> {
+    let mut labels = match kind {
+        Traffic::Http => vec![
+            ("http_request_method", "GET"),
+            ("http_route", "/items/{id}"),
+            ("http_response_status_code", status),
+        ],
+        Traffic::Rpc => vec![
+            ("rpc_system_name", "grpc"),
+            ("rpc_method", RPC_METHOD),
+            ("rpc_response_status_code", status),
+        ],
+    };
+    if !error_type.is_empty() {
+        labels.push(("error_type", error_type));
+    }
+    labels
+}
+
+/// A per-step count rounded to a millionth, so the series read well in the test file.
+pub(super) fn tidy(v: f64) -> f64 {
+    (v * 1e6).round() / 1e6
 }
 
 /// The step and evaluation time of a unit test: a step of a tenth of the window (at least

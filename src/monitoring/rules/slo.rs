@@ -1,15 +1,15 @@
 //! The SLO burn-rate rules: one recording rule per objective and burn-rate window (the error
-//! and slow-request ratios), and the multi-window multi-burn-rate alerts on them, one per
-//! objective and severity.
+//! and slow-call ratios of the HTTP requests and gRPC calls served), and the multi-window
+//! multi-burn-rate alerts on them, one per objective and severity.
 
 use std::time::Duration;
 
-use crate::monitoring::names;
 use crate::monitoring::text::{humanize_duration, num, prom_duration, promql_str, secs};
 use crate::monitoring::{BurnRateWindow, MonitoringConfig, Severity};
 
-use super::http::error_ratio_expr;
-use super::series::{Series, timing};
+use super::cases::rpc_cases;
+use super::http::{error_cases, error_ratio_expr, indent, served};
+use super::series::{Series, Traffic, timing};
 use super::template::{Fmt, label, percent, tpl};
 use super::{Alert, AlertTest, Recording};
 
@@ -37,7 +37,8 @@ fn burn_windows(c: &MonitoringConfig) -> Vec<Duration> {
     w
 }
 
-/// The recorded 5xx ratio over `w` (`job:http_server_request_errors:ratio_rate1h`).
+/// The recorded error ratio over `w` (`job:http_server_request_errors:ratio_rate1h`; the name
+/// predates gRPC, whose failed calls it counts too).
 fn error_ratio_record(c: &MonitoringConfig, w: Duration) -> String {
     format!(
         "{}:http_server_request_errors:ratio_rate{}",
@@ -46,7 +47,8 @@ fn error_ratio_record(c: &MonitoringConfig, w: Duration) -> String {
     )
 }
 
-/// The recorded slow-request ratio over `w` (`job:http_server_request_slow:ratio_rate1h`).
+/// The recorded slow-call ratio over `w` (`job:http_server_request_slow:ratio_rate1h`; gRPC
+/// calls included).
 fn slow_ratio_record(c: &MonitoringConfig, w: Duration) -> String {
     format!(
         "{}:http_server_request_slow:ratio_rate{}",
@@ -55,14 +57,20 @@ fn slow_ratio_record(c: &MonitoringConfig, w: Duration) -> String {
     )
 }
 
-/// The share of requests slower than the latency objective's threshold over `w`.
+/// The recorded error ratio over the smallest burn-rate window, if there is one.
+pub(super) fn smallest_error_ratio_record(c: &MonitoringConfig) -> Option<String> {
+    burn_windows(c).first().map(|w| error_ratio_record(c, *w))
+}
+
+/// The share of the calls served (HTTP requests and gRPC calls) slower than the latency
+/// objective's threshold over `w`.
 fn slow_ratio_expr(c: &MonitoringConfig, w: &str) -> String {
-    let (sel, by) = (c.selector(), &c.service_label);
-    let le = le_matcher(c.latency_objective_seconds);
+    let by = &c.service_label;
+    let le = format!(", {}", le_matcher(c.latency_objective_seconds));
     format!(
-        "1 - (\n  sum by ({by}) (rate({bucket}{{{sel}, {le}}}[{w}]))\n  /\n  sum by ({by}) (rate({count}{{{sel}}}[{w}]))\n)",
-        bucket = names::bucket(),
-        count = names::count(),
+        "1 - (\n  sum by ({by}) (\n{}\n  )\n  /\n  sum by ({by}) (\n{}\n  )\n)",
+        indent(&served(c, "_bucket", &le, &le, w), 4),
+        indent(&served(c, "_count", "", "", w), 4),
     )
 }
 
@@ -156,18 +164,21 @@ fn burn_rate_alert(
         .join(", or ");
     let (step, eval) = timing(smallest, c.burn_rate_for);
     let n = eval / step + 2;
-    let (fire_series, quiet_series, what, runbook) = if slo == "availability" {
+    let (fire_series, quiet_series, more, what, runbook) = if slo == "availability" {
         (
             s.requests(1000.0 * (1.0 - fire), 1000.0 * fire, n),
             s.requests(1000.0 * (1.0 - under), 1000.0 * under, n),
-            "5xx ratio",
+            error_cases(c, fire, under, 1000.0, n),
+            "error ratio (HTTP 5xx, gRPC server errors)",
             "high-error-rate",
         )
     } else {
+        let split = |kind, good, bad| slow_split(&s, kind, good, bad, n);
         (
-            slow_split(&s, fire, n),
-            slow_split(&s, under, n),
-            "share of requests slower than the objective",
+            slow_split(&s, Traffic::Http, 1000.0 * (1.0 - fire), 1000.0 * fire, n),
+            slow_split(&s, Traffic::Http, 1000.0 * (1.0 - under), 1000.0 * under, n),
+            rpc_cases("slow", fire, under, 1000.0, &split),
+            "share of requests and gRPC calls slower than the objective",
             "high-latency",
         )
     };
@@ -213,20 +224,28 @@ fn burn_rate_alert(
             quiet: quiet_series,
             labels: s.out(&[]),
             value: fire,
+            more,
         },
     }
 }
 
-/// A latency-objective test histogram: 1000 requests a step, the `slow` share of them in the
-/// bucket just over the objective's threshold, the rest in the threshold's bucket.
-fn slow_split(s: &Series<'_>, slow: f64, n: u64) -> Vec<(String, String)> {
+/// A latency-objective test histogram of `kind`: per step, `fast` calls in the threshold's
+/// bucket and `slow` ones in the bucket just over it.
+fn slow_split(
+    s: &Series<'_>,
+    kind: Traffic,
+    fast: f64,
+    slow: f64,
+    n: u64,
+) -> Vec<(String, String)> {
     let b = &s.c.duration_buckets;
     let at = b
         .iter()
         .position(|x| *x == s.c.latency_objective_seconds)
         .unwrap_or(0);
     let mut per = vec![0.0; b.len() + 1];
-    per[at] = 1000.0 * (1.0 - slow);
-    per[at + 1] = 1000.0 * slow;
-    s.histogram(&per, "200", n)
+    per[at] = fast;
+    per[at + 1] = slow;
+    let status = if kind == Traffic::Http { "200" } else { "OK" };
+    s.histogram_of(kind, &per, status, n)
 }

@@ -31,6 +31,28 @@ pub fn demo_binary() -> PathBuf {
         .expect("cargo reports the demo executable")
 }
 
+/// Builds the example `name` (a no-op when it is up to date) and returns the executable's path.
+pub fn example_binary(name: &str) -> PathBuf {
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--example",
+            name,
+            "--message-format=json-render-diagnostics",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("cargo runs");
+    assert!(out.status.success(), "building the example {name} failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == name)
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .unwrap_or_else(|| panic!("cargo reports the {name} executable"))
+}
+
 /// A free loopback port.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -128,6 +150,61 @@ impl Demo {
                 "the demo did not exit within 15 s of SIGTERM"
             );
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Demo {
+    /// Like [`Demo::start`], for the example `name` (`PORT`, stdout, stderr and the wait for
+    /// it to listen handled the same way).
+    pub async fn start_example(name: &str, envs: &[(&str, &str)]) -> Demo {
+        let port = free_port();
+        let mut cmd = Command::new(example_binary(name));
+        cmd.env("PORT", port.to_string())
+            .env_remove("RUST_LOG")
+            .env_remove("MERCENARY_OBS_LOG_FORMAT")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("the example {name} starts: {e}"));
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let sink = stdout.clone();
+        let pipe = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let stderr = child.stderr.take().unwrap();
+        let prefix = name.to_string();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{prefix} stderr: {line}");
+            }
+        });
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                break;
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("the example {name} exited early with {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the example {name} did not listen within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Demo {
+            child,
+            addr,
+            stdout,
         }
     }
 }

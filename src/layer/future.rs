@@ -154,6 +154,7 @@ impl RequestRecord {
                     &["grpc", method, code.name(), error_type],
                     elapsed.as_secs_f64(),
                 );
+                self.span.record("rpc.method", method);
                 self.span.record("rpc.response.status_code", code.name());
             }
             None => self

@@ -13,7 +13,7 @@ use super::state::RequestState;
 use super::{Route, RouteExtractor};
 use crate::context::handoff::{RequestTrace, take_opened, with_request_trace};
 use crate::core::escape::push_json_str;
-use crate::core::grpc::{is_grpc, rpc_method};
+use crate::core::grpc::is_grpc;
 use crate::core::http::method_label;
 use crate::core::ids::{CorrelationId, new_span_id, new_trace_id};
 use crate::core::names::{REDACTED, REQUEST_TARGET};
@@ -177,12 +177,9 @@ where
                 "rpc.response.status_code" = tracing::field::Empty,
             );
             if grpc {
-                // Named by the method when kept (`package.Service/Method`).
+                // `rpc.method` is recorded when the call ends (an unimplemented method is
+                // `_OTHER`); the span is then named by it when kept.
                 span.record("rpc.system.name", "grpc");
-                span.record(
-                    "rpc.method",
-                    rpc_method(parts.uri.path()).unwrap_or("_OTHER"),
-                );
             }
             span
         };

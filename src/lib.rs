@@ -195,7 +195,7 @@ pub use self::logging::LogFormat;
 pub use self::metrics::options::DEFAULT_DURATION_BUCKETS;
 pub use self::metrics::{Counter, Gauge, Histogram, HistogramTimer, MetricsService};
 pub use self::obs::{Obs, ObsBuilder, ObsGuard};
-pub use self::traces::options::OtlpProtocol;
+pub use self::traces::options::{OtlpCompression, OtlpProtocol};
 
 /// The tower layer bound to the global instance (the one [`ObsBuilder::init`] installed), or to
 /// a metrics-only default when `init` has not been called. Call `init` first.

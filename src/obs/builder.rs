@@ -15,7 +15,7 @@ use crate::core::resource::ResourceOptions;
 use crate::layer::options::RequestOptions;
 use crate::logging::options::{LogFormat, LogOptions};
 use crate::metrics::options::MetricsOptions;
-use crate::traces::options::{OtlpProtocol, TraceOptions};
+use crate::traces::options::{OtlpCompression, OtlpProtocol, TraceOptions};
 
 /// Configuration of an [`Obs`] instance.
 ///
@@ -51,6 +51,7 @@ impl std::fmt::Debug for ObsBuilder {
             .field("resource", &self.resource)
             .field("log_format", &self.logs.format)
             .field("log_filter", &self.logs.filter)
+            .field("otlp", &self.traces.otlp)
             .finish_non_exhaustive()
     }
 }
@@ -315,7 +316,9 @@ impl ObsBuilder {
         self
     }
 
-    /// Headers sent with every export (authentication). Env: `OTEL_EXPORTER_OTLP_HEADERS`.
+    /// Headers sent with every export (authentication). Env: `OTEL_EXPORTER_OTLP_HEADERS` or
+    /// `OTEL_EXPORTER_OTLP_TRACES_HEADERS` (`name=value` pairs, values percent-encoded).
+    /// Values never appear in errors, logs or `Debug` output.
     pub fn otlp_headers<I, K, V>(mut self, headers: I) -> Self
     where
         I: IntoIterator<Item = (K, V)>,
@@ -328,6 +331,50 @@ impl ObsBuilder {
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
         );
+        self
+    }
+
+    /// A PEM file of CA certificates that verify the collector's certificate, instead of the
+    /// system's trust roots (feature `tls`). Env: `OTEL_EXPORTER_OTLP_CERTIFICATE` or
+    /// `OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE`. A file that cannot be read or holds no
+    /// certificate makes `build()` fail.
+    pub fn otlp_certificate(mut self, path: impl Into<String>) -> Self {
+        self.traces
+            .otlp
+            .certificate
+            .set(("ObsBuilder::otlp_certificate", path.into()));
+        self
+    }
+
+    /// PEM files of the client certificate chain and its private key, for collectors that
+    /// require mutual TLS (feature `tls`). Env: `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE` and
+    /// `OTEL_EXPORTER_OTLP_CLIENT_KEY` (or their `_TRACES_` forms).
+    pub fn otlp_client_certificate(
+        mut self,
+        certificate: impl Into<String>,
+        key: impl Into<String>,
+    ) -> Self {
+        let name = "ObsBuilder::otlp_client_certificate";
+        self.traces
+            .otlp
+            .client_certificate
+            .set((name, certificate.into()));
+        self.traces.otlp.client_key.set((name, key.into()));
+        self
+    }
+
+    /// Compression of export bodies. Env: `OTEL_EXPORTER_OTLP_COMPRESSION` or
+    /// `OTEL_EXPORTER_OTLP_TRACES_COMPRESSION` (`gzip`, `none`). Default: none.
+    pub fn otlp_compression(mut self, compression: OtlpCompression) -> Self {
+        self.traces.otlp.compression.set(compression);
+        self
+    }
+
+    /// For OTLP/gRPC with an endpoint given as a bare `host:port`: `true` connects in
+    /// plaintext, `false` with TLS. An `http://` or `https://` endpoint says it itself. Env:
+    /// `OTEL_EXPORTER_OTLP_INSECURE` or `OTEL_EXPORTER_OTLP_TRACES_INSECURE`. Default: `false`.
+    pub fn otlp_insecure(mut self, insecure: bool) -> Self {
+        self.traces.otlp.insecure.set(insecure);
         self
     }
 

@@ -49,6 +49,9 @@ use std::time::{Duration, Instant};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
 use prometheus::IntCounter;
 
+use super::options::TlsFiles;
+use super::target::Target;
+use super::transport::LastError;
 use crate::core::error::Error;
 
 /// `warn` is called at most once per this interval.
@@ -76,6 +79,11 @@ pub(crate) struct ExportConfig {
     pub(crate) endpoint: String,
     pub(crate) protocol: Protocol,
     pub(crate) headers: Vec<(String, String)>,
+    /// gzip the bodies.
+    pub(crate) gzip: bool,
+    /// CA bundle and client certificate (read when the exporter starts).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub(crate) tls: TlsFiles,
     /// Bound on each export call.
     pub(crate) timeout: Duration,
     /// `OTEL_BSP_SCHEDULE_DELAY`, default 5 s.
@@ -283,147 +291,6 @@ impl SpanExportQueue {
     }
 }
 
-/// The checked endpoint and headers.
-enum Target {
-    Http {
-        endpoint: String,
-        headers: http::HeaderMap,
-    },
-    #[cfg(feature = "grpc")]
-    Grpc {
-        endpoint: String,
-        headers: http::HeaderMap,
-    },
-}
-
-impl Target {
-    fn check(config: &ExportConfig) -> Result<Self, Error> {
-        let invalid_endpoint = |expected: &str| Error::InvalidSetting {
-            setting: "OTEL_EXPORTER_OTLP_ENDPOINT",
-            value: config.endpoint.clone(),
-            expected: expected.to_string(),
-        };
-        let mut headers = http::HeaderMap::new();
-        for (name, value) in &config.headers {
-            let header_name =
-                http::HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| {
-                    Error::InvalidSetting {
-                        setting: "OTEL_EXPORTER_OTLP_HEADERS",
-                        value: name.clone(),
-                        expected: "header names made of letters, digits and `-`".into(),
-                    }
-                })?;
-            // The value is a secret more often than not: it is never echoed in the error.
-            let header_value =
-                http::HeaderValue::from_str(value.trim()).map_err(|_| Error::InvalidSetting {
-                    setting: "OTEL_EXPORTER_OTLP_HEADERS",
-                    value: format!("{name}=…"),
-                    expected: format!("a value of visible ASCII characters for header `{name}`"),
-                })?;
-            headers.append(header_name, header_value);
-        }
-        match config.protocol {
-            Protocol::HttpProtobuf => {
-                let uri: http::Uri = config.endpoint.parse().map_err(|_| {
-                    invalid_endpoint("an http:// URL such as http://localhost:4318/v1/traces")
-                })?;
-                if uri.scheme_str() == Some("https") {
-                    return Err(invalid_endpoint(
-                        "an http:// URL: the OTLP/HTTP exporter is built without TLS; use a local \
-                         collector or the OTLP/gRPC protocol",
-                    ));
-                }
-                if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-                    return Err(invalid_endpoint(
-                        "an http:// URL such as http://localhost:4318/v1/traces",
-                    ));
-                }
-                Ok(Target::Http {
-                    endpoint: config.endpoint.clone(),
-                    headers,
-                })
-            }
-            #[cfg(feature = "grpc")]
-            Protocol::Grpc => {
-                // A bare `host:port` is plaintext (opentelemetry-otlp would assume https).
-                let endpoint = if config.endpoint.contains("://") {
-                    config.endpoint.clone()
-                } else {
-                    format!("http://{}", config.endpoint)
-                };
-                let uri: http::Uri = endpoint.parse().map_err(|_| {
-                    invalid_endpoint("a collector address such as http://localhost:4317")
-                })?;
-                if uri.scheme_str() == Some("https") {
-                    return Err(invalid_endpoint(
-                        "an http:// address: the OTLP/gRPC exporter is built without TLS",
-                    ));
-                }
-                if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-                    return Err(invalid_endpoint(
-                        "a collector address such as http://localhost:4317",
-                    ));
-                }
-                Ok(Target::Grpc { endpoint, headers })
-            }
-            #[cfg(not(feature = "grpc"))]
-            Protocol::Grpc => Err(Error::InvalidEnv {
-                variable: "OTEL_EXPORTER_OTLP_PROTOCOL",
-                value: "grpc".into(),
-                expected: "`http/protobuf`, or enable the `grpc` feature of mercenary-obs".into(),
-            }),
-        }
-    }
-
-    fn endpoint(&self) -> &str {
-        match self {
-            Target::Http { endpoint, .. } => endpoint,
-            #[cfg(feature = "grpc")]
-            Target::Grpc { endpoint, .. } => endpoint,
-        }
-    }
-
-    /// Builds the exporter; must run inside the runtime (tonic's lazy channel spawns a task).
-    fn build(self, timeout: Duration) -> Result<opentelemetry_otlp::SpanExporter, Error> {
-        use opentelemetry_otlp::WithExportConfig as _;
-
-        let endpoint = self.endpoint().to_owned();
-        let built = match self {
-            Target::Http { endpoint, headers } => {
-                use opentelemetry_otlp::WithHttpConfig as _;
-                let headers = headers
-                    .iter()
-                    .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-                    .collect();
-                opentelemetry_otlp::SpanExporter::builder()
-                    .with_http()
-                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                    .with_endpoint(endpoint)
-                    .with_timeout(timeout)
-                    .with_headers(headers)
-                    .build()
-            }
-            #[cfg(feature = "grpc")]
-            Target::Grpc { endpoint, headers } => {
-                use opentelemetry_otlp::WithTonicConfig as _;
-                use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
-                opentelemetry_otlp::SpanExporter::builder()
-                    .with_tonic()
-                    .with_protocol(opentelemetry_otlp::Protocol::Grpc)
-                    .with_endpoint(endpoint)
-                    .with_timeout(timeout)
-                    .with_metadata(MetadataMap::from_headers(headers))
-                    .build()
-            }
-        };
-        built.map_err(|e| Error::InvalidSetting {
-            setting: "OTEL_EXPORTER_OTLP_ENDPOINT",
-            value: endpoint,
-            expected: format!("an endpoint the OTLP exporter accepts ({e})"),
-        })
-    }
-}
-
 fn check_positive(setting: &'static str, value: u128, expected: &str) -> Result<(), Error> {
     if value == 0 {
         return Err(Error::InvalidSetting {
@@ -463,9 +330,10 @@ fn run(
         }
     };
     let endpoint = target.endpoint().to_owned();
+    let last_error = LastError::default();
     let exporter = {
         let _enter = runtime.get().enter();
-        target.build(config.timeout)
+        target.build(config.timeout, config.gzip, &last_error)
     };
     let mut exporter = match exporter {
         Ok(exporter) => exporter,
@@ -485,6 +353,7 @@ fn run(
         timeout: config.timeout,
         schedule_delay: config.schedule_delay,
         warn: config.warn,
+        last_error,
         last_warn: None,
         suppressed: 0,
     };
@@ -544,6 +413,8 @@ struct Worker {
     timeout: Duration,
     schedule_delay: Duration,
     warn: Box<dyn Fn(&str) + Send + Sync>,
+    /// The transport's last failure, with its causes (the exporter's error says less).
+    last_error: LastError,
     last_warn: Option<Instant>,
     /// Failed exports not reported since the last warning.
     suppressed: u64,
@@ -561,6 +432,10 @@ impl Worker {
                 Outcome::Exported => counters.exported.inc_by(spans),
                 Outcome::Failed(reason) => {
                     counters.export_failed.inc_by(spans);
+                    let reason = match self.last_error.take() {
+                        Some(cause) => format!("{reason} ({cause})"),
+                        None => reason.clone(),
+                    };
                     self.warn(|| format!("OTLP trace export failed, {spans} spans lost: {reason}"));
                 }
                 Outcome::TimedOut => {
@@ -618,6 +493,8 @@ impl Worker {
     /// One export, bounded by `timeout` and cancelled if `shutdown` gives up.
     fn export(&self, runtime: &tokio::runtime::Runtime, batch: Vec<SpanData>) -> Outcome {
         let abandon = &self.shared.abandon;
+        // A failure recorded by an earlier export says nothing about this one.
+        self.last_error.take();
         runtime.block_on(async {
             let mut export = pin!(tokio::time::timeout(
                 self.timeout,
@@ -782,6 +659,8 @@ mod tests {
             endpoint,
             protocol,
             headers: vec![("x-mercenary-test".into(), "yes".into())],
+            gzip: false,
+            tls: TlsFiles::default(),
             timeout,
             schedule_delay: Duration::from_secs(5),
             max_queue_size: 2048,
@@ -1093,12 +972,12 @@ mod tests {
                 &warnings,
             )
         };
-        for endpoint in [
-            "not a url",
-            "localhost:4318",
-            "https://collector:4318/v1/traces",
-            "ftp://x/",
-        ] {
+        let mut bad = vec!["not a url", "localhost:4318", "ftp://x/"];
+        if !cfg!(feature = "tls") {
+            // Without TLS, an https:// endpoint is refused up front.
+            bad.push("https://collector:4318/v1/traces");
+        }
+        for endpoint in bad {
             assert_eq!(
                 setting(start(http(endpoint))),
                 "OTEL_EXPORTER_OTLP_ENDPOINT",

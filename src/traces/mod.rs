@@ -19,6 +19,12 @@ pub(crate) mod propagation;
 pub(crate) mod record;
 pub(crate) mod ring;
 pub(crate) mod sampler;
+#[cfg(feature = "otlp")]
+mod target;
+#[cfg(feature = "tls")]
+mod tls;
+#[cfg(feature = "otlp")]
+mod transport;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -127,6 +133,8 @@ fn start_export(
                 options::OtlpProtocol::HttpProtobuf => export::Protocol::HttpProtobuf,
             },
             headers: config.headers,
+            gzip: config.compression == options::OtlpCompression::Gzip,
+            tls: config.tls,
             timeout: config.timeout,
             schedule_delay: config.schedule_delay,
             max_queue_size: config.queue_size,

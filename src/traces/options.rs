@@ -19,6 +19,38 @@ pub enum OtlpProtocol {
     HttpProtobuf,
 }
 
+/// Compression of OTLP export bodies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OtlpCompression {
+    /// Bodies sent as they are (the OTel default).
+    None,
+    /// gzip (`content-encoding: gzip` over HTTP, `grpc-encoding: gzip` over gRPC).
+    Gzip,
+}
+
+/// A setting's value and the name of its source, for errors: `ObsBuilder::otlp_certificate`
+/// or the variable it was read from.
+pub(crate) type Sourced<T> = (&'static str, T);
+
+/// Where the TLS material comes from: PEM file paths, each with the name of its source.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct TlsFiles {
+    /// CA bundle that replaces the system's trust roots.
+    pub(crate) ca: Option<Sourced<String>>,
+    /// Client certificate chain (mutual TLS).
+    pub(crate) client_certificate: Option<Sourced<String>>,
+    /// The client certificate's private key.
+    pub(crate) client_key: Option<Sourced<String>>,
+}
+
+impl TlsFiles {
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ca.is_none() && self.client_certificate.is_none() && self.client_key.is_none()
+    }
+}
+
 /// Trace settings as given (`ObsBuilder`'s trace setters) and read from the environment.
 #[derive(Default)]
 pub(crate) struct TraceOptions {
@@ -48,6 +80,56 @@ pub(crate) struct OtlpOptions {
     pub(crate) timeout: Setting<Duration>,
     pub(crate) schedule_delay: Setting<Duration>,
     pub(crate) queue_size: Setting<usize>,
+    pub(crate) certificate: Setting<Sourced<String>>,
+    pub(crate) client_certificate: Setting<Sourced<String>>,
+    pub(crate) client_key: Setting<Sourced<String>>,
+    pub(crate) compression: Setting<OtlpCompression>,
+    pub(crate) insecure: Setting<bool>,
+}
+
+/// Header names with their values hidden: values are secrets more often than not.
+pub(crate) struct RedactedHeaders<'a>(pub(crate) &'a [(String, String)]);
+
+impl std::fmt::Debug for RedactedHeaders<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, _)| (k, "[REDACTED]")))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for OtlpOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtlpOptions")
+            .field("endpoint", &self.endpoint)
+            .field("env_endpoint", &self.env_endpoint)
+            .field("env_traces_endpoint", &self.env_traces_endpoint)
+            .field("protocol", &self.protocol)
+            .field(
+                "headers",
+                &self.headers.value().map(|h| RedactedHeaders(h.as_slice())),
+            )
+            .field("timeout", &self.timeout)
+            .field("certificate", &self.certificate)
+            .field("client_certificate", &self.client_certificate)
+            .field("client_key", &self.client_key)
+            .field("compression", &self.compression)
+            .field("insecure", &self.insecure)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for OtlpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtlpConfig")
+            .field("endpoint", &self.endpoint)
+            .field("protocol", &self.protocol)
+            .field("headers", &RedactedHeaders(&self.headers))
+            .field("timeout", &self.timeout)
+            .field("compression", &self.compression)
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Validated trace settings.
@@ -69,6 +151,8 @@ pub(crate) struct OtlpConfig {
     pub(crate) timeout: Duration,
     pub(crate) schedule_delay: Duration,
     pub(crate) queue_size: usize,
+    pub(crate) compression: OtlpCompression,
+    pub(crate) tls: TlsFiles,
 }
 
 fn setting(setting: &'static str, value: String, expected: &str) -> Error {
@@ -194,14 +278,71 @@ impl OtlpOptions {
             },
         );
         self.protocol.set_env(protocol);
-        if let Some(text) = vars
-            .get(env::OTEL_EXPORTER_OTLP_HEADERS)
-            .map(str::to_string)
-        {
-            match parse_key_values(&text) {
-                Ok(h) => self.headers.env = Some(h),
-                Err(e) => vars.error(env::OTEL_EXPORTER_OTLP_HEADERS, &text, &e),
+        // The `_TRACES_` form wins over the generic one.
+        for name in [
+            env::OTEL_EXPORTER_OTLP_HEADERS,
+            env::OTEL_EXPORTER_OTLP_TRACES_HEADERS,
+        ] {
+            if let Some(text) = vars.get(name).map(str::to_string) {
+                match parse_key_values(&text) {
+                    Ok(h) => self.headers.env = Some(h),
+                    // Neither the value nor the parser's message (which quotes it) is shown.
+                    Err(_) => vars.error(
+                        name,
+                        &redact_header_text(&text),
+                        "comma-separated `name=value` pairs with percent-encoded values",
+                    ),
+                }
             }
+        }
+        for (generic, traces, slot) in [
+            (
+                env::OTEL_EXPORTER_OTLP_CERTIFICATE,
+                env::OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE,
+                &mut self.certificate,
+            ),
+            (
+                env::OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE,
+                env::OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE,
+                &mut self.client_certificate,
+            ),
+            (
+                env::OTEL_EXPORTER_OTLP_CLIENT_KEY,
+                env::OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY,
+                &mut self.client_key,
+            ),
+        ] {
+            for name in [generic, traces] {
+                if let Some(path) = vars.get(name) {
+                    slot.env = Some((name, path.trim().to_string()));
+                }
+            }
+        }
+        for name in [
+            env::OTEL_EXPORTER_OTLP_COMPRESSION,
+            env::OTEL_EXPORTER_OTLP_TRACES_COMPRESSION,
+        ] {
+            let compression = vars.parse(name, "`gzip` or `none`", |v| {
+                match v.to_ascii_lowercase().as_str() {
+                    "gzip" => Some(OtlpCompression::Gzip),
+                    "none" => Some(OtlpCompression::None),
+                    _ => None,
+                }
+            });
+            self.compression.set_env(compression);
+        }
+        for name in [
+            env::OTEL_EXPORTER_OTLP_INSECURE,
+            env::OTEL_EXPORTER_OTLP_TRACES_INSECURE,
+        ] {
+            let insecure = vars.parse(name, "`true` or `false`", |v| {
+                match v.to_ascii_lowercase().as_str() {
+                    "true" => Some(true),
+                    "false" => Some(false),
+                    _ => None,
+                }
+            });
+            self.insecure.set_env(insecure);
         }
         let timeout = vars.parse(
             env::OTEL_EXPORTER_OTLP_TIMEOUT,
@@ -252,7 +393,16 @@ impl OtlpOptions {
             (None, None, Some(u)) => (u.clone(), env::OTEL_EXPORTER_OTLP_ENDPOINT, true),
             _ => return Ok(None),
         };
-        let (url, source, base) = endpoint;
+        let (mut url, source, base) = endpoint;
+        // OTLP/gRPC takes a bare `host:port`: TLS unless `OTEL_EXPORTER_OTLP_INSECURE=true`.
+        if protocol == OtlpProtocol::Grpc && !url.contains("://") {
+            let scheme = if self.insecure.or(false) {
+                "http"
+            } else {
+                "https"
+            };
+            url = format!("{scheme}://{url}");
+        }
         let parsed = url.parse::<http::Uri>().ok().filter(|u| {
             matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some()
         });
@@ -278,6 +428,7 @@ impl OtlpOptions {
         } else {
             url.clone()
         };
+        let tls = self.tls_files()?;
         Ok(Some(OtlpConfig {
             endpoint,
             protocol,
@@ -285,6 +436,76 @@ impl OtlpOptions {
             timeout: self.timeout.or(Duration::from_secs(10)),
             schedule_delay: self.schedule_delay.or(Duration::from_secs(5)),
             queue_size: positive("ObsBuilder::export_queue_size", self.queue_size.or(2048))?,
+            compression: self.compression.or(OtlpCompression::None),
+            tls,
         }))
     }
+
+    /// The certificate files, checked for consistency (the files are read when the exporter
+    /// starts, by `traces::tls`).
+    fn tls_files(&mut self) -> Result<TlsFiles, Error> {
+        let files = TlsFiles {
+            ca: self.certificate.take().map(|(v, _)| v),
+            client_certificate: self.client_certificate.take().map(|(v, _)| v),
+            client_key: self.client_key.take().map(|(v, _)| v),
+        };
+        match (&files.client_certificate, &files.client_key) {
+            (Some((name, path)), None) => {
+                return Err(source_error(
+                    name,
+                    path.clone(),
+                    "a client certificate together with its key \
+                     (OTEL_EXPORTER_OTLP_CLIENT_KEY or ObsBuilder::otlp_client_certificate)",
+                ));
+            }
+            (None, Some((name, path))) => {
+                return Err(source_error(
+                    name,
+                    path.clone(),
+                    "a client key together with its certificate \
+                     (OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE or ObsBuilder::otlp_client_certificate)",
+                ));
+            }
+            _ => {}
+        }
+        if !cfg!(feature = "tls") {
+            let first = files
+                .ca
+                .as_ref()
+                .or(files.client_certificate.as_ref())
+                .or(files.client_key.as_ref());
+            if let Some((name, path)) = first {
+                return Err(source_error(
+                    name,
+                    path.clone(),
+                    "no TLS files: this build of mercenary-obs has no `tls` feature",
+                ));
+            }
+        }
+        Ok(files)
+    }
+}
+
+/// An error naming `name`: a variable (`OTEL_*`) or a setter.
+pub(crate) fn source_error(name: &'static str, value: String, expected: &str) -> Error {
+    if name.starts_with("OTEL_") {
+        Error::InvalidEnv {
+            variable: name,
+            value,
+            expected: expected.into(),
+        }
+    } else {
+        setting(name, value, expected)
+    }
+}
+
+/// `name=value,...` with every value replaced by `…`, for errors.
+fn redact_header_text(text: &str) -> String {
+    text.split(',')
+        .map(|item| match item.split_once('=') {
+            Some((k, _)) => format!("{}=…", k.trim()),
+            None => "…".to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }

@@ -184,6 +184,7 @@ impl Target {
                     .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                     .with_endpoint(endpoint)
                     .with_timeout(timeout)
+                    .with_retry_policy(opentelemetry_otlp::RetryPolicy::recommended())
                     .with_headers(headers);
                 if gzip {
                     builder.with_compression(compression).build()
@@ -203,6 +204,7 @@ impl Target {
                     .with_tonic()
                     .with_protocol(opentelemetry_otlp::Protocol::Grpc)
                     .with_timeout(timeout)
+                    .with_retry_policy(opentelemetry_otlp::RetryPolicy::recommended())
                     .with_metadata(MetadataMap::from_headers(headers));
                 let builder = match tls {
                     #[cfg(feature = "tls")]

@@ -79,6 +79,9 @@ pub const TRACES_TOTAL: &str = "mercenary_obs_traces_total";
 pub const SPANS_DROPPED: &str = "mercenary_obs_spans_dropped_total";
 /// `mercenary_obs_spans_exported_total`: spans the OTLP collector accepted.
 pub const SPANS_EXPORTED: &str = "mercenary_obs_spans_exported_total";
+/// `mercenary_obs_export_requests_total{outcome}`: OTLP export calls (one per batch, retries
+/// included), by outcome: `success`, `failed`, `timed_out`.
+pub const EXPORT_REQUESTS: &str = "mercenary_obs_export_requests_total";
 /// `mercenary_obs_sentry_events_dropped_total{reason}`: Sentry events not delivered (registered
 /// with feature `sentry` and a DSN).
 pub const SENTRY_EVENTS_DROPPED: &str = "mercenary_obs_sentry_events_dropped_total";

@@ -106,6 +106,12 @@ pub(crate) struct ExportCounters {
     pub(crate) export_failed: IntCounter,
     /// Spans the collector accepted.
     pub(crate) exported: IntCounter,
+    /// Export calls (retries inside one call included) the collector accepted.
+    pub(crate) requests_success: IntCounter,
+    /// Export calls that failed (refused, or no answer after the exporter's retries).
+    pub(crate) requests_failed: IntCounter,
+    /// Export calls cut by `timeout`, or abandoned by `shutdown`.
+    pub(crate) requests_timed_out: IntCounter,
 }
 
 struct State {
@@ -429,8 +435,12 @@ impl Worker {
             next_export = Instant::now() + self.schedule_delay;
             let counters = &self.shared.counters;
             match &outcome {
-                Outcome::Exported => counters.exported.inc_by(spans),
+                Outcome::Exported => {
+                    counters.requests_success.inc();
+                    counters.exported.inc_by(spans);
+                }
                 Outcome::Failed(reason) => {
+                    counters.requests_failed.inc();
                     counters.export_failed.inc_by(spans);
                     let reason = match self.last_error.take() {
                         Some(cause) => format!("{reason} ({cause})"),
@@ -439,6 +449,7 @@ impl Worker {
                     self.warn(|| format!("OTLP trace export failed, {spans} spans lost: {reason}"));
                 }
                 Outcome::TimedOut => {
+                    counters.requests_timed_out.inc();
                     counters.export_failed.inc_by(spans);
                     let timeout = self.timeout;
                     self.warn(|| {
@@ -447,7 +458,10 @@ impl Worker {
                         )
                     });
                 }
-                Outcome::Abandoned => counters.export_failed.inc_by(spans),
+                Outcome::Abandoned => {
+                    counters.requests_timed_out.inc();
+                    counters.export_failed.inc_by(spans);
+                }
             }
             lock(&self.shared.state).handled += spans;
             self.shared.done.notify_all();
@@ -641,6 +655,9 @@ mod tests {
             queue_full: counts.queue_full.clone(),
             export_failed: counts.export_failed.clone(),
             exported: counts.exported.clone(),
+            requests_success: IntCounter::new("success", "h").unwrap(),
+            requests_failed: IntCounter::new("failed", "h").unwrap(),
+            requests_timed_out: IntCounter::new("timed_out", "h").unwrap(),
         };
         (counters, counts)
     }

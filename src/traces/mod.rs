@@ -103,7 +103,7 @@ fn start_export(
 ) -> Result<export::SpanExportQueue, Error> {
     use opentelemetry::KeyValue;
 
-    use crate::core::names::SPANS_EXPORTED;
+    use crate::core::names::{EXPORT_REQUESTS, SPANS_EXPORTED};
 
     let exported =
         prometheus::IntCounter::new(SPANS_EXPORTED, "Spans the OTLP collector accepted.")
@@ -112,6 +112,18 @@ fn start_export(
                 metric: SPANS_EXPORTED.into(),
                 reason: e.to_string(),
             })?;
+    let requests = prometheus::IntCounterVec::new(
+        prometheus::Opts::new(
+            EXPORT_REQUESTS,
+            "OTLP export calls (one per batch, retries included), by outcome.",
+        ),
+        &["outcome"],
+    )
+    .and_then(|c| registry.register(Box::new(c.clone())).map(|()| c))
+    .map_err(|e| Error::MetricRegistration {
+        metric: EXPORT_REQUESTS.into(),
+        reason: e.to_string(),
+    })?;
     let resource = opentelemetry_sdk::Resource::builder_empty()
         .with_attributes(
             resource
@@ -146,6 +158,9 @@ fn start_export(
             queue_full: metrics.spans_dropped.with_label_values(&["queue_full"]),
             export_failed: metrics.spans_dropped.with_label_values(&["export_failed"]),
             exported,
+            requests_success: requests.with_label_values(&["success"]),
+            requests_failed: requests.with_label_values(&["failed"]),
+            requests_timed_out: requests.with_label_values(&["timed_out"]),
         },
     )
 }

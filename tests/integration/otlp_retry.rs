@@ -124,6 +124,17 @@ async fn throttled_twice_then_accepted_delivers_the_batch_once() {
         "{reason=\"export_failed\"}",
     );
     assert_eq!(failed, 0.0);
+    let requests = |outcome: &str| {
+        let labels = format!("{{outcome=\"{outcome}\"}}");
+        counter(&exposition, "mercenary_obs_export_requests_total", &labels)
+    };
+    assert_eq!(
+        requests("success"),
+        1.0,
+        "one export call, retries inside it"
+    );
+    assert_eq!(requests("failed"), 0.0);
+    assert_eq!(requests("timed_out"), 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,4 +157,12 @@ async fn bad_request_is_tried_once_and_counted_failed() {
     );
     let exported = counter(&exposition, "mercenary_obs_spans_exported_total", "");
     assert_eq!(exported, 0.0);
+    let requests = |outcome: &str| {
+        let labels = format!("{{outcome=\"{outcome}\"}}");
+        counter(&exposition, "mercenary_obs_export_requests_total", &labels)
+    };
+    assert_eq!(requests("failed"), 1.0);
+    assert_eq!(requests("success"), 0.0);
+    assert_eq!(requests("timed_out"), 0.0);
+    common::promtool_check(&exposition);
 }

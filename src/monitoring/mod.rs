@@ -37,6 +37,7 @@
 //! | `HighMemoryUsage` | ticket | resident memory over 1 GiB, for 15m |
 //! | `FileDescriptorsNearLimit` | ticket | open fds over 80% of the limit, for 15m |
 //! | `TraceExportFailing` | ticket | spans dropped by the export queue or the exporter, for 10m |
+//! | `TraceExportMostlyFailing` | ticket | over 50% of the OTLP export calls fail or time out (`mercenary_obs_export_requests_total`), for 10m |
 //! | `SentryEventsDropped` | info | Sentry events dropped, for 15m |
 //! | `FailedLoginSurge` | ticket | `security_events_total{kind="failed_login"}` over 1/s, for 5m |
 //! | `AvailabilityBudgetBurnPage` / `…Ticket` | page / ticket | multi-window multi-burn-rate on the availability objective (99.9%) |

@@ -479,3 +479,102 @@ fn header_values_never_appear_in_debug_or_errors() {
         .to_string();
     assert!(!e.contains("hunter2"), "{e}");
 }
+
+/// An OTLP/gRPC receiver over TLS (ALPN `h2`) on 127.0.0.1: hyper's HTTP/2 server reading the
+/// gRPC framing (a 5-byte prefix: compressed flag, big-endian length) of each
+/// `ExportTraceServiceRequest`, answering an empty response message and `grpc-status: 0`.
+#[cfg(feature = "grpc")]
+async fn grpc_tls_receiver(config: Arc<rustls::ServerConfig>) -> (SocketAddr, Inbox) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let inbox: Inbox = Arc::default();
+    let sink = inbox.clone();
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(move |req: http::Request<_>| {
+                    let sink = sink.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        assert_eq!(
+                            parts.uri.path(),
+                            "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+                        );
+                        let body: hyper::body::Incoming = body;
+                        let bytes = body.collect().await.unwrap().to_bytes();
+                        assert!(bytes.len() >= 5, "a gRPC frame");
+                        let len = u32::from_be_bytes(bytes[1..5].try_into().unwrap()) as usize;
+                        assert_eq!(bytes.len(), 5 + len, "one message per call");
+                        let mut headers = parts.headers.clone();
+                        // The flag says whether the message is compressed (`grpc-encoding`).
+                        if bytes[0] == 1 {
+                            let encoding = headers["grpc-encoding"].clone();
+                            headers.insert("content-encoding", encoding);
+                        } else {
+                            headers.remove("content-encoding");
+                        }
+                        sink.lock().unwrap().push(decode(&headers, &bytes[5..]));
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                        let body = Full::new(Bytes::from_static(&[0, 0, 0, 0, 0]))
+                            .with_trailers(async move { Some(Ok::<_, Infallible>(trailers)) });
+                        Ok::<_, Infallible>(
+                            http::Response::builder()
+                                .header("content-type", "application/grpc")
+                                .body(body)
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await;
+            });
+        }
+    });
+    (addr, inbox)
+}
+
+#[cfg(feature = "grpc")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_over_tls_with_ca_bundle_and_gzip() {
+    let pki = pki();
+    let (addr, inbox) = grpc_tls_receiver(server_config(
+        pki.server_chain.clone(),
+        pki.server_key.clone_key(),
+        None,
+        &[b"h2"],
+    ))
+    .await;
+    let capture = Capture::default();
+    let obs = builder(format!("https://localhost:{}", addr.port()), &capture)
+        .from_vars([
+            (
+                "OTEL_EXPORTER_OTLP_CERTIFICATE",
+                pki.ca_pem.to_str().unwrap(),
+            ),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=acme"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+        ])
+        .build()
+        .unwrap();
+    let sent = drive(&obs, 30).await;
+    assert!(obs.flush(), "flush exports everything in time");
+    assert_all_arrived(&obs, &sent, &inbox);
+    for r in inbox.lock().unwrap().iter() {
+        assert_eq!(r.headers["x-tenant"], "acme");
+        assert_eq!(r.headers["content-encoding"], "gzip", "compressed frames");
+    }
+    assert!(export_warnings(&capture).is_empty(), "{}", capture.text());
+}

@@ -106,6 +106,8 @@ pub(crate) struct ExportCounters {
     pub(crate) export_failed: IntCounter,
     /// Spans the collector accepted.
     pub(crate) exported: IntCounter,
+    /// Spans the collector rejected in a partial success (OTLP/HTTP).
+    pub(crate) rejected: IntCounter,
     /// Export calls (retries inside one call included) the collector accepted.
     pub(crate) requests_success: IntCounter,
     /// Export calls that failed (refused, or no answer after the exporter's retries).
@@ -437,7 +439,9 @@ impl Worker {
             match &outcome {
                 Outcome::Exported => {
                     counters.requests_success.inc();
-                    counters.exported.inc_by(spans);
+                    let rejected = self.last_error.take_rejected().min(spans);
+                    counters.exported.inc_by(spans - rejected);
+                    counters.rejected.inc_by(rejected);
                 }
                 Outcome::Failed(reason) => {
                     counters.requests_failed.inc();
@@ -655,6 +659,7 @@ mod tests {
             queue_full: counts.queue_full.clone(),
             export_failed: counts.export_failed.clone(),
             exported: counts.exported.clone(),
+            rejected: IntCounter::new("rejected", "h").unwrap(),
             requests_success: IntCounter::new("success", "h").unwrap(),
             requests_failed: IntCounter::new("failed", "h").unwrap(),
             requests_timed_out: IntCounter::new("timed_out", "h").unwrap(),

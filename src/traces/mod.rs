@@ -157,6 +157,7 @@ fn start_export(
         export::ExportCounters {
             queue_full: metrics.spans_dropped.with_label_values(&["queue_full"]),
             export_failed: metrics.spans_dropped.with_label_values(&["export_failed"]),
+            rejected: metrics.spans_dropped.with_label_values(&["rejected"]),
             exported,
             requests_success: requests.with_label_values(&["success"]),
             requests_failed: requests.with_label_values(&["failed"]),

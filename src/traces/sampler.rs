@@ -197,6 +197,7 @@ impl TraceMetrics {
             "buffer_full",
             "queue_full",
             "export_failed",
+            "rejected",
             "too_many_spans",
         ] {
             spans_dropped.with_label_values(&[reason]);

@@ -7,6 +7,7 @@
 //! certificate, a wrong name).
 
 use std::error::Error as StdError;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -20,11 +21,17 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 /// Response bodies larger than this are refused (the collector answers with a small message).
 const MAX_RESPONSE: usize = 4 << 20;
 
-/// The last transport failure, as text.
+/// The last transport failure, as text; and spans the collector rejected in answers that
+/// were otherwise successes (OTLP partial success, which `opentelemetry-otlp` only logs).
 #[derive(Clone, Debug, Default)]
-pub(crate) struct LastError(Arc<Mutex<Option<String>>>);
+pub(crate) struct LastError(Arc<Mutex<Option<String>>>, Arc<AtomicU64>);
 
 impl LastError {
+    /// Spans rejected since the last call, taken.
+    pub(crate) fn take_rejected(&self) -> u64 {
+        self.1.swap(0, Ordering::Relaxed)
+    }
+
     pub(crate) fn record(&self, error: &(dyn StdError + 'static)) {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(error_chain(error));
     }
@@ -99,6 +106,11 @@ where
             let response = self.client.request(request).await?;
             let (parts, body) = response.into_parts();
             let body = Limited::new(body, MAX_RESPONSE).collect().await?.to_bytes();
+            if parts.status.is_success() && !body.is_empty() {
+                self.last_error
+                    .1
+                    .fetch_add(rejected_spans(&body), Ordering::Relaxed);
+            }
             Ok::<_, BoxError>(http::Response::from_parts(parts, body))
         }
         .await;
@@ -107,6 +119,17 @@ where
             e
         })
     }
+}
+
+/// `partial_success.rejected_spans` of an OTLP/HTTP protobuf answer (0 when absent or not
+/// protobuf).
+fn rejected_spans(body: &[u8]) -> u64 {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+    use prost::Message as _;
+    ExportTraceServiceResponse::decode(body)
+        .ok()
+        .and_then(|r| r.partial_success)
+        .map_or(0, |p| u64::try_from(p.rejected_spans).unwrap_or(0))
 }
 
 /// A connector for tonic's channel: TCP, then TLS with the crate's rustls configuration and

@@ -95,6 +95,64 @@ async fn export_through(endpoint: &str, n: usize) -> (Obs, String, Duration) {
     (obs, exposition, took)
 }
 
+/// A receiver that accepts every batch but answers with an OTLP partial success rejecting
+/// `rejected` spans of each.
+async fn partial_receiver(rejected: i64) -> (String, Arc<Seen>) {
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTracePartialSuccess, ExportTraceServiceResponse,
+    };
+    let seen = Arc::new(Seen::default());
+    let sink = seen.clone();
+    let app = Router::new().route(
+        "/v1/traces",
+        post(move |body: Bytes| {
+            let sink = sink.clone();
+            async move {
+                sink.attempts.fetch_add(1, Ordering::SeqCst);
+                let req = ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf body");
+                let mut accepted = sink.accepted.lock().unwrap();
+                for rs in req.resource_spans {
+                    for ss in rs.scope_spans {
+                        for s in ss.spans {
+                            accepted.push((s.trace_id, s.span_id));
+                        }
+                    }
+                }
+                let answer = ExportTraceServiceResponse {
+                    partial_success: Some(ExportTracePartialSuccess {
+                        rejected_spans: rejected,
+                        error_message: "span too old".into(),
+                    }),
+                };
+                let headers = [("content-type", "application/x-protobuf")];
+                (StatusCode::OK, headers, answer.encode_to_vec()).into_response()
+            }
+        }),
+    );
+    (format!("http://{}", common::serve(app).await), seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_success_counts_the_rejected_spans() {
+    let (endpoint, seen) = partial_receiver(3).await;
+    let (_obs, exposition, _) = export_through(&endpoint, 10).await;
+    let accepted = seen.accepted.lock().unwrap().len() as f64;
+    let batches = seen.attempts.load(Ordering::SeqCst) as f64;
+    assert!(batches >= 1.0);
+    let rejected = counter(
+        &exposition,
+        "mercenary_obs_spans_dropped_total",
+        "{reason=\"rejected\"}",
+    );
+    assert_eq!(rejected, 3.0 * batches, "each answer rejected 3 spans");
+    let exported = counter(&exposition, "mercenary_obs_spans_exported_total", "");
+    assert_eq!(
+        exported,
+        accepted - rejected,
+        "rejected spans are not counted as exported"
+    );
+}
+
 fn counter(exposition: &str, name: &str, labels: &str) -> f64 {
     let found: HashMap<String, f64> = samples(exposition, name).into_iter().collect();
     found.get(labels).copied().unwrap_or(0.0)

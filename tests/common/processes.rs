@@ -11,24 +11,7 @@ use super::client;
 
 /// Builds the demo (a no-op when it is up to date) and returns the executable's path.
 pub fn demo_binary() -> PathBuf {
-    let out = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--example",
-            "demo",
-            "--message-format=json-render-diagnostics",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("cargo runs");
-    assert!(out.status.success(), "building the demo failed");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "demo")
-        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .expect("cargo reports the demo executable")
+    example_binary("demo")
 }
 
 /// Builds the example `name` (a no-op when it is up to date) and returns the executable's path.
@@ -84,51 +67,7 @@ impl Demo {
     /// Builds and starts the demo on a free port with `envs`, and waits (bounded) until it
     /// listens.
     pub async fn start(envs: &[(&str, &str)]) -> Demo {
-        let port = free_port();
-        let mut cmd = Command::new(demo_binary());
-        cmd.env("PORT", port.to_string())
-            .env_remove("RUST_LOG")
-            .env_remove("MERCENARY_OBS_LOG_FORMAT")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("the demo starts");
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let sink = stdout.clone();
-        let pipe = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("demo stderr: {line}");
-            }
-        });
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                break;
-            }
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("the demo exited early with {status}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the demo did not listen within 60 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Demo {
-            child,
-            addr,
-            stdout,
-        }
+        Demo::start_example("demo", envs).await
     }
 
     /// The stdout lines so far.

@@ -3,9 +3,9 @@
 //! Contract (used by the tail sampler in `sampler.rs`):
 //!
 //! - `SpanExportQueue::start(config, counters)` starts one `std::thread` named
-//!   `mercenary-obs-export` running a tokio current-thread runtime, builds the
-//!   `opentelemetry_otlp::SpanExporter` inside it (HTTP/protobuf with the hyper client, or gRPC
-//!   with tonic under feature `grpc`), and returns a handle. Bad settings → `crate::Error`.
+//!   `mercenary-obs-export` running a tokio current-thread runtime, builds the exporter inside
+//!   it (`opentelemetry_otlp::SpanExporter` on the crate's hyper client for HTTP/protobuf, the
+//!   crate's own tonic call in `grpc.rs` under feature `grpc`), and returns a handle. Bad settings → `crate::Error`.
 //! - `push(spans)` never blocks and never wakes the thread per call: spans past
 //!   `max_queue_size` are dropped and counted in `counters.queue_full` (per span); the thread is
 //!   woken when a full batch is waiting, otherwise every `schedule_delay`.
@@ -46,7 +46,7 @@ use std::task::Poll;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
+use opentelemetry_sdk::trace::SpanData;
 use prometheus::IntCounter;
 
 use super::options::TlsFiles;
@@ -416,7 +416,7 @@ enum Outcome {
 
 struct Worker {
     shared: Arc<Shared>,
-    exporter: opentelemetry_otlp::SpanExporter,
+    exporter: super::target::Exporter,
     endpoint: String,
     timeout: Duration,
     schedule_delay: Duration,
@@ -523,7 +523,7 @@ impl Worker {
                 if let Poll::Ready(result) = export.as_mut().poll(cx) {
                     return Poll::Ready(match result {
                         Ok(Ok(())) => Outcome::Exported,
-                        Ok(Err(e)) => Outcome::Failed(e.to_string()),
+                        Ok(Err(e)) => Outcome::Failed(e),
                         Err(_) => Outcome::TimedOut,
                     });
                 }

@@ -14,6 +14,8 @@
 
 #[cfg(feature = "otlp")]
 pub(crate) mod export;
+#[cfg(feature = "grpc")]
+mod grpc;
 pub(crate) mod options;
 pub(crate) mod propagation;
 pub(crate) mod record;

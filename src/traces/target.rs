@@ -1,5 +1,6 @@
-//! The exporter's target: the checked endpoint, headers and TLS settings, and the
-//! `opentelemetry-otlp` exporter built from them (HTTP/protobuf, or gRPC under feature `grpc`).
+//! The exporter's target: the checked endpoint, headers and TLS settings, and the exporter
+//! built from them: `opentelemetry-otlp`'s for HTTP/protobuf, the crate's own (`grpc.rs`) for
+//! gRPC under feature `grpc`.
 
 #[cfg(feature = "tls")]
 use std::sync::Arc;
@@ -154,79 +155,122 @@ impl Target {
         timeout: Duration,
         gzip: bool,
         last_error: &LastError,
-    ) -> Result<opentelemetry_otlp::SpanExporter, Error> {
-        use opentelemetry_otlp::WithExportConfig as _;
-
-        let endpoint = self.endpoint().to_owned();
-        let compression = opentelemetry_otlp::Compression::Gzip;
-        let built = match self {
+    ) -> Result<Exporter, Error> {
+        match self {
             Target::Http {
                 endpoint,
                 headers,
                 tls,
-            } => {
-                use opentelemetry_otlp::WithHttpConfig as _;
-                let headers = headers
-                    .iter()
-                    .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-                    .collect();
-                let builder = opentelemetry_otlp::SpanExporter::builder().with_http();
-                let builder = match tls {
-                    #[cfg(feature = "tls")]
-                    Some(config) => {
-                        builder.with_http_client(HyperClient::tls(config, last_error.clone()))
-                    }
-                    #[cfg(not(feature = "tls"))]
-                    Some(never) => match never {},
-                    None => builder.with_http_client(HyperClient::plain(last_error.clone())),
-                };
-                let builder = builder
-                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                    .with_endpoint(endpoint)
-                    .with_timeout(timeout)
-                    .with_retry_policy(opentelemetry_otlp::RetryPolicy::recommended())
-                    .with_headers(headers);
-                if gzip {
-                    builder.with_compression(compression).build()
-                } else {
-                    builder.build()
-                }
-            }
+            } => http_exporter(endpoint, headers, tls, timeout, gzip, last_error),
             #[cfg(feature = "grpc")]
             Target::Grpc {
                 endpoint,
                 headers,
                 tls,
             } => {
-                use opentelemetry_otlp::WithTonicConfig as _;
-                use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
-                let builder = opentelemetry_otlp::SpanExporter::builder()
-                    .with_tonic()
-                    .with_protocol(opentelemetry_otlp::Protocol::Grpc)
-                    .with_timeout(timeout)
-                    .with_retry_policy(opentelemetry_otlp::RetryPolicy::recommended())
-                    .with_metadata(MetadataMap::from_headers(headers));
-                let builder = match tls {
+                let channel = match tls {
                     #[cfg(feature = "tls")]
-                    Some(config) => builder
-                        .with_channel(grpc_tls_channel(&endpoint, config, timeout, last_error)?),
+                    Some(config) => grpc_tls_channel(&endpoint, config, timeout, last_error)?,
                     #[cfg(not(feature = "tls"))]
                     Some(never) => match never {},
-                    None => builder.with_endpoint(endpoint),
+                    None => tonic::transport::Endpoint::from_shared(endpoint.clone())
+                        .map_err(|e| Error::InvalidSetting {
+                            setting: "OTEL_EXPORTER_OTLP_ENDPOINT",
+                            value: endpoint,
+                            expected: format!(
+                                "a collector address such as http://collector:4317 ({e})"
+                            ),
+                        })?
+                        .timeout(timeout)
+                        .connect_lazy(),
                 };
-                if gzip {
-                    builder.with_compression(compression).build()
-                } else {
-                    builder.build()
-                }
+                Ok(Exporter::Grpc(super::grpc::GrpcExporter::new(
+                    channel,
+                    headers,
+                    gzip,
+                    timeout,
+                    last_error.clone(),
+                )))
             }
-        };
-        built.map_err(|e| Error::InvalidSetting {
+        }
+    }
+}
+
+/// The span exporter of one protocol.
+pub(crate) enum Exporter {
+    /// `opentelemetry-otlp`'s HTTP exporter on the crate's `HttpClient`.
+    Http(opentelemetry_otlp::SpanExporter),
+    /// The crate's own gRPC export call.
+    #[cfg(feature = "grpc")]
+    Grpc(super::grpc::GrpcExporter),
+}
+
+impl Exporter {
+    pub(crate) fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        use opentelemetry_sdk::trace::SpanExporter as _;
+        match self {
+            Exporter::Http(e) => e.set_resource(resource),
+            #[cfg(feature = "grpc")]
+            Exporter::Grpc(e) => e.set_resource(resource),
+        }
+    }
+
+    /// One export call; the error's text says why it failed.
+    pub(crate) async fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> Result<(), String> {
+        use opentelemetry_sdk::trace::SpanExporter as _;
+        match self {
+            Exporter::Http(e) => e.export(batch).await.map_err(|e| e.to_string()),
+            #[cfg(feature = "grpc")]
+            Exporter::Grpc(e) => e.export(batch).await,
+        }
+    }
+}
+
+/// `opentelemetry-otlp`'s HTTP/protobuf exporter on the crate's hyper client.
+fn http_exporter(
+    endpoint: String,
+    headers: http::HeaderMap,
+    tls: TlsConfig,
+    timeout: Duration,
+    gzip: bool,
+    last_error: &LastError,
+) -> Result<Exporter, Error> {
+    use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
+    let headers = headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect();
+    let builder = opentelemetry_otlp::SpanExporter::builder().with_http();
+    let builder = match tls {
+        #[cfg(feature = "tls")]
+        Some(config) => builder.with_http_client(HyperClient::tls(config, last_error.clone())),
+        #[cfg(not(feature = "tls"))]
+        Some(never) => match never {},
+        None => builder.with_http_client(HyperClient::plain(last_error.clone())),
+    };
+    let builder = builder
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .with_endpoint(endpoint.clone())
+        .with_timeout(timeout)
+        .with_retry_policy(opentelemetry_otlp::RetryPolicy::recommended())
+        .with_headers(headers);
+    let built = if gzip {
+        builder
+            .with_compression(opentelemetry_otlp::Compression::Gzip)
+            .build()
+    } else {
+        builder.build()
+    };
+    built
+        .map(Exporter::Http)
+        .map_err(|e| Error::InvalidSetting {
             setting: "OTEL_EXPORTER_OTLP_ENDPOINT",
             value: endpoint,
             expected: format!("an endpoint the OTLP exporter accepts ({e})"),
         })
-    }
 }
 
 /// A lazy tonic channel whose connections are TLS by the crate's rustls configuration.

@@ -27,6 +27,11 @@ const MAX_RESPONSE: usize = 4 << 20;
 pub(crate) struct LastError(Arc<Mutex<Option<String>>>, Arc<AtomicU64>);
 
 impl LastError {
+    /// Counts spans a collector rejected in an otherwise successful answer.
+    pub(crate) fn add_rejected(&self, spans: u64) {
+        self.1.fetch_add(spans, Ordering::Relaxed);
+    }
+
     /// Spans rejected since the last call, taken.
     pub(crate) fn take_rejected(&self) -> u64 {
         self.1.swap(0, Ordering::Relaxed)
@@ -107,9 +112,7 @@ where
             let (parts, body) = response.into_parts();
             let body = Limited::new(body, MAX_RESPONSE).collect().await?.to_bytes();
             if parts.status.is_success() && !body.is_empty() {
-                self.last_error
-                    .1
-                    .fetch_add(rejected_spans(&body), Ordering::Relaxed);
+                self.last_error.add_rejected(rejected_spans(&body));
             }
             Ok::<_, BoxError>(http::Response::from_parts(parts, body))
         }

@@ -22,6 +22,7 @@ mod logs;
 mod metrics;
 mod monitoring;
 mod otlp;
+mod otlp_grpc_retry;
 mod otlp_retry;
 mod otlp_tls;
 mod rpc;

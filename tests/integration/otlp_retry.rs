@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use common::{client, samples};
-use mercenary_obs::Obs;
+use mercenary_obs::{Obs, OtlpProtocol};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
@@ -67,7 +67,17 @@ async fn receiver(answer: Answer) -> (String, Arc<Seen>) {
 /// Sends `n` requests through an instance exporting to `endpoint` (only on flush), flushes,
 /// and returns the instance's exposition and how long the flush took.
 async fn export_through(endpoint: &str, n: usize) -> (Obs, String, Duration) {
+    export_with(OtlpProtocol::HttpProtobuf, endpoint, n).await
+}
+
+/// [`export_through`] with the protocol chosen.
+pub(crate) async fn export_with(
+    protocol: OtlpProtocol,
+    endpoint: &str,
+    n: usize,
+) -> (Obs, String, Duration) {
     let obs = Obs::builder()
+        .otlp_protocol(protocol)
         .service_name("otlp-retry")
         .log_writer(std::io::sink())
         .process_metrics(false)
@@ -153,7 +163,7 @@ async fn a_partial_success_counts_the_rejected_spans() {
     );
 }
 
-fn counter(exposition: &str, name: &str, labels: &str) -> f64 {
+pub(crate) fn counter(exposition: &str, name: &str, labels: &str) -> f64 {
     let found: HashMap<String, f64> = samples(exposition, name).into_iter().collect();
     found.get(labels).copied().unwrap_or(0.0)
 }

@@ -8,6 +8,7 @@
 pub mod env;
 pub(crate) mod error;
 pub(crate) mod escape;
+pub(crate) mod exemplar;
 pub(crate) mod grpc;
 pub(crate) mod http;
 pub(crate) mod ids;

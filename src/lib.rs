@@ -218,6 +218,8 @@ pub fn metrics_service() -> MetricsService {
 pub mod __private {
     pub use ::tracing;
 
+    pub use crate::core::exemplar::SeriesExemplar;
+
     pub use crate::metrics::business::{
         CounterKind, Desc, DynSite, GaugeKind, HistogramKind, Kind, LabelRef, StaticSite,
         ViaDisplay, ViaStr, Wrap, by_name,

@@ -16,7 +16,8 @@ use opentelemetry::{KeyValue, Value};
 use super::ClientState;
 use super::metrics::CallLabels;
 use super::target::{Target, itoa_u16};
-use crate::context::current::{call_context, mark_downstream, mark_error};
+use crate::context::current::{add_exemplar, call_context, mark_downstream, mark_error};
+use crate::core::exemplar::PendingExemplar;
 use crate::core::grpc::{GrpcCode, rpc_method};
 use crate::core::http::{method_label, status_str};
 use crate::core::ids::{new_span_id, new_trace_id};
@@ -249,26 +250,40 @@ impl ClientCall {
         self.record_span();
     }
 
-    fn observe(&self, status: &'static str, error_type: &str) {
+    /// Observes the call's duration; the exemplar goes to the CLIENT span's local root (the
+    /// request's, or its own when the call is a root).
+    fn observe(&mut self, status: &'static str, error_type: &str) {
         let port = self.port.map(itoa_u16);
         let port = port.as_ref().map_or("", |p| p.as_str());
-        if let Some(rpc) = &self.rpc {
+        let seconds = self.start.elapsed().as_secs_f64();
+        let pending = if let Some(rpc) = &self.rpc {
             self.state.rpc.observe(
                 &["grpc", rpc, status, error_type, &self.address, port],
-                self.start.elapsed().as_secs_f64(),
-            );
-            return;
+                seconds,
+            )
+        } else {
+            self.state.metrics.observe(
+                &CallLabels {
+                    method: self.method,
+                    address: &self.address,
+                    port,
+                    status,
+                    error_type,
+                },
+                seconds,
+            )
+        };
+        if let Some(span) = &mut self.span {
+            let pending = PendingExemplar {
+                span_id: span.span_id,
+                ..pending
+            };
+            match (&span.parent, &mut span.root) {
+                (Some((_, parent)), _) => add_exemplar(parent, pending),
+                (None, Some(root)) => root.exemplars.push(pending),
+                (None, None) => {}
+            }
         }
-        self.state.metrics.observe(
-            &CallLabels {
-                method: self.method,
-                address: &self.address,
-                port,
-                status,
-                error_type,
-            },
-            self.start.elapsed().as_secs_f64(),
-        );
     }
 
     /// Hands the finished CLIENT span to the tail sampler; an error also tells the local root,

@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, OnceLock};
 
+use crate::core::exemplar::PendingExemplar;
 use crate::core::names::{
     CLIENT_REQUEST_DURATION, ERROR_TYPE_LABEL, METHOD_LABEL, SERVER_ADDRESS_LABEL,
     SERVER_PORT_LABEL, STATUS_LABEL,
@@ -54,8 +55,9 @@ impl ClientMetrics {
         }
     }
 
-    /// Records one call (found without allocating when the series exists).
-    pub(crate) fn observe(&self, labels: &CallLabels<'_>, seconds: f64) {
+    /// Records one call (found without allocating when the series exists); returns the
+    /// exemplar to attach to the call's trace.
+    pub(crate) fn observe(&self, labels: &CallLabels<'_>, seconds: f64) -> PendingExemplar {
         let family = self
             .duration
             .get_or_init(|| {
@@ -74,6 +76,6 @@ impl ClientMetrics {
         family
             .and_then(|f| f.series_ref(&values))
             .unwrap_or(noop)
-            .observe(seconds);
+            .observe_pending(seconds)
     }
 }

@@ -7,6 +7,7 @@ use tracing_subscriber::Registry;
 use tracing_subscriber::registry::LookupSpan;
 
 use super::layer::SpanContext;
+use crate::core::exemplar::{self, PendingExemplar};
 use crate::core::ids::CorrelationId;
 use crate::traces::sampler::RootInfo;
 
@@ -134,6 +135,27 @@ pub(crate) fn mark_downstream(span: &tracing::Span) {
         mark_root(&s, |root| root.downstream = true);
         Some(())
     });
+}
+
+/// Attaches an exemplar observed in `span` to `span`'s local root, which publishes it if its
+/// trace is kept (its span ID is `span`'s unless the caller set one).
+pub(crate) fn add_exemplar(span: &tracing::Span, mut p: PendingExemplar) {
+    if !p.is_some() {
+        return;
+    }
+    with_registry_span(span, |s| {
+        if p.span_id == 0 {
+            p.span_id = s.extensions().get::<SpanContext>()?.span_id;
+        }
+        mark_root(&s, |root| root.exemplars.push(p));
+        Some(())
+    });
+}
+
+/// Lets metric handles (`Histogram::observe_with_exemplar`...) attach exemplars to the current
+/// span's trace.
+pub(crate) fn install_exemplar_hook() {
+    exemplar::set_attach(|p| add_exemplar(&tracing::Span::current(), p));
 }
 
 /// Whether what `span`'s local root learnt while it ran already keeps its trace: a downstream

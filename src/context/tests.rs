@@ -40,6 +40,7 @@ fn sampler() -> Arc<TailSampler> {
         ring: Some(TraceRing::new(8)),
         #[cfg(feature = "otlp")]
         export: None,
+        exemplars: Arc::default(),
     };
     Arc::new(TailSampler::new(
         config,

@@ -1,4 +1,3 @@
-#![allow(dead_code)] // Wired in by the following commits (exemplars, issue 14).
 //! Exemplars: per metric family, the most recent kept trace of each histogram bucket (or of each
 //! counter series), published only once that trace is safe (exported, or in the ring).
 //!
@@ -15,7 +14,7 @@
 //! - [`Exemplars`]: the instance's tables, by family name (found by the `/metrics` renderer)
 //!   and by a small id (carried by pending exemplars).
 
-use std::sync::atomic::{AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Families with exemplars per instance at most (the crate's own four histograms and the
@@ -39,6 +38,9 @@ pub(crate) struct PendingExemplar {
     /// The table's id + 1.
     pub(crate) table: u16,
     pub(crate) bucket: u16,
+    /// The instance whose table it is (an observation of one instance's metric inside another
+    /// instance's request is not published in the wrong table).
+    pub(crate) owner: u32,
     pub(crate) series: u64,
     pub(crate) value: f64,
     pub(crate) span_id: u64,
@@ -77,6 +79,46 @@ impl RootExemplars {
     }
 }
 
+/// A series' place in its family's table, kept in the series' handle (public only because
+/// the handles' kinds are: the macros name them).
+#[doc(hidden)]
+#[derive(Clone)]
+pub struct SeriesExemplar {
+    pub(crate) table: Arc<ExemplarTable>,
+    pub(crate) series: u64,
+}
+
+impl std::fmt::Debug for SeriesExemplar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeriesExemplar").finish_non_exhaustive()
+    }
+}
+
+impl SeriesExemplar {
+    /// What to record for an observation of `value` (the span is filled in where it is
+    /// attached).
+    pub(crate) fn pending(&self, value: f64) -> PendingExemplar {
+        self.table.pending(self.series, value, 0)
+    }
+}
+
+/// How a metric handle (which cannot see spans) attaches a pending exemplar to the current
+/// span's local root: installed by the span context layer.
+static ATTACH: OnceLock<fn(PendingExemplar)> = OnceLock::new();
+
+/// Installs the function that attaches pending exemplars to the current trace.
+pub(crate) fn set_attach(f: fn(PendingExemplar)) {
+    let _ = ATTACH.set(f);
+}
+
+/// Attaches `p` to the current span's local root, if there is one (and a layer installed the
+/// hook).
+pub(crate) fn attach_to_current(p: PendingExemplar) {
+    if let Some(f) = ATTACH.get() {
+        f(p);
+    }
+}
+
 #[derive(Default)]
 struct Slot {
     /// Even: stable; odd: being written.
@@ -94,6 +136,7 @@ struct Slot {
 pub(crate) struct ExemplarTable {
     /// The id carried by pending exemplars (index + 1).
     id: u16,
+    owner: u32,
     /// Bucket upper bounds (without `+Inf`); empty for a counter.
     bounds: Box<[f64]>,
     slots: Box<[Slot]>,
@@ -129,10 +172,11 @@ fn slot_key(series: u64, bucket: u16) -> u64 {
 }
 
 impl ExemplarTable {
-    fn new(id: u16, bounds: &[f64], slots: usize) -> Self {
+    fn new(id: u16, owner: u32, bounds: &[f64], slots: usize) -> Self {
         let slots = slots.next_power_of_two().max(2);
         Self {
             id,
+            owner,
             bounds: bounds.into(),
             slots: (0..slots).map(|_| Slot::default()).collect(),
         }
@@ -149,6 +193,7 @@ impl ExemplarTable {
         PendingExemplar {
             table: self.id,
             bucket: self.bucket(value),
+            owner: self.owner,
             series,
             value,
             span_id,
@@ -235,6 +280,7 @@ type Entry = (Box<str>, Arc<ExemplarTable>);
 pub(crate) struct Exemplars {
     tables: Box<[OnceLock<Entry>]>,
     register: Mutex<()>,
+    owner: u32,
 }
 
 impl std::fmt::Debug for Exemplars {
@@ -245,9 +291,11 @@ impl std::fmt::Debug for Exemplars {
 
 impl Default for Exemplars {
     fn default() -> Self {
+        static OWNERS: AtomicU32 = AtomicU32::new(1);
         Self {
             tables: (0..MAX_TABLES).map(|_| OnceLock::new()).collect(),
             register: Mutex::new(()),
+            owner: OWNERS.fetch_add(1, Ordering::Relaxed),
         }
     }
 }
@@ -268,7 +316,7 @@ impl Exemplars {
                 Some(_) => {}
                 None => {
                     let id = u16::try_from(i + 1).ok()?;
-                    let table = Arc::new(ExemplarTable::new(id, bounds, slots));
+                    let table = Arc::new(ExemplarTable::new(id, self.owner, bounds, slots));
                     let _ = cell.set((family.into(), table.clone()));
                     return Some(table);
                 }
@@ -293,6 +341,9 @@ impl Exemplars {
 
     /// Publishes `pending`, observed in trace `trace_id`, at `timestamp` (Unix seconds).
     pub(crate) fn publish(&self, trace_id: u128, timestamp: f64, pending: &PendingExemplar) {
+        if pending.owner != self.owner {
+            return;
+        }
         if let Some(table) = self.by_id(pending.table) {
             table.publish(
                 pending.series,
@@ -327,12 +378,15 @@ mod tests {
         assert_eq!(a, series_key([("route", "/a"), ("method", "GET")]));
         assert_ne!(a, series_key([("method", "GET"), ("route", "/b")]));
         assert_ne!(a, series_key([("method", "/a"), ("route", "GET")]));
-        assert_ne!(a, series_key([("method", "GET"), ("route", "/a"), ("x", "")]));
+        assert_ne!(
+            a,
+            series_key([("method", "GET"), ("route", "/a"), ("x", "")])
+        );
     }
 
     #[test]
     fn buckets_follow_prometheus_le_semantics() {
-        let t = ExemplarTable::new(1, &[0.1, 0.5, 1.0], 16);
+        let t = ExemplarTable::new(1, 1, &[0.1, 0.5, 1.0], 16);
         assert_eq!(t.bucket(0.0), 0);
         assert_eq!(t.bucket(0.1), 0, "le is inclusive");
         assert_eq!(t.bucket(0.10001), 1);
@@ -349,18 +403,29 @@ mod tests {
         let p = t.pending(series, 0.05, 7);
         x.publish(42, 1.5, &p);
         let got = t.get(series, 0).unwrap();
-        assert_eq!((got.trace_id, got.span_id, got.value, got.timestamp), (42, 7, 0.05, 1.5));
+        assert_eq!(
+            (got.trace_id, got.span_id, got.value, got.timestamp),
+            (42, 7, 0.05, 1.5)
+        );
         assert_eq!(t.get(series, 1), None, "another bucket has none");
         assert_eq!(t.get(series_key([("route", "/b")]), 0), None);
         x.publish(43, 2.5, &t.pending(series, 0.07, 8));
         assert_eq!(t.get(series, 0).unwrap().trace_id, 43);
         assert!(x.lookup("h").is_some() && x.lookup("other").is_none());
         assert!(Arc::ptr_eq(&t, &x.register("h", &[], 2).unwrap()));
+        let other = Exemplars::default();
+        let theirs = other.register("h", &[0.1, 1.0], 64).unwrap();
+        x.publish(44, 3.5, &theirs.pending(series, 0.06, 9));
+        assert_eq!(
+            t.get(series, 0).unwrap().trace_id,
+            43,
+            "another instance's is ignored"
+        );
     }
 
     #[test]
     fn a_full_table_evicts_but_never_answers_with_another_series() {
-        let t = ExemplarTable::new(1, &[], 8);
+        let t = ExemplarTable::new(1, 1, &[], 8);
         for n in 1..=200u64 {
             t.publish(n, 0, ex(n));
         }
@@ -377,7 +442,7 @@ mod tests {
 
     #[test]
     fn concurrent_writers_and_readers_never_see_a_torn_exemplar() {
-        let t = Arc::new(ExemplarTable::new(1, &[], 2));
+        let t = Arc::new(ExemplarTable::new(1, 1, &[], 2));
         let writers: Vec<_> = (0..2)
             .map(|w| {
                 let t = t.clone();
@@ -408,7 +473,10 @@ mod tests {
             assert!(x.register(&format!("f{i}"), &[], 2).is_some());
         }
         assert!(x.register("one_more", &[], 2).is_none());
-        assert!(x.register("f3", &[], 2).is_some(), "an existing family is found");
+        assert!(
+            x.register("f3", &[], 2).is_some(),
+            "an existing family is found"
+        );
     }
 
     #[test]
@@ -426,6 +494,10 @@ mod tests {
         ids.sort();
         assert_eq!(ids, vec![3, 4, 5, 6]);
         r.push(PendingExemplar::default());
-        assert_eq!(r.iter().count(), 4, "an empty pending exemplar is not recorded");
+        assert_eq!(
+            r.iter().count(),
+            4,
+            "an empty pending exemplar is not recorded"
+        );
     }
 }

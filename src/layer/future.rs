@@ -148,22 +148,23 @@ impl RequestRecord {
         let status_label = status.map_or("", status_str);
         let error_type = outcome.error_type();
         let rpc = self.grpc.then(|| self.rpc_status(outcome));
-        match rpc {
+        let exemplar = match rpc {
             Some((method, code)) => {
+                self.span.record("rpc.method", method);
+                self.span.record("rpc.response.status_code", code.name());
                 self.state.rpc.observe(
                     &["grpc", method, code.name(), error_type],
                     elapsed.as_secs_f64(),
-                );
-                self.span.record("rpc.method", method);
-                self.span.record("rpc.response.status_code", code.name());
+                )
             }
-            None => self
-                .state
-                .red
-                .duration
-                .with_label_values(&[self.method, self.route.as_str(), status_label, error_type])
-                .observe(elapsed.as_secs_f64()),
-        }
+            None => self.state.red.observe_duration(
+                [self.method, self.route.as_str(), status_label, error_type],
+                elapsed.as_secs_f64(),
+                self.state.traces.is_some(),
+            ),
+        };
+        // Published with the request's trace if it is kept (and exported).
+        crate::context::current::add_exemplar(&self.span, exemplar);
 
         if let Some(status) = status {
             self.span

@@ -23,6 +23,8 @@ use self::business::BusinessMetrics;
 use self::options::MetricsConfig;
 use self::red::RedMetrics;
 use crate::core::error::Error;
+use crate::core::exemplar::{self, Exemplars};
+use crate::core::names::REQUEST_DURATION;
 use crate::core::resource::Resource;
 
 /// The metrics of one instance.
@@ -37,7 +39,7 @@ pub(crate) struct MetricsHandle {
 /// and the business-metric families' overflow counter.
 pub(crate) fn start(config: MetricsConfig, resource: &Resource) -> Result<MetricsHandle, Error> {
     let registry = config.registry;
-    let red = RedMetrics::register(&registry, &config.duration_buckets, resource)?;
+    let mut red = RedMetrics::register(&registry, &config.duration_buckets, resource)?;
     if config.process_metrics {
         red::register_process_metrics(&registry)?;
         #[cfg(feature = "tokio")]
@@ -48,11 +50,23 @@ pub(crate) fn start(config: MetricsConfig, resource: &Resource) -> Result<Metric
         config.series_cap,
         config.series_caps,
     )?);
+    red.exemplars = business.exemplars().register(
+        REQUEST_DURATION,
+        &config.duration_buckets,
+        exemplar::DEFAULT_SLOTS,
+    );
     Ok(MetricsHandle {
         registry,
         red,
         business,
     })
+}
+
+impl MetricsHandle {
+    /// The instance's exemplar tables.
+    pub(crate) fn exemplars(&self) -> &Arc<Exemplars> {
+        self.business.exemplars()
+    }
 }
 
 /// The metrics of the metrics-only default instance (before `init()`), made on first use: the

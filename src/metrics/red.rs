@@ -3,7 +3,10 @@
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
 
+use std::sync::Arc;
+
 use crate::core::error::Error;
+use crate::core::exemplar::{ExemplarTable, PendingExemplar, series_key};
 use crate::core::http::METHODS;
 use crate::core::names::{
     ACTIVE_REQUESTS, ERROR_TYPE_LABEL, LOG_LINES_DROPPED, METHOD_LABEL, REQUEST_DURATION,
@@ -18,6 +21,29 @@ pub(crate) struct RedMetrics {
     /// One handle per entry of [`METHODS`], resolved once.
     pub(crate) active: [IntGauge; 10],
     pub(crate) log_lines_dropped: IntCounter,
+    /// The duration histogram's exemplars (set by `metrics::start`).
+    pub(crate) exemplars: Option<Arc<ExemplarTable>>,
+}
+
+impl RedMetrics {
+    /// Observes a request's duration in its series; returns the exemplar to attach to the
+    /// request's trace when `traced` (none when the histogram has no exemplar table).
+    #[inline]
+    pub(crate) fn observe_duration(
+        &self,
+        labels: [&str; 4],
+        seconds: f64,
+        traced: bool,
+    ) -> PendingExemplar {
+        self.duration.with_label_values(&labels).observe(seconds);
+        match &self.exemplars {
+            Some(table) if traced => {
+                let names = [METHOD_LABEL, ROUTE_LABEL, STATUS_LABEL, ERROR_TYPE_LABEL];
+                table.pending(series_key(names.into_iter().zip(labels)), seconds, 0)
+            }
+            _ => PendingExemplar::default(),
+        }
+    }
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(
@@ -96,6 +122,7 @@ impl RedMetrics {
             duration,
             active,
             log_lines_dropped,
+            exemplars: None,
         })
     }
 }

@@ -8,6 +8,7 @@ use super::business::{
     BusinessMetrics, Desc, Family, Histogram, HistogramKind, Kind, LabelRef, MetricKind,
 };
 use super::options::DEFAULT_DURATION_BUCKETS;
+use crate::core::exemplar::PendingExemplar;
 use crate::core::names::{
     ERROR_TYPE_LABEL, RPC_CLIENT_DURATION, RPC_METHOD_LABEL, RPC_SERVER_DURATION, RPC_STATUS_LABEL,
     RPC_SYSTEM_LABEL, SERVER_ADDRESS_LABEL, SERVER_PORT_LABEL,
@@ -77,8 +78,8 @@ impl RpcHistogram {
     }
 
     /// Records one call; `values` in the order of the labels above (found without allocating
-    /// when the series exists).
-    pub(crate) fn observe(&self, values: &[&str], seconds: f64) {
+    /// when the series exists). Returns the exemplar to attach to the call's trace.
+    pub(crate) fn observe(&self, values: &[&str], seconds: f64) -> PendingExemplar {
         let family = self
             .family
             .get_or_init(|| self.business.family::<HistogramKind>(self.desc, self.name))
@@ -91,6 +92,6 @@ impl RpcHistogram {
         family
             .and_then(|f| f.series_ref(&refs[..values.len()]))
             .unwrap_or(noop)
-            .observe(seconds);
+            .observe_pending(seconds)
     }
 }

@@ -52,8 +52,14 @@ pub(crate) fn from_config(config: Config, global: bool) -> Result<Obs, Error> {
             });
         }
     });
-    let traces =
-        crate::traces::start(&metrics.registry, config.traces, &resource, warn)?.map(Arc::new);
+    let traces = crate::traces::start(
+        &metrics.registry,
+        config.traces,
+        &resource,
+        warn,
+        metrics.exemplars().clone(),
+    )?
+    .map(Arc::new);
 
     #[cfg(feature = "sentry")]
     let sentry = match config.sentry {
@@ -78,6 +84,7 @@ pub(crate) fn from_config(config: Config, global: bool) -> Result<Obs, Error> {
         Box::new(move || dropped.inc()),
     )
     .map_err(Error::WriterThread)?;
+    crate::context::current::install_exemplar_hook();
     let context = ContextLayer {
         settings: logs.settings.clone(),
         sampler: traces.as_ref().map(|t| t.sampler.clone()),

@@ -50,9 +50,11 @@ use opentelemetry_sdk::trace::SpanData;
 use prometheus::IntCounter;
 
 use super::options::TlsFiles;
+use super::sampler::{TraceExemplars, publish_exemplars};
 use super::target::Target;
 use super::transport::LastError;
 use crate::core::error::Error;
+use crate::core::exemplar::Exemplars;
 
 /// `warn` is called at most once per this interval.
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
@@ -95,6 +97,8 @@ pub(crate) struct ExportConfig {
     pub(crate) resource: opentelemetry_sdk::Resource,
     /// Called at most once per 10 s with a human-readable reason when exports fail.
     pub(crate) warn: Box<dyn Fn(&str) + Send + Sync>,
+    /// Where the exemplars of exported traces are published.
+    pub(crate) exemplars: Arc<Exemplars>,
 }
 
 /// What the queue counts.
@@ -120,6 +124,11 @@ struct State {
     queue: VecDeque<SpanData>,
     /// Spans accepted into the queue so far.
     accepted: u64,
+    /// Spans taken out of the queue into batches so far.
+    taken: u64,
+    /// Exemplars of queued traces, with the `accepted` count after their trace's spans: they
+    /// are published when the batch holding that span is exported.
+    exemplars: VecDeque<(u64, TraceExemplars)>,
     /// Spans whose export has finished, either way (always `accepted` minus the queue minus the
     /// batch in flight).
     handled: u64,
@@ -141,6 +150,7 @@ struct Shared {
     max_queue_size: usize,
     batch_size: usize,
     counters: ExportCounters,
+    exemplars: Arc<Exemplars>,
 }
 
 struct Inner {
@@ -193,6 +203,8 @@ impl SpanExportQueue {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 accepted: 0,
+                taken: 0,
+                exemplars: VecDeque::new(),
                 handled: 0,
                 flush_upto: 0,
                 shutdown: false,
@@ -204,6 +216,7 @@ impl SpanExportQueue {
             max_queue_size: config.max_queue_size,
             batch_size: config.max_export_batch_size.min(config.max_queue_size),
             counters,
+            exemplars: config.exemplars.clone(),
         });
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         let worker_shared = shared.clone();
@@ -229,8 +242,9 @@ impl SpanExportQueue {
     }
 
     /// Queues spans for export. Never blocks on I/O; spans past the queue's bound are dropped
-    /// and counted in `queue_full`.
-    pub(crate) fn push(&self, spans: Vec<SpanData>) {
+    /// and counted in `queue_full`. `exemplars` are published once the last of these spans is
+    /// exported (never when any of them was dropped).
+    pub(crate) fn push_with(&self, spans: Vec<SpanData>, exemplars: Option<TraceExemplars>) {
         if spans.is_empty() {
             return;
         }
@@ -243,6 +257,12 @@ impl SpanExportQueue {
             state.queue.extend(spans.by_ref().take(room));
             let after = state.queue.len();
             state.accepted += (after - before) as u64;
+            if let Some(exemplars) = exemplars
+                && spans.len() == 0
+            {
+                let end = state.accepted;
+                state.exemplars.push_back((end, exemplars));
+            }
             drop(state);
             if before < shared.batch_size && after >= shared.batch_size {
                 shared.wake.notify_one();
@@ -255,6 +275,12 @@ impl SpanExportQueue {
             shared.counters.queue_full.inc_by(rejected as u64);
         }
         // The rejected spans are freed here, outside the lock.
+    }
+
+    /// [`Self::push_with`] without exemplars.
+    #[cfg(test)]
+    pub(crate) fn push(&self, spans: Vec<SpanData>) {
+        self.push_with(spans, None);
     }
 
     /// Exports every span queued before the call; returns whether all of them were handled
@@ -378,6 +404,7 @@ impl Drop for StopOnExit {
     fn drop(&mut self) {
         let mut state = lock(&self.0.state);
         let rest = std::mem::take(&mut state.queue);
+        state.exemplars.clear();
         self.0.counters.export_failed.inc_by(rest.len() as u64);
         state.handled += rest.len() as u64;
         state.shutdown = true;
@@ -431,7 +458,7 @@ struct Worker {
 impl Worker {
     fn run(&mut self, runtime: &tokio::runtime::Runtime) {
         let mut next_export = Instant::now() + self.schedule_delay;
-        while let Some(batch) = self.next_batch(&mut next_export) {
+        while let Some((batch, exemplars)) = self.next_batch(&mut next_export) {
             let spans = batch.len() as u64;
             let outcome = self.export(runtime, batch);
             next_export = Instant::now() + self.schedule_delay;
@@ -442,6 +469,13 @@ impl Worker {
                     let rejected = self.last_error.take_rejected().min(spans);
                     counters.exported.inc_by(spans - rejected);
                     counters.rejected.inc_by(rejected);
+                    // A partial success does not say which spans were refused: no exemplar
+                    // of this batch is promised then.
+                    if rejected == 0 {
+                        for e in &exemplars {
+                            publish_exemplars(&self.shared.exemplars, e);
+                        }
+                    }
                 }
                 Outcome::Failed(reason) => {
                     counters.requests_failed.inc();
@@ -475,8 +509,12 @@ impl Worker {
         }
     }
 
-    /// Waits until a batch is due and takes it; `None` when the thread should stop.
-    fn next_batch(&self, next_export: &mut Instant) -> Option<Vec<SpanData>> {
+    /// Waits until a batch is due and takes it, with the exemplars of the traces it ends;
+    /// `None` when the thread should stop.
+    fn next_batch(
+        &self,
+        next_export: &mut Instant,
+    ) -> Option<(Vec<SpanData>, Vec<TraceExemplars>)> {
         let shared = &self.shared;
         let mut state = lock(&shared.state);
         loop {
@@ -498,7 +536,14 @@ impl Worker {
                 || now >= *next_export
             {
                 let n = state.queue.len().min(shared.batch_size);
-                return Some(state.queue.drain(..n).collect());
+                state.taken += n as u64;
+                let mut exemplars = Vec::new();
+                while let Some((end, _)) = state.exemplars.front()
+                    && *end <= state.taken
+                {
+                    exemplars.extend(state.exemplars.pop_front().map(|(_, e)| e));
+                }
+                return Some((state.queue.drain(..n).collect(), exemplars));
             }
             state = shared
                 .wake
@@ -696,6 +741,7 @@ mod tests {
                 });
                 warnings.lock().unwrap().push((reason.to_owned(), silenced));
             }),
+            exemplars: Arc::default(),
         }
     }
 
@@ -1231,5 +1277,49 @@ mod tests {
         drop(queue);
         wait_accounted(&counts, 2, Duration::from_secs(5));
         assert_eq!(counts.total(), 2);
+    }
+
+    /// Queues one trace with an exemplar to `endpoint`, flushes, and returns the table's view.
+    fn exemplar_after_export(endpoint: String) -> Option<crate::core::exemplar::Exemplar> {
+        let warnings = Warnings::default();
+        let (counters, _) = counters();
+        let mut config = config(
+            endpoint,
+            Protocol::HttpProtobuf,
+            Duration::from_secs(2),
+            &warnings,
+        );
+        let exemplars = Arc::new(Exemplars::default());
+        config.exemplars = exemplars.clone();
+        let table = exemplars.register("h", &[0.1, 1.0], 64).unwrap();
+        let queue = SpanExportQueue::start(config, counters).unwrap();
+        let series = crate::core::exemplar::series_key([("route", "/a")]);
+        let mut root = crate::core::exemplar::RootExemplars::default();
+        root.push(table.pending(series, 0.5, 7));
+        let trace = TraceExemplars {
+            trace_id: trace_id(1),
+            timestamp: 1_700_000_000.25,
+            exemplars: root,
+        };
+        queue.push_with(vec![span(trace_id(1), 7, "root")], Some(trace));
+        assert!(queue.flush(Duration::from_secs(10)));
+        assert!(queue.shutdown(Duration::from_secs(5)));
+        table.get(series, 1)
+    }
+
+    #[test]
+    fn an_exemplar_is_published_once_its_trace_is_exported() {
+        let (addr, received) = http_receiver_thread();
+        let e = exemplar_after_export(format!("http://{addr}/v1/traces"))
+            .expect("published after the export");
+        assert_eq!((e.trace_id, e.span_id, e.value), (trace_id(1), 7, 0.5));
+        assert_eq!(e.timestamp, 1_700_000_000.25);
+        assert_eq!(received.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_exemplar_of_a_failed_export_is_never_published() {
+        let endpoint = format!("http://127.0.0.1:{}/v1/traces", closed_port());
+        assert_eq!(exemplar_after_export(endpoint), None);
     }
 }

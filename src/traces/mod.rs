@@ -31,6 +31,8 @@ mod transport;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::core::exemplar::Exemplars;
+
 use http::{HeaderName, HeaderValue};
 
 use self::options::TracesConfig;
@@ -58,6 +60,7 @@ pub(crate) fn start(
     config: TracesConfig,
     resource: &Resource,
     warn: Warn,
+    exemplars: Arc<Exemplars>,
 ) -> Result<Option<TracesHandle>, Error> {
     let metrics = TraceMetrics::register(registry)?;
     if !config.enabled {
@@ -78,7 +81,14 @@ pub(crate) fn start(
     #[cfg(feature = "otlp")]
     let export = match config.otlp {
         None => None,
-        Some(otlp) => Some(start_export(registry, otlp, &metrics, resource, warn)?),
+        Some(otlp) => Some(start_export(
+            registry,
+            otlp,
+            &metrics,
+            resource,
+            warn,
+            exemplars.clone(),
+        )?),
     };
     #[cfg(not(feature = "otlp"))]
     let _ = (resource, warn);
@@ -86,6 +96,7 @@ pub(crate) fn start(
         ring,
         #[cfg(feature = "otlp")]
         export,
+        exemplars,
     };
     Ok(Some(TracesHandle {
         sampler: Arc::new(TailSampler::new(config.sampling, metrics, sinks)),
@@ -102,6 +113,7 @@ fn start_export(
     metrics: &TraceMetrics,
     resource: &Resource,
     warn: Warn,
+    exemplars: Arc<Exemplars>,
 ) -> Result<export::SpanExportQueue, Error> {
     use opentelemetry::KeyValue;
 
@@ -155,6 +167,7 @@ fn start_export(
             max_export_batch_size: 512,
             resource,
             warn,
+            exemplars,
         },
         export::ExportCounters {
             queue_full: metrics.spans_dropped.with_label_values(&["queue_full"]),

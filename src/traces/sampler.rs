@@ -9,7 +9,7 @@
 //! hit, and spans that end after their trace was decided follow the decision.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
@@ -17,6 +17,7 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use super::record::FinishedSpan;
 use super::ring::TraceRing;
 use crate::core::error::Error;
+use crate::core::exemplar::{Exemplars, RootExemplars};
 use crate::core::names::{
     BUFFERED_SPANS, BUFFERED_TRACES, DECIDED_EARLY, SPANS_DROPPED, TRACES_TOTAL,
 };
@@ -48,6 +49,15 @@ pub(crate) struct RootInfo {
     /// An ERROR event was logged in a span of this local trace, or a span of it ended with an
     /// error status (for `traceresponse`; the sampler reads the spans themselves).
     pub(crate) error_seen: bool,
+    /// Observations that become exemplars if the trace is kept and exported.
+    pub(crate) exemplars: RootExemplars,
+}
+
+/// Publishes a kept trace's exemplars.
+pub(crate) fn publish_exemplars(to: &Exemplars, t: &TraceExemplars) {
+    for p in t.exemplars.iter() {
+        to.publish(t.trace_id, t.timestamp, p);
+    }
 }
 
 /// The reasons a trace is kept, in rule order.
@@ -152,6 +162,18 @@ pub(crate) struct Sinks {
     pub(crate) ring: Option<TraceRing>,
     #[cfg(feature = "otlp")]
     pub(crate) export: Option<super::export::SpanExportQueue>,
+    /// Where the exemplars of kept traces are published (once exported, or at once for the
+    /// ring).
+    pub(crate) exemplars: Arc<Exemplars>,
+}
+
+/// A local trace's exemplars: its trace ID, when its root ended (Unix seconds), and what the
+/// root collected.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TraceExemplars {
+    pub(crate) trace_id: u128,
+    pub(crate) timestamp: f64,
+    pub(crate) exemplars: RootExemplars,
 }
 
 /// Sampling and drop counters.
@@ -352,6 +374,19 @@ impl TailSampler {
         let key = buffer_key(trace_id, local_root);
         let mut emit: Vec<(Option<&'static str>, Vec<FinishedSpan>)> = Vec::new();
         let now = Instant::now();
+        // The root's exemplars go with the emission of the root span (the last one below).
+        let exemplars = root
+            .as_ref()
+            .map(|(info, _)| info.exemplars)
+            .filter(|e| !e.is_empty())
+            .map(|exemplars| TraceExemplars {
+                trace_id,
+                timestamp: span
+                    .end
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64()),
+                exemplars,
+            });
         {
             let mut state = lock(&self.state);
             self.sweep_timeouts(&mut state, &mut emit, now);
@@ -410,8 +445,9 @@ impl TailSampler {
             self.metrics.buffered_traces.set(state.pending.len() as i64);
             self.metrics.buffered_spans.set(state.spans as i64);
         }
-        for (decision, spans) in emit {
-            self.emit(decision, spans);
+        let last = emit.len().saturating_sub(1);
+        for (i, (decision, spans)) in emit.into_iter().enumerate() {
+            self.emit(decision, spans, if i == last { exemplars } else { None });
         }
     }
 
@@ -530,7 +566,14 @@ impl TailSampler {
         reason
     }
 
-    fn emit(&self, decision: Option<&'static str>, spans: Vec<FinishedSpan>) {
+    /// Sends a kept trace's spans where they go, with its exemplars (published once the spans
+    /// are exported, or at once when they go to the ring).
+    fn emit(
+        &self,
+        decision: Option<&'static str>,
+        spans: Vec<FinishedSpan>,
+        exemplars: Option<TraceExemplars>,
+    ) {
         let Some(reason) = decision else { return };
         if spans.is_empty() {
             return;
@@ -542,11 +585,14 @@ impl TailSampler {
         // The ring is used only when there is no exporter: each gets the spans it needs.
         #[cfg(feature = "otlp")]
         if let Some(export) = &self.sinks.export {
-            export.push(data);
+            export.push_with(data, exemplars);
             return;
         }
         if let Some(ring) = &self.sinks.ring {
             ring.push(reason, data);
+            if let Some(exemplars) = exemplars {
+                publish_exemplars(&self.sinks.exemplars, &exemplars);
+            }
         }
     }
 
@@ -562,7 +608,7 @@ impl TailSampler {
         };
         for (id, p) in drained {
             let decision = self.decide(id, p.error, None);
-            self.emit(decision, p.spans);
+            self.emit(decision, p.spans, None);
         }
     }
 }

@@ -8,6 +8,7 @@ use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVe
 use super::desc::Kind;
 use super::registry::AnyFamily;
 use super::table::Family;
+use crate::core::exemplar::{PendingExemplar, SeriesExemplar, attach_to_current};
 
 /// Default buckets of business histograms (the `prometheus` crate's defaults).
 const DEFAULT_BUCKETS: &[f64] = &[
@@ -20,7 +21,7 @@ const DEFAULT_BUCKETS: &[f64] = &[
 /// A counter handle, from [`crate::counter!`] or [`crate::Obs::counter`]. A no-op when the call
 /// was invalid (the problem was logged once).
 #[derive(Clone, Debug, Default)]
-pub struct Counter(Option<IntCounter>);
+pub struct Counter(Option<IntCounter>, Option<SeriesExemplar>);
 
 impl Counter {
     /// Adds one.
@@ -36,6 +37,27 @@ impl Counter {
     pub fn inc_by(&self, n: u64) {
         if let Some(c) = &self.0 {
             c.inc_by(n);
+        }
+    }
+
+    /// Adds one, and offers the current trace as the series' exemplar: it appears on
+    /// `/metrics` (OpenMetrics) if, and once, the trace is kept and exported.
+    ///
+    /// ```
+    /// mercenary_obs::counter!("orders_total").inc_with_exemplar();
+    /// ```
+    #[inline]
+    pub fn inc_with_exemplar(&self) {
+        self.inc_by_with_exemplar(1);
+    }
+
+    /// Adds `n`, offering the current trace as the exemplar (see
+    /// [`Counter::inc_with_exemplar`]); the exemplar's value is `n`.
+    #[inline]
+    pub fn inc_by_with_exemplar(&self, n: u64) {
+        self.inc_by(n);
+        if let Some(ex) = &self.1 {
+            attach_to_current(ex.pending(n as f64));
         }
     }
 
@@ -106,7 +128,7 @@ impl Gauge {
 /// A histogram handle, from [`crate::histogram!`] or [`crate::Obs::histogram`]. A no-op when
 /// the call was invalid.
 #[derive(Clone, Debug, Default)]
-pub struct Histogram(Option<prometheus::Histogram>);
+pub struct Histogram(Option<prometheus::Histogram>, Option<SeriesExemplar>);
 
 impl Histogram {
     /// Records one observation.
@@ -115,6 +137,31 @@ impl Histogram {
         if let Some(h) = &self.0 {
             h.observe(v);
         }
+    }
+
+    /// Records one observation and offers the current trace as the exemplar of the bucket it
+    /// falls in: it appears on `/metrics` (OpenMetrics) if, and once, the trace is kept and
+    /// exported, and the most recent such trace of each bucket wins. Outside a traced request
+    /// it is [`Histogram::observe`].
+    ///
+    /// ```
+    /// mercenary_obs::histogram!("checkout_amount_eur", buckets: [10, 50, 100])
+    ///     .observe_with_exemplar(42.0);
+    /// ```
+    #[inline]
+    pub fn observe_with_exemplar(&self, v: f64) {
+        self.observe(v);
+        if let Some(ex) = &self.1 {
+            attach_to_current(ex.pending(v));
+        }
+    }
+
+    /// Records one observation and returns the exemplar to attach to a trace (for the crate's
+    /// own histograms, which attach it to a span they know).
+    #[inline]
+    pub(crate) fn observe_pending(&self, v: f64) -> PendingExemplar {
+        self.observe(v);
+        self.1.as_ref().map(|ex| ex.pending(v)).unwrap_or_default()
     }
 
     /// Starts a timer that records the elapsed seconds when dropped, or on
@@ -185,8 +232,12 @@ pub trait MetricKind: Sized + Send + Sync + 'static {
         labels: &[&str],
         buckets: &[f64],
     ) -> Result<MetricVec<Self::Builder>, prometheus::Error>;
-    /// Wraps a series (or nothing) into a handle.
-    fn handle(metric: Option<Self::Metric>) -> Self::Handle;
+    /// Wraps a series (or nothing) into a handle, with its exemplar slot when the family has
+    /// exemplars.
+    fn handle(metric: Option<Self::Metric>, exemplar: Option<SeriesExemplar>) -> Self::Handle;
+    /// The bucket bounds of the family's exemplar table (`Some(&[])` for a counter), or `None`
+    /// for a kind without exemplars.
+    fn exemplar_bounds(buckets: &'static [f64]) -> Option<&'static [f64]>;
     /// A no-op handle that lives forever.
     fn noop() -> &'static Self::Handle;
     /// Stores a family in the instance's table.
@@ -218,11 +269,14 @@ impl MetricKind for CounterKind {
     ) -> Result<IntCounterVec, prometheus::Error> {
         IntCounterVec::new(Opts::new(name, help), labels)
     }
-    fn handle(metric: Option<IntCounter>) -> Counter {
-        Counter(metric)
+    fn handle(metric: Option<IntCounter>, exemplar: Option<SeriesExemplar>) -> Counter {
+        Counter(metric, exemplar)
+    }
+    fn exemplar_bounds(_: &'static [f64]) -> Option<&'static [f64]> {
+        Some(&[])
     }
     fn noop() -> &'static Counter {
-        static NOOP: Counter = Counter(None);
+        static NOOP: Counter = Counter(None, None);
         &NOOP
     }
     fn wrap(family: Arc<Family<Self>>) -> AnyFamily {
@@ -249,8 +303,11 @@ impl MetricKind for GaugeKind {
     ) -> Result<GaugeVec, prometheus::Error> {
         GaugeVec::new(Opts::new(name, help), labels)
     }
-    fn handle(metric: Option<prometheus::Gauge>) -> Gauge {
+    fn handle(metric: Option<prometheus::Gauge>, _: Option<SeriesExemplar>) -> Gauge {
         Gauge(metric)
+    }
+    fn exemplar_bounds(_: &'static [f64]) -> Option<&'static [f64]> {
+        None
     }
     fn noop() -> &'static Gauge {
         static NOOP: Gauge = Gauge(None);
@@ -288,11 +345,21 @@ impl MetricKind for HistogramKind {
             labels,
         )
     }
-    fn handle(metric: Option<prometheus::Histogram>) -> Histogram {
-        Histogram(metric)
+    fn handle(
+        metric: Option<prometheus::Histogram>,
+        exemplar: Option<SeriesExemplar>,
+    ) -> Histogram {
+        Histogram(metric, exemplar)
+    }
+    fn exemplar_bounds(buckets: &'static [f64]) -> Option<&'static [f64]> {
+        Some(if buckets.is_empty() {
+            DEFAULT_BUCKETS
+        } else {
+            buckets
+        })
     }
     fn noop() -> &'static Histogram {
-        static NOOP: Histogram = Histogram(None);
+        static NOOP: Histogram = Histogram(None, None);
         &NOOP
     }
     fn wrap(family: Arc<Family<Self>>) -> AnyFamily {

@@ -13,6 +13,7 @@ use super::desc::{Desc, Kind, valid_label_name, valid_metric_name};
 use super::handles::{CounterKind, GaugeKind, HistogramKind, MetricKind};
 use super::table::{Family, LabelRef};
 use crate::core::error::Error;
+use crate::core::exemplar::Exemplars;
 use crate::core::names::METRIC_OVERFLOW;
 
 /// At most this many business metric families per instance (runtime names could otherwise grow
@@ -54,7 +55,12 @@ pub(crate) struct BusinessMetrics {
     caps: HashMap<String, usize>,
     /// Problems already reported, so each is logged once.
     reported: Mutex<HashSet<String>>,
+    /// The instance's exemplar tables (the RED histogram's too).
+    exemplars: Arc<Exemplars>,
 }
+
+/// Exemplar slots of a business family (a histogram's buckets times its busiest series).
+const BUSINESS_EXEMPLAR_SLOTS: usize = 1024;
 
 impl BusinessMetrics {
     /// Registers `mercenary_obs_metric_overflow_total` in `registry`.
@@ -87,6 +93,7 @@ impl BusinessMetrics {
             default_cap,
             caps,
             reported: Mutex::new(HashSet::new()),
+            exemplars: Arc::default(),
         })
     }
 
@@ -100,7 +107,13 @@ impl BusinessMetrics {
             default_cap: DEFAULT_SERIES_CAP,
             caps: HashMap::new(),
             reported: Mutex::new(HashSet::new()),
+            exemplars: Arc::default(),
         }
+    }
+
+    /// The instance's exemplar tables.
+    pub(crate) fn exemplars(&self) -> &Arc<Exemplars> {
+        &self.exemplars
     }
 
     fn report(&self, key: String, problem: fmt::Arguments<'_>) {
@@ -195,11 +208,16 @@ impl BusinessMetrics {
             .copied()
             .or((desc.max_series > 0).then_some(desc.max_series))
             .unwrap_or(self.default_cap);
+        let exemplars = K::exemplar_bounds(desc.buckets).and_then(|bounds| {
+            self.exemplars
+                .register(name, bounds, BUSINESS_EXEMPLAR_SLOTS)
+        });
         let family = Arc::new(Family::<K>::new(
             labels,
             vec,
             cap,
             self.overflow.with_label_values(&[name]),
+            exemplars,
         ));
         families.insert(name.to_string(), K::wrap(family.clone()));
         Some(family)

@@ -4,12 +4,13 @@
 use std::cell::RefCell;
 use std::fmt::{Display, Write as _};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use prometheus::IntCounter;
 use prometheus::core::MetricVec;
 
 use super::handles::MetricKind;
+use crate::core::exemplar::{ExemplarTable, SeriesExemplar, series_key};
 use crate::core::names::OTHER;
 
 /// Label values are cut to this many bytes (at a character boundary).
@@ -151,6 +152,8 @@ pub struct Family<K: MetricKind> {
     len: AtomicUsize,
     other: OnceLock<K::Handle>,
     overflow: IntCounter,
+    /// The family's exemplar table (histograms and counters).
+    exemplars: Option<Arc<ExemplarTable>>,
 }
 
 /// One label value as the macros pass it: text as it is, anything else through `Display`.
@@ -206,6 +209,7 @@ impl<K: MetricKind> Family<K> {
         vec: MetricVec<K::Builder>,
         cap: usize,
         overflow: IntCounter,
+        exemplars: Option<Arc<ExemplarTable>>,
     ) -> Self {
         Family {
             labels: labels.iter().map(|l| Box::<str>::from(*l)).collect(),
@@ -217,6 +221,7 @@ impl<K: MetricKind> Family<K> {
             len: AtomicUsize::new(0),
             other: OnceLock::new(),
             overflow,
+            exemplars,
         }
     }
 
@@ -292,7 +297,7 @@ impl<K: MetricKind> Family<K> {
             Box::new(Series {
                 hash: h,
                 values: values.iter().map(|v| Box::<str>::from(*v)).collect(),
-                handle: K::handle(Some(metric)),
+                handle: K::handle(Some(metric), self.exemplar(values)),
             })
         });
         self.len.fetch_add(1, Ordering::Relaxed);
@@ -302,7 +307,20 @@ impl<K: MetricKind> Family<K> {
     fn other(&self) -> &K::Handle {
         self.other.get_or_init(|| {
             let values = vec![OTHER; self.labels.len()];
-            K::handle(self.vec.get_metric_with_label_values(&values).ok())
+            K::handle(
+                self.vec.get_metric_with_label_values(&values).ok(),
+                self.exemplar(&values),
+            )
+        })
+    }
+
+    /// The exemplar slot of the series with these label values, when the family has a table.
+    fn exemplar(&self, values: &[&str]) -> Option<SeriesExemplar> {
+        let table = self.exemplars.as_ref()?;
+        let labels = self.labels.iter().map(|l| &**l).zip(values.iter().copied());
+        Some(SeriesExemplar {
+            table: table.clone(),
+            series: series_key(labels),
         })
     }
 

@@ -83,17 +83,19 @@
 //! - **Dashboards**: the overview has the HTTP panels, gRPC panels (calls by method and status
 //!   code, error ratio, latency by method) and outgoing calls (HTTP and gRPC clients by server
 //!   address: rate, error ratio, latency).
-//! - **Trace links**: the crate exports no exemplars, so dashboards link to traces through a
-//!   `$tempo` datasource: the overview has a TraceQL table of the service's error traces (trace
-//!   ids open the trace), and the per-route panels carry a data link to a TraceQL search of the
-//!   route's error traces. Latency targets ask for exemplars, which show and link where the
-//!   backend has them.
+//! - **Trace links**: latency panels ask for exemplars, which the crate publishes (OpenMetrics
+//!   `/metrics`) only for traces it exported, and `grafana/datasources.yml` links the Prometheus
+//!   datasource's exemplars to Tempo (`exemplarTraceIdDestinations`), so a slow bucket opens a
+//!   trace that exists. Dashboards also reach traces through the `$tempo` datasource: the
+//!   overview has a TraceQL table of the service's error traces (trace ids open the trace), and
+//!   the per-route panels carry a data link to a TraceQL search of the route's error traces.
 //! - **Unit tests**: the `promtool` cases are generated from the same configuration as the
 //!   rules (series shaped to put each alert just over and just under its threshold), with the
 //!   rendered annotations predicted the way Prometheus's template functions format numbers.
 
 mod alertmanager;
 mod dashboards;
+mod grafana;
 mod names;
 mod rules;
 pub(crate) mod text;
@@ -519,6 +521,10 @@ pub fn generate(config: &MonitoringConfig) -> Result<Vec<GeneratedFile>, Error> 
         GeneratedFile {
             path: "alertmanager.yml".into(),
             contents: alertmanager::alertmanager_yaml(config),
+        },
+        GeneratedFile {
+            path: "grafana/datasources.yml".into(),
+            contents: grafana::datasources_yaml(),
         },
     ];
     for (name, json) in dashboards::dashboards(config) {

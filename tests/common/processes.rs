@@ -167,6 +167,16 @@ impl Prometheus {
     /// Starts Prometheus scraping `target` as job `job`, with the rule files `rules`
     /// (`(file name, contents)`, written next to its configuration).
     pub fn start(job: &str, target: SocketAddr, rules: &[(&str, &str)]) -> Prometheus {
+        Self::start_with(job, target, rules, &[])
+    }
+
+    /// [`Prometheus::start`] with more command-line flags (`--enable-feature=...`).
+    pub fn start_with(
+        job: &str,
+        target: SocketAddr,
+        rules: &[(&str, &str)],
+        flags: &[&str],
+    ) -> Prometheus {
         let dir = temp_dir("prom");
         let mut rule_files = String::new();
         for (name, contents) in rules {
@@ -195,6 +205,7 @@ impl Prometheus {
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--log.level=warn")
+            .args(flags)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

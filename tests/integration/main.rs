@@ -15,6 +15,7 @@ mod client;
 mod correlation;
 mod demo;
 mod distributed;
+mod exemplars;
 mod grpc;
 mod instances;
 mod layering;

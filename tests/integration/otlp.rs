@@ -19,19 +19,19 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use prost::Message;
 
 /// One exported span, reduced to what the assertions need.
-#[derive(Clone, Debug)]
-struct Got {
-    trace_id: String,
-    span_id: String,
-    parent_span_id: String,
-    name: String,
-    reason: String,
-    service: String,
-    team: String,
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Got {
+    pub(crate) trace_id: String,
+    pub(crate) span_id: String,
+    pub(crate) parent_span_id: String,
+    pub(crate) name: String,
+    pub(crate) reason: String,
+    pub(crate) service: String,
+    pub(crate) team: String,
 }
 
 /// An OTLP/HTTP receiver: `POST /v1/traces` with a protobuf body.
-async fn http_receiver() -> (SocketAddr, Arc<Mutex<Vec<Got>>>) {
+pub(crate) async fn http_receiver() -> (SocketAddr, Arc<Mutex<Vec<Got>>>) {
     let got: Arc<Mutex<Vec<Got>>> = Arc::default();
     let sink = got.clone();
     let app = Router::new().route(

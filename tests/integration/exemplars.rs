@@ -79,7 +79,10 @@ pub(crate) async fn scrape(addr: SocketAddr, accept: &str) -> (String, String) {
     let accept = format!("accept: {accept}");
     let r = common::get(addr, "/metrics", &[accept.as_str()]).await;
     assert_eq!(r.status, 200);
-    (r.header("content-type").unwrap_or_default(), r.body)
+    (
+        r.header("content-type").unwrap_or_default(),
+        String::from_utf8(r.body).unwrap(),
+    )
 }
 
 /// Serves the test routes and `/metrics` of `obs`.

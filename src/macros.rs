@@ -156,10 +156,13 @@ macro_rules! __metric {
 
 /// An audit event: one JSON line with `"audit": true` on the audit sink, never dropped.
 ///
-/// `audit!(actor = .., action = .., resource = .., outcome = .., other = .., ...)`: the four
-/// named fields first, in this order, then any fields in `tracing` syntax (`key = value`,
-/// `key = %display`, `key = ?debug`). Values are anything `tracing` records (`&str`, `String`,
-/// numbers, `bool`); wrap others in `tracing::field::display(..)`.
+/// `audit!(actor = .., action = .., outcome = .., resource = .., other = .., ...)`: the named
+/// fields in any order among the others, `actor`, `action` and `outcome` required (a missing
+/// one does not compile, and the error names it), `resource` optional; other fields in
+/// `tracing` syntax (`key = value`, `key = %display`, `key = ?debug`). The line writes them in
+/// one order whatever the call's: `actor`, `action`, `resource`, `outcome`, then the others.
+/// Values are anything `tracing` records (`&str`, `String`, numbers, `bool`); wrap others in
+/// `tracing::field::display(..)`.
 ///
 /// The line carries the request's `correlation_id` and `trace_id` when logged inside a request,
 /// goes through the same redaction as every log line (a `password` field is written
@@ -180,56 +183,145 @@ macro_rules! __metric {
 ///     outcome = "success",
 ///     role = "admin",
 /// );
+/// // Any order; `resource` optional.
+/// mercenary_obs::audit!(action = "login", actor = user_id, outcome = "success");
 /// ```
 #[macro_export]
 macro_rules! audit {
-    (actor = $actor:expr, action = $action:expr, resource = $resource:expr, outcome = $outcome:expr $(, $($rest:tt)*)?) => {
+    ($($args:tt)*) => {
+        $crate::__audit!(@munch [] [] [] [] []; $($args)*)
+    };
+}
+
+/// The body of [`audit!`]: a token muncher filling the slots `[actor] [action] [resource]
+/// [outcome] [other fields]` from named fields in any order.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __audit {
+    // The four named fields, each once.
+    (@munch [$a:tt] [$($b:tt)*] [$($r:tt)*] [$($o:tt)*] [$($x:tt)*]; actor = $($rest:tt)*) => {
+        ::std::compile_error!("audit!: `actor` is given twice")
+    };
+    (@munch [] [$($b:tt)*] [$($r:tt)*] [$($o:tt)*] [$($x:tt)*]; actor = $v:expr $(, $($rest:tt)*)?) => {
+        $crate::__audit!(@munch [($v)] [$($b)*] [$($r)*] [$($o)*] [$($x)*]; $($($rest)*)?)
+    };
+    (@munch [$($a:tt)*] [$b:tt] [$($r:tt)*] [$($o:tt)*] [$($x:tt)*]; action = $($rest:tt)*) => {
+        ::std::compile_error!("audit!: `action` is given twice")
+    };
+    (@munch [$($a:tt)*] [] [$($r:tt)*] [$($o:tt)*] [$($x:tt)*]; action = $v:expr $(, $($rest:tt)*)?) => {
+        $crate::__audit!(@munch [$($a)*] [($v)] [$($r)*] [$($o)*] [$($x)*]; $($($rest)*)?)
+    };
+    (@munch [$($a:tt)*] [$($b:tt)*] [$r:tt] [$($o:tt)*] [$($x:tt)*]; resource = $($rest:tt)*) => {
+        ::std::compile_error!("audit!: `resource` is given twice")
+    };
+    (@munch [$($a:tt)*] [$($b:tt)*] [] [$($o:tt)*] [$($x:tt)*]; resource = $v:expr $(, $($rest:tt)*)?) => {
+        $crate::__audit!(@munch [$($a)*] [$($b)*] [($v)] [$($o)*] [$($x)*]; $($($rest)*)?)
+    };
+    (@munch [$($a:tt)*] [$($b:tt)*] [$($r:tt)*] [$o:tt] [$($x:tt)*]; outcome = $($rest:tt)*) => {
+        ::std::compile_error!("audit!: `outcome` is given twice")
+    };
+    (@munch [$($a:tt)*] [$($b:tt)*] [$($r:tt)*] [] [$($x:tt)*]; outcome = $v:expr $(, $($rest:tt)*)?) => {
+        $crate::__audit!(@munch [$($a)*] [$($b)*] [$($r)*] [($v)] [$($x)*]; $($($rest)*)?)
+    };
+    // Any other field, in `tracing` syntax.
+    (@munch $a:tt $b:tt $r:tt $o:tt [$($x:tt)*]; $($rest:tt)+) => {
+        $crate::__field!(@one (__audit $a $b $r $o) [$($x)*] []; $($rest)+)
+    };
+    // Done: every required field present.
+    (@munch [($a:expr)] [($b:expr)] [($r:expr)] [($o:expr)] [$($x:tt)*];) => {
         $crate::__private::tracing::event!(
             target: "mercenary_obs::audit",
             $crate::__private::tracing::Level::INFO,
-            {
-                audit = true,
-                actor = $actor,
-                action = $action,
-                resource = $resource,
-                outcome = $outcome,
-                $($($rest)*)?
-            },
+            { audit = true, actor = $a, action = $b, resource = $r, outcome = $o, $($x)* },
             "audit"
         )
     };
-    ($($bad:tt)*) => {
-        ::std::compile_error!(
-            "audit! takes `actor = .., action = .., resource = .., outcome = ..` in this order, then other `key = value` fields"
+    (@munch [($a:expr)] [($b:expr)] [] [($o:expr)] [$($x:tt)*];) => {
+        $crate::__private::tracing::event!(
+            target: "mercenary_obs::audit",
+            $crate::__private::tracing::Level::INFO,
+            { audit = true, actor = $a, action = $b, outcome = $o, $($x)* },
+            "audit"
         )
+    };
+    (@munch [] $b:tt $r:tt $o:tt $x:tt;) => {
+        ::std::compile_error!("audit!: `actor = ..` is missing (who did it)")
+    };
+    (@munch $a:tt [] $r:tt $o:tt $x:tt;) => {
+        ::std::compile_error!("audit!: `action = ..` is missing (what was done)")
+    };
+    (@munch $a:tt $b:tt $r:tt [] $x:tt;) => {
+        ::std::compile_error!("audit!: `outcome = ..` is missing (`success`, `failure`, ...)")
+    };
+    // Back from `__field!` with one more field.
+    (@back ($a:tt $b:tt $r:tt $o:tt) [$($x:tt)*]; $($rest:tt)*) => {
+        $crate::__audit!(@munch $a $b $r $o [$($x)*]; $($rest)*)
+    };
+}
+
+/// Takes one field in `tracing` syntax (up to the next top-level comma) into the list of
+/// other fields, and hands back to the caller's muncher.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __field {
+    (@one ($caller:ident $($state:tt)*) [$($x:tt)*] [$($f:tt)*]; , $($rest:tt)*) => {
+        $crate::$caller!(@back ($($state)*) [$($x)* $($f)*,]; $($rest)*)
+    };
+    (@one ($caller:ident $($state:tt)*) [$($x:tt)*] [$($f:tt)*]; $t:tt $($rest:tt)*) => {
+        $crate::__field!(@one ($caller $($state)*) [$($x)*] [$($f)* $t]; $($rest)*)
+    };
+    (@one ($caller:ident $($state:tt)*) [$($x:tt)*] [$($f:tt)*];) => {
+        $crate::$caller!(@back ($($state)*) [$($x)* $($f)*,];)
     };
 }
 
 /// A security event: a WARNING line (target `mercenary_obs::security`) and
 /// `security_events_total{kind}`.
 ///
-/// `security_event!(kind = .., other = .., ...)`: `kind` first (`failed_login`, `unauthorized`,
-/// `suspicious_usage`, ... — keep it to a fixed set, it is a label), then any fields in
-/// `tracing` syntax. Redaction applies; the event is written even when `RUST_LOG` filters
+/// `security_event!(kind = .., other = .., ...)`: `kind` (`failed_login`, `unauthorized`,
+/// `suspicious_usage`, ... — keep it to a fixed set, it is a label) required, anywhere among
+/// the other fields (`tracing` syntax); the line writes `kind` first. Redaction applies; the event is written even when `RUST_LOG` filters
 /// WARNING out. The tower layer records one of kind `unauthorized` for every 401 and 403
 /// response (see [`ObsBuilder::unauthorized_events`](crate::ObsBuilder::unauthorized_events)).
 ///
 /// ```
 /// let email_hash = "5f2b…";
 /// mercenary_obs::security_event!(kind = "failed_login", actor = email_hash, attempts = 3);
+/// mercenary_obs::security_event!(actor = email_hash, kind = "failed_login");
 /// ```
 #[macro_export]
 macro_rules! security_event {
-    (kind = $kind:expr $(, $($rest:tt)*)?) => {
+    ($($args:tt)*) => {
+        $crate::__security_event!(@munch [] []; $($args)*)
+    };
+}
+
+/// The body of [`security_event!`]: `kind` anywhere among the fields.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __security_event {
+    (@munch [$k:tt] [$($x:tt)*]; kind = $($rest:tt)*) => {
+        ::std::compile_error!("security_event!: `kind` is given twice")
+    };
+    (@munch [] [$($x:tt)*]; kind = $v:expr $(, $($rest:tt)*)?) => {
+        $crate::__security_event!(@munch [($v)] [$($x)*]; $($($rest)*)?)
+    };
+    (@munch $k:tt [$($x:tt)*]; $($rest:tt)+) => {
+        $crate::__field!(@one (__security_event $k) [$($x)*] []; $($rest)+)
+    };
+    (@munch [($k:expr)] [$($x:tt)*];) => {
         $crate::__private::tracing::event!(
             target: "mercenary_obs::security",
             $crate::__private::tracing::Level::WARN,
-            { kind = $kind, $($($rest)*)? },
+            { kind = $k, $($x)* },
             "security event"
         )
     };
-    ($($bad:tt)*) => {
-        ::std::compile_error!("security_event! takes `kind = ..` first, then other `key = value` fields")
+    (@munch [] $x:tt;) => {
+        ::std::compile_error!("security_event!: `kind = ..` is missing (`failed_login`, `unauthorized`, ...)")
+    };
+    (@back ($k:tt) [$($x:tt)*]; $($rest:tt)*) => {
+        $crate::__security_event!(@munch $k [$($x)*]; $($rest)*)
     };
 }
 
@@ -245,4 +337,126 @@ macro_rules! critical {
     ($($arg:tt)+) => {
         $crate::__private::tracing::error!(critical = true, $($arg)+)
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing::field::{Field, Visit};
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    /// Each event: its target and its fields in order, as `name=value`.
+    #[derive(Clone, Default)]
+    struct Events(Arc<Mutex<Vec<(String, Vec<String>)>>>);
+
+    struct Fields(Vec<String>);
+
+    impl Visit for Fields {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            self.0.push(format!("{}={value:?}", field.name()));
+        }
+        fn record_str(&mut self, field: &Field, value: &str) {
+            self.0.push(format!("{}={value}", field.name()));
+        }
+    }
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Events {
+        fn on_event(&self, e: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+            let mut f = Fields(Vec::new());
+            e.record(&mut f);
+            self.0
+                .lock()
+                .unwrap()
+                .push((e.metadata().target().to_string(), f.0));
+        }
+    }
+
+    fn capture(f: impl FnOnce()) -> Vec<(String, Vec<String>)> {
+        let events = Events::default();
+        let subscriber = tracing_subscriber::registry().with(events.clone());
+        tracing::subscriber::with_default(subscriber, f);
+        events.0.lock().unwrap().clone()
+    }
+
+    #[test]
+    fn audit_takes_its_fields_in_any_order_and_writes_them_in_one() {
+        let user = "u-7";
+        let events = capture(|| {
+            crate::audit!(action = "login", actor = user, outcome = "success");
+            crate::audit!(
+                outcome = "failure",
+                ip = "10.0.0.1",
+                resource = "project:42",
+                actor = user,
+                note = %format_args!("{}-{}", 1, 2),
+                action = "permission.grant",
+                debug = ?(1, 2),
+            );
+            crate::audit!(actor = user, action = "a", resource = "r", outcome = "o",);
+        });
+        let fields: Vec<Vec<String>> = events.iter().map(|(_, f)| f.clone()).collect();
+        assert!(events.iter().all(|(t, _)| t == "mercenary_obs::audit"));
+        assert_eq!(
+            fields[0],
+            [
+                "message=audit",
+                "audit=true",
+                "actor=u-7",
+                "action=login",
+                "outcome=success"
+            ]
+        );
+        assert_eq!(
+            fields[1],
+            [
+                "message=audit",
+                "audit=true",
+                "actor=u-7",
+                "action=permission.grant",
+                "resource=project:42",
+                "outcome=failure",
+                "ip=10.0.0.1",
+                "note=1-2",
+                "debug=(1, 2)"
+            ]
+        );
+        assert_eq!(
+            fields[2],
+            [
+                "message=audit",
+                "audit=true",
+                "actor=u-7",
+                "action=a",
+                "resource=r",
+                "outcome=o"
+            ]
+        );
+    }
+
+    #[test]
+    fn security_event_takes_kind_anywhere() {
+        let user = "u-7";
+        let events = capture(|| {
+            crate::security_event!(actor = user, kind = "failed_login");
+            crate::security_event!(kind = "unauthorized");
+            crate::security_event!(attempts = 3, kind = "suspicious_usage", password = %"x");
+        });
+        let fields: Vec<Vec<String>> = events.iter().map(|(_, f)| f.clone()).collect();
+        assert!(events.iter().all(|(t, _)| t == "mercenary_obs::security"));
+        assert_eq!(
+            fields[0],
+            ["message=security event", "kind=failed_login", "actor=u-7"]
+        );
+        assert_eq!(fields[1], ["message=security event", "kind=unauthorized"]);
+        assert_eq!(
+            fields[2],
+            [
+                "message=security event",
+                "kind=suspicious_usage",
+                "attempts=3",
+                "password=x"
+            ]
+        );
+    }
 }

@@ -68,7 +68,9 @@ mod tests {
     #[test]
     fn the_exemplar_destination_names_the_tempo_datasource() {
         let y = datasources_yaml();
-        assert!(y.contains("exemplarTraceIdDestinations:\n        - name: trace_id\n          datasourceUid: tempo"));
+        assert!(y.contains(
+            "exemplarTraceIdDestinations:\n        - name: trace_id\n          datasourceUid: tempo"
+        ));
         assert!(y.contains("uid: tempo\n    type: tempo"));
         assert!(y.contains(r#"matcherRegex: '"trace_id":"([0-9a-f]{32})"'"#));
         assert!(y.contains(r#"url: "$${__value.raw}""#));

@@ -264,7 +264,13 @@ async fn business_histograms_and_counters_take_exemplars_at_the_call_sites_that_
         .layer(obs.layer())
         .route_service("/metrics", obs.metrics_service());
     let addr = common::serve(app).await;
-    common::send(&common::client(), "GET", &format!("http://{addr}/checkout"), "").await;
+    common::send(
+        &common::client(),
+        "GET",
+        &format!("http://{addr}/checkout"),
+        "",
+    )
+    .await;
     assert!(obs.flush());
     let (_, om) = scrape(addr, PROMETHEUS_ACCEPT).await;
     let found = exemplars(&om);
@@ -272,7 +278,11 @@ async fn business_histograms_and_counters_take_exemplars_at_the_call_sites_that_
     let by_sample = |s: &str| found.iter().filter(|e| e.sample == s).count();
     assert_eq!(by_sample("checkout_amount_bucket"), 1, "{om}");
     assert_eq!(by_sample("orders_total"), 1, "{om}");
-    assert_eq!(by_sample("checkout_plain_bucket"), 0, "observe() takes none");
+    assert_eq!(
+        by_sample("checkout_plain_bucket"),
+        0,
+        "observe() takes none"
+    );
     let amount = found
         .iter()
         .find(|e| e.sample == "checkout_amount_bucket")
@@ -293,7 +303,12 @@ async fn a_real_prometheus_stores_exemplars_that_all_resolve() {
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
     ])
     .await;
-    let prom = Prometheus::start_with("demo", demo.addr, &[], &["--enable-feature=exemplar-storage"]);
+    let prom = Prometheus::start_with(
+        "demo",
+        demo.addr,
+        &[],
+        &["--enable-feature=exemplar-storage"],
+    );
     let c = common::client();
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut last = None;

@@ -1,0 +1,3 @@
+fn main() {
+    mercenary_obs::audit!(action = "login", outcome = "success", resource = "r");
+}

@@ -1,0 +1,3 @@
+fn main() {
+    mercenary_obs::security_event!(actor = "a", attempts = 3);
+}

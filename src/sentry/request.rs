@@ -23,6 +23,11 @@ pub(crate) struct RequestSentry {
     hub: Arc<Hub>,
     captured: Arc<AtomicBool>,
     panic_stack: Mutex<Option<Stacktrace>>,
+    /// The request's first error event (a handler's ERROR), held back until the response
+    /// status is known so the one event of the request carries it.
+    held: Arc<Mutex<Option<Event<'static>>>>,
+    /// The response is known: events pass straight through.
+    finished: Arc<AtomicBool>,
 }
 
 /// The request data attached to the events captured on a request's hub.
@@ -54,6 +59,9 @@ impl RequestSentry {
             headers: info.headers.clone(),
         };
         let flag = captured.clone();
+        let held: Arc<Mutex<Option<Event<'static>>>> = Arc::default();
+        let finished = Arc::new(AtomicBool::new(false));
+        let (hold, done) = (held.clone(), finished.clone());
         hub.configure_scope(|scope| {
             scope.set_tag("correlation_id", info.correlation_id);
             scope.set_tag("http.request.method", info.method);
@@ -74,11 +82,17 @@ impl RequestSentry {
                 );
             }
             scope.add_event_processor(move |mut event| {
-                if event.level >= Level::Error {
-                    flag.store(true, Ordering::Relaxed);
-                }
                 if event.request.is_none() {
                     event.request = Some(data.to_request());
+                }
+                if event.level >= Level::Error
+                    && !flag.swap(true, Ordering::Relaxed)
+                    && !done.load(Ordering::Relaxed)
+                    && let Ok(mut slot) = hold.lock()
+                {
+                    // The request's one event: sent by `finish` with the response status.
+                    *slot = Some(event);
+                    return None;
                 }
                 Some(event)
             });
@@ -87,6 +101,8 @@ impl RequestSentry {
             hub,
             captured,
             panic_stack: Mutex::new(None),
+            held,
+            finished,
         }
     }
 
@@ -105,7 +121,8 @@ impl RequestSentry {
         })
     }
 
-    /// Reports a failed request, unless an error event was captured on its hub already.
+    /// Reports a failed request, unless an error event was captured on its hub already; that
+    /// one, held back, is completed with the response and sent now.
     pub(crate) fn finish(
         &self,
         outcome: Outcome,
@@ -113,6 +130,17 @@ impl RequestSentry {
         method: &str,
         route: &str,
     ) {
+        self.finished.store(true, Ordering::Relaxed);
+        if let Some(mut event) = self.take_held() {
+            add_response(&mut event, outcome);
+            if outcome.is_error() {
+                event
+                    .tags
+                    .insert("error.type".into(), outcome.error_type().into());
+            }
+            self.send_held(event);
+            return;
+        }
         if !outcome.is_error() || self.captured.load(Ordering::Relaxed) {
             return;
         }
@@ -126,19 +154,7 @@ impl RequestSentry {
         } else {
             route
         };
-        if let Some(status) = outcome.status() {
-            event.tags.insert(
-                "http.response.status_code".into(),
-                status_str(status).into(),
-            );
-            event.contexts.insert(
-                "response".into(),
-                Context::Response(Box::new(::sentry::protocol::ResponseContext {
-                    status_code: Some(u64::from(status.as_u16())),
-                    ..Default::default()
-                })),
-            );
-        }
+        add_response(&mut event, outcome);
         event
             .tags
             .insert("error.type".into(), outcome.error_type().into());
@@ -177,6 +193,47 @@ impl RequestSentry {
             }
         }
         self.hub.capture_event(event);
+    }
+}
+
+impl RequestSentry {
+    fn take_held(&self) -> Option<Event<'static>> {
+        self.held.lock().ok()?.take()
+    }
+
+    /// Sends an event that already went through the request's scope (tags, breadcrumbs,
+    /// request data) straight to the client: the scope is not applied twice.
+    fn send_held(&self, event: Event<'static>) {
+        if let Some(client) = self.hub.client() {
+            client.capture_event(event, None);
+        }
+    }
+}
+
+impl Drop for RequestSentry {
+    /// A request that never finished (its future dropped before the response) still sends
+    /// the event it held.
+    fn drop(&mut self) {
+        if let Some(event) = self.take_held() {
+            self.send_held(event);
+        }
+    }
+}
+
+/// The response status as a tag and the `response` context.
+fn add_response(event: &mut Event<'static>, outcome: Outcome) {
+    if let Some(status) = outcome.status() {
+        event.tags.insert(
+            "http.response.status_code".into(),
+            status_str(status).into(),
+        );
+        event.contexts.insert(
+            "response".into(),
+            Context::Response(Box::new(::sentry::protocol::ResponseContext {
+                status_code: Some(u64::from(status.as_u16())),
+                ..Default::default()
+            })),
+        );
     }
 }
 

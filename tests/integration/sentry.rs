@@ -235,6 +235,10 @@ async fn failed_requests_give_one_event_each_with_tags_and_trace() {
     let event = &got[0];
     assert_request_tags(event, &resp, "/logs-error");
     assert_eq!(event["message"], "payment provider refused");
+    // Captured before the status was known, sent once it was: the one event carries it.
+    assert_eq!(tag(event, "http.response.status_code"), "502", "{event:#}");
+    assert_eq!(event["contexts"]["response"]["status_code"], 502, "{event:#}");
+    assert_eq!(tag(event, "error.type"), "502");
     assert_eq!(
         event["contexts"]["Rust Tracing Fields"]["order_id"], 42,
         "the event carries its fields: {event:#}"
@@ -246,6 +250,7 @@ async fn failed_requests_give_one_event_each_with_tags_and_trace() {
     let got = events(&transport);
     assert_eq!(got.len(), 1);
     assert_request_tags(&got[0], &resp, "/logs-error-ok");
+    assert_eq!(tag(&got[0], "http.response.status_code"), "200");
     assert!(
         got[0]["breadcrumbs"]["values"]
             .as_array()

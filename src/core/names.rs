@@ -97,8 +97,15 @@ pub const SECURITY_EVENTS: &str = "security_events_total";
 // ---------------------------------------------------------------------------------------------
 // Database client metrics (OpenTelemetry database semantic conventions)
 
-/// `db_client_connection_count{db_client_connection_pool_name,db_client_connection_state}`.
-pub const DB_CONNECTION_COUNT: &str = "db_client_connection_count";
+/// `db_client_connections_usage{db_client_connection_pool_name,db_client_connection_state}`:
+/// OpenTelemetry's `db.client.connection.count` (semantic conventions 1.26+), exposed under
+/// its earlier name `db.client.connections.usage`, because a Prometheus gauge must not end in
+/// `_count` (`promtool check metrics` refuses it: that suffix belongs to histograms and
+/// summaries).
+pub const DB_CONNECTIONS_USAGE: &str = "db_client_connections_usage";
+/// The former name of [`DB_CONNECTIONS_USAGE`]'s constant (it now holds the new name).
+#[deprecated(note = "use DB_CONNECTIONS_USAGE (the gauge is `db_client_connections_usage`)")]
+pub const DB_CONNECTION_COUNT: &str = DB_CONNECTIONS_USAGE;
 /// `db_client_connection_max{db_client_connection_pool_name}`.
 pub const DB_CONNECTION_MAX: &str = "db_client_connection_max";
 /// `db_client_connection_pending_requests{db_client_connection_pool_name}`.

@@ -3,7 +3,7 @@
 //!
 //! | metric | type | labels |
 //! |---|---|---|
-//! | `db_client_connection_count` | gauge | `db_client_connection_pool_name`, `db_client_connection_state` (`idle` / `used`) |
+//! | `db_client_connections_usage` | gauge | `db_client_connection_pool_name`, `db_client_connection_state` (`idle` / `used`) |
 //! | `db_client_connection_max` | gauge | `db_client_connection_pool_name` |
 //! | `db_client_connection_pending_requests` | gauge | `db_client_connection_pool_name` |
 //! | `db_client_operation_duration_seconds` | histogram, buckets `0.001 0.005 0.01 0.05 0.1 0.5 1 5 10` (OTel's advice) | `db_system_name`, `db_operation_name`, `db_collection_name`, `error_type` (set only on errors) |
@@ -54,7 +54,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use crate::core::names::{
-    DB_COLLECTION_LABEL as COLLECTION_LABEL, DB_CONNECTION_COUNT as CONNECTION_COUNT,
+    DB_COLLECTION_LABEL as COLLECTION_LABEL, DB_CONNECTIONS_USAGE as CONNECTION_COUNT,
     DB_CONNECTION_MAX as CONNECTION_MAX, DB_OPERATION_DURATION as OPERATION_DURATION,
     DB_OPERATION_LABEL as OPERATION_LABEL, DB_PENDING_REQUESTS as PENDING_REQUESTS,
     DB_POOL_LABEL as POOL_LABEL, DB_STATE_LABEL as STATE_LABEL, DB_SYSTEM_LABEL as SYSTEM_LABEL,
@@ -452,10 +452,10 @@ mod tests {
         });
         let text = render(&registry);
         for line in [
-            "# HELP db_client_connection_count Connections of a database client pool, by state (idle, used).",
-            "# TYPE db_client_connection_count gauge",
-            "db_client_connection_count{db_client_connection_pool_name=\"main\",db_client_connection_state=\"used\"} 5",
-            "db_client_connection_count{db_client_connection_pool_name=\"main\",db_client_connection_state=\"idle\"} 3",
+            "# HELP db_client_connections_usage Connections of a database client pool, by state (idle, used).",
+            "# TYPE db_client_connections_usage gauge",
+            "db_client_connections_usage{db_client_connection_pool_name=\"main\",db_client_connection_state=\"used\"} 5",
+            "db_client_connections_usage{db_client_connection_pool_name=\"main\",db_client_connection_state=\"idle\"} 3",
             "# HELP db_client_connection_max The most connections a database client pool may open.",
             "# TYPE db_client_connection_max gauge",
             "db_client_connection_max{db_client_connection_pool_name=\"main\"} 10",

@@ -233,6 +233,12 @@ async fn demo_refuses_bad_configuration() {
 async fn a_real_prometheus_scrapes_the_demo() {
     let demo = Demo::start(&[]).await;
     traffic(demo.addr).await;
+    // The demo's whole exposition, as a scraper without OpenMetrics gets it, passes promtool's
+    // lint (the database pool gauges included).
+    let metrics = common::get(demo.addr, "/metrics", &[]).await;
+    let metrics = String::from_utf8(metrics.body).unwrap();
+    assert!(metrics.contains("db_client_connections_usage{"), "{metrics}");
+    common::promtool_check(&metrics);
     let prom = Prometheus::start("demo", demo.addr, &[]);
 
     let wanted = [

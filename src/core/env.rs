@@ -61,6 +61,12 @@ pub const SENTRY_ENVIRONMENT: &str = "SENTRY_ENVIRONMENT";
 /// Sentry release of the events (feature `sentry`).
 pub const SENTRY_RELEASE: &str = "SENTRY_RELEASE";
 
+/// How long an audit line waits for room in a stalled sink before it goes to the fallback, in
+/// milliseconds (0: not at all).
+pub const MERCENARY_OBS_AUDIT_MAX_WAIT_MS: &str = "MERCENARY_OBS_AUDIT_MAX_WAIT_MS";
+/// A file audit lines go to when their sink is stalled (appended; default: standard error).
+pub const MERCENARY_OBS_AUDIT_FALLBACK_FILE: &str = "MERCENARY_OBS_AUDIT_FALLBACK_FILE";
+
 /// The environment as given to `from_env` / `from_vars`, and the errors found reading it.
 ///
 /// Each component's options read their own variables from it; a value that does not parse is

@@ -65,6 +65,9 @@ pub const RPC_STATUS_LABEL: &str = "rpc_response_status_code";
 
 /// `mercenary_obs_log_lines_dropped_total`: application log lines dropped on a full queue.
 pub const LOG_LINES_DROPPED: &str = "mercenary_obs_log_lines_dropped_total";
+/// `mercenary_obs_audit_lines_failed_total{outcome}`: audit lines their sink did not take in
+/// time, `diverted` to the fallback or `lost` (the fallback's queue was full too).
+pub const AUDIT_LINES_FAILED: &str = "mercenary_obs_audit_lines_failed_total";
 /// `mercenary_obs_metric_overflow_total{metric}`: label sets folded into `_other`.
 pub const METRIC_OVERFLOW: &str = "mercenary_obs_metric_overflow_total";
 /// `mercenary_obs_trace_buffer_traces`: traces buffered while their root runs.

@@ -43,10 +43,17 @@ pub(crate) struct JsonLayer {
     /// `,"service":"…"`
     pub(crate) service_json: String,
     pub(crate) writer: LineWriter,
-    /// The audit sink: audit lines are pushed here and wait for room rather than drop.
-    pub(crate) audit: LineWriter,
+    /// The audit sink: audit lines wait for room there (bounded), then go to the fallback.
+    pub(crate) audit: AuditOut,
     /// Write audit lines only (when the application lines use the pretty format).
     pub(crate) audit_only: bool,
+}
+
+/// Where audit lines go: their sink's writer, how long they wait for it, the fallback.
+pub(crate) struct AuditOut {
+    pub(crate) writer: LineWriter,
+    pub(crate) max_wait: std::time::Duration,
+    pub(crate) fallback: Arc<super::audit::AuditFallback>,
 }
 
 impl JsonLayer {
@@ -54,7 +61,7 @@ impl JsonLayer {
         settings: Arc<RenderSettings>,
         service: &str,
         writer: LineWriter,
-        audit: LineWriter,
+        audit: AuditOut,
         audit_only: bool,
     ) -> Self {
         let mut service_json = String::from(",\"service\":");
@@ -147,7 +154,10 @@ where
         }
         let write = |b: &Buffers| {
             if audit {
-                self.audit.push_blocking(b.line.as_bytes());
+                let line = b.line.as_bytes();
+                if !self.audit.writer.push_bounded(line, self.audit.max_wait) {
+                    self.audit.fallback.divert(line);
+                }
             } else {
                 self.writer.push(b.line.as_bytes());
             }

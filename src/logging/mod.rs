@@ -5,6 +5,7 @@
 //! `tracing` layers; the composition root stacks them with the span context layer (and Sentry's)
 //! into the instance's subscriber.
 
+pub(crate) mod audit;
 pub(crate) mod events;
 pub(crate) mod filter;
 pub(crate) mod json;
@@ -21,6 +22,7 @@ use tracing_subscriber::registry::LookupSpan;
 
 pub use self::options::LogFormat;
 
+use self::audit::AuditFallback;
 use self::filter::ObsFilter;
 use self::json::JsonLayer;
 use self::options::{AuditSink, LogConfig};
@@ -29,15 +31,28 @@ use crate::core::names::AUDIT_TARGET;
 use crate::core::redact::Redactor;
 use crate::core::render::RenderSettings;
 
+/// The fallback's queue (audit lines only, so small).
+const FALLBACK_QUEUE: usize = 1 << 20;
+
 /// The running log pipeline of one instance: its writer threads and rendering settings.
 pub(crate) struct LogPipeline {
     pub(crate) writer: LineWriter,
     /// The audit sink's own writer, when it is not `writer`.
     pub(crate) audit: Option<LineWriter>,
+    /// Where audit lines go when their sink is stalled.
+    pub(crate) audit_fallback: Arc<AuditFallback>,
+    audit_max_wait: Duration,
     pub(crate) settings: Arc<RenderSettings>,
     pub(crate) format: LogFormat,
     sink_is_terminal: bool,
     service: String,
+}
+
+/// The counters of audit lines that missed their sink:
+/// `mercenary_obs_audit_lines_failed_total{outcome="diverted"|"lost"}`.
+pub(crate) struct AuditCounters {
+    pub(crate) diverted: prometheus::IntCounter,
+    pub(crate) lost: prometheus::IntCounter,
 }
 
 /// Spawns the writer threads. `on_drop` is called for each application line dropped on a full
@@ -46,6 +61,7 @@ pub(crate) fn start(
     config: LogConfig,
     service: &str,
     on_drop: Box<dyn Fn() + Send + Sync>,
+    audit_counters: AuditCounters,
 ) -> std::io::Result<(LogPipeline, ObsFilter)> {
     let settings = Arc::new(RenderSettings {
         redactor: Redactor::new(&config.redact),
@@ -55,16 +71,27 @@ pub(crate) fn start(
     let writer = LineWriter::spawn(config.sink, config.queue_bytes, on_drop)?;
     let audit = match config.audit_sink {
         AuditSink::SameAsLogs => None,
-        // Audit lines never drop (they wait for room), so `on_drop` is never called.
+        // Audit lines never drop (they wait, then go to the fallback): `on_drop` is not called.
         AuditSink::Own(sink) => Some(LineWriter::spawn(
             sink,
             config.queue_bytes,
             Box::new(|| {}),
         )?),
     };
+    let (fallback_sink, fallback_name) = config.audit_fallback;
+    let lost = audit_counters.lost;
+    let fallback = LineWriter::spawn(fallback_sink, FALLBACK_QUEUE, Box::new(move || lost.inc()))?;
+    let audit_fallback = Arc::new(AuditFallback::new(
+        fallback,
+        fallback_name,
+        service,
+        audit_counters.diverted,
+    ));
     let pipeline = LogPipeline {
         writer,
         audit,
+        audit_fallback,
+        audit_max_wait: config.audit_max_wait,
         settings,
         format: config.format,
         sink_is_terminal: config.sink_is_terminal,
@@ -88,7 +115,11 @@ impl LogPipeline {
             self.settings.clone(),
             &self.service,
             self.writer.clone(),
-            audit,
+            json::AuditOut {
+                writer: audit,
+                max_wait: self.audit_max_wait,
+                fallback: self.audit_fallback.clone(),
+            },
             audit_only,
         )
     }
@@ -112,13 +143,15 @@ impl LogPipeline {
     /// Waits until every line so far (application and audit) is written.
     pub(crate) fn flush(&self, timeout: Duration) -> bool {
         let logs = self.writer.flush(timeout);
-        self.audit.as_ref().is_none_or(|a| a.flush(timeout)) && logs
+        let fallback = self.audit_fallback.flush(timeout);
+        self.audit.as_ref().is_none_or(|a| a.flush(timeout)) && logs && fallback
     }
 
     /// Writes what is queued and stops the writer threads.
     pub(crate) fn shutdown(&self, timeout: Duration) -> bool {
         let audit = self.audit.as_ref().is_none_or(|a| a.shutdown(timeout));
-        self.writer.shutdown(timeout) && audit
+        let fallback = self.audit_fallback.shutdown(timeout);
+        self.writer.shutdown(timeout) && audit && fallback
     }
 
     /// Application lines dropped so far because the queue was full.

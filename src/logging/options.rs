@@ -2,6 +2,8 @@
 //! `MERCENARY_OBS_LOG_FORMAT` and `RUST_LOG`.
 
 use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use tracing_subscriber::EnvFilter;
 
@@ -30,7 +32,13 @@ pub(crate) struct LogOptions {
     pub(crate) queue_bytes: Option<usize>,
     pub(crate) value_max_bytes: Option<usize>,
     pub(crate) redact_fields: Option<Vec<String>>,
+    pub(crate) audit_max_wait: Setting<Duration>,
+    pub(crate) audit_fallback_writer: Option<Box<dyn Write + Send>>,
+    pub(crate) audit_fallback_file: Setting<PathBuf>,
 }
+
+/// How long an audit line waits for a stalled sink by default.
+pub(crate) const DEFAULT_AUDIT_MAX_WAIT: Duration = Duration::from_secs(2);
 
 /// Where audit lines go.
 pub(crate) enum AuditSink {
@@ -53,6 +61,9 @@ pub(crate) struct LogConfig {
     pub(crate) queue_bytes: usize,
     pub(crate) value_cap: usize,
     pub(crate) redact: Vec<String>,
+    pub(crate) audit_max_wait: Duration,
+    /// Where audit lines go when their sink is stalled, and its name for the CRITICAL line.
+    pub(crate) audit_fallback: (Box<dyn Write + Send>, String),
 }
 
 impl LogOptions {
@@ -68,6 +79,16 @@ impl LogOptions {
             },
         );
         self.format.set_env(format);
+        let wait = vars.parse(
+            env::MERCENARY_OBS_AUDIT_MAX_WAIT_MS,
+            "a number of milliseconds (0: divert at once)",
+            |v| v.parse::<u64>().ok().map(Duration::from_millis),
+        );
+        self.audit_max_wait.set_env(wait);
+        let file = vars
+            .get(env::MERCENARY_OBS_AUDIT_FALLBACK_FILE)
+            .map(PathBuf::from);
+        self.audit_fallback_file.set_env(file);
         if let Some(filter) = vars.get(env::RUST_LOG) {
             self.filter.env = Some(filter.to_string());
         }
@@ -120,7 +141,52 @@ impl LogOptions {
                 std::io::stdout().is_terminal(),
             ),
         };
+        let audit_max_wait = self.audit_max_wait.or(DEFAULT_AUDIT_MAX_WAIT);
+        if audit_max_wait > Duration::from_secs(60) {
+            return Err(Error::InvalidSetting {
+                setting: "ObsBuilder::audit_max_wait / MERCENARY_OBS_AUDIT_MAX_WAIT_MS",
+                value: format!("{audit_max_wait:?}"),
+                expected: "at most 60 s: a request waits this long for a stalled audit sink".into(),
+            });
+        }
+        let audit_fallback = match (
+            self.audit_fallback_writer.take(),
+            self.audit_fallback_file.take(),
+        ) {
+            (Some(w), _) => (w, "the configured fallback writer".to_string()),
+            (None, Some((path, from_code))) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| {
+                        let value = path.display().to_string();
+                        let expected = format!("a file that can be appended to ({e})");
+                        if from_code {
+                            Error::InvalidSetting {
+                                setting: "ObsBuilder::audit_fallback_file",
+                                value,
+                                expected,
+                            }
+                        } else {
+                            Error::InvalidEnv {
+                                variable: env::MERCENARY_OBS_AUDIT_FALLBACK_FILE,
+                                value,
+                                expected,
+                            }
+                        }
+                    })?;
+                let name = path.display().to_string();
+                (Box::new(file) as Box<dyn Write + Send>, name)
+            }
+            (None, None) => (
+                Box::new(std::io::stderr()) as Box<dyn Write + Send>,
+                "standard error".to_string(),
+            ),
+        };
         Ok(LogConfig {
+            audit_max_wait,
+            audit_fallback,
             format: self.format.or(LogFormat::Json),
             filter,
             span_directives,

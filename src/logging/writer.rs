@@ -4,11 +4,13 @@
 //! I/O and never wakes the writer thread per line. The writer is woken once when the buffer goes
 //! from empty to non-empty, then waits a short batching window so that every line produced
 //! meanwhile is written with one `write_all`. When the buffer is full, application lines are
-//! dropped and counted; audit lines (written with [`LineWriter::push_blocking`]) wait for room
-//! instead, so they are never lost.
+//! dropped and counted; audit lines (written with [`LineWriter::push_bounded`]) wait for room
+//! instead, for a bounded time: the caller diverts a line that did not fit in time (see
+//! `logging/audit.rs`), and while the writer has not written since such a timeout (its sink is
+//! stalled), later audit lines do not wait at all.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -37,6 +39,8 @@ struct Shared {
     capacity: usize,
     dropped: AtomicU64,
     on_drop: Box<dyn Fn() + Send + Sync>,
+    /// A bounded push timed out and the writer has not completed a write since.
+    stalled: AtomicBool,
 }
 
 /// A cloneable handle to the writer thread.
@@ -68,6 +72,7 @@ impl LineWriter {
             capacity,
             dropped: AtomicU64::new(0),
             on_drop,
+            stalled: AtomicBool::new(false),
         });
         let worker = shared.clone();
         let handle = std::thread::Builder::new()
@@ -96,28 +101,39 @@ impl LineWriter {
         self.append(state, line);
     }
 
-    /// Appends one line, waiting for room when the buffer is full. Used for audit lines.
-    pub(crate) fn push_blocking(&self, line: &[u8]) {
+    /// Appends one line, waiting for room when the buffer is full, at most `max_wait` (not at
+    /// all while the sink is known to be stalled). Returns `false` when the line was not
+    /// appended. Used for audit lines.
+    pub(crate) fn push_bounded(&self, line: &[u8], max_wait: Duration) -> bool {
+        let deadline = Instant::now().checked_add(max_wait);
         let mut state = lock(&self.shared.state);
         loop {
             if let Some(sink) = state.orphan.as_mut() {
                 let _ = sink.write_all(line);
                 let _ = sink.flush();
-                return;
+                return true;
             }
             // A line larger than the whole buffer is let through on an empty buffer.
             if state.buf.len() + line.len() <= self.shared.capacity || state.buf.is_empty() {
                 break;
+            }
+            let now = Instant::now();
+            let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(now));
+            if left.is_zero() || self.shared.stalled.load(Ordering::Relaxed) {
+                self.shared.stalled.store(true, Ordering::Relaxed);
+                return false;
             }
             state.flush_requested = true;
             self.shared.wake.notify_one();
             state = self
                 .shared
                 .done
-                .wait(state)
-                .unwrap_or_else(|e| e.into_inner());
+                .wait_timeout(state, left)
+                .map(|(s, _)| s)
+                .unwrap_or_else(|e| e.into_inner().0);
         }
         self.append(state, line);
+        true
     }
 
     fn append(&self, mut state: MutexGuard<'_, State>, line: &[u8]) {
@@ -208,6 +224,7 @@ fn run(shared: Arc<Shared>, mut sink: Box<dyn Write + Send>) {
         }
         let _ = sink.flush();
 
+        shared.stalled.store(false, Ordering::Relaxed);
         let mut state = lock(&shared.state);
         state.written = target;
         if shutdown && state.buf.is_empty() {
@@ -294,7 +311,7 @@ mod tests {
         let w2 = w.clone();
         let audit = std::thread::spawn(move || {
             for _ in 0..50 {
-                w2.push_blocking(b"audit\n");
+                assert!(w2.push_bounded(b"audit\n", Duration::from_secs(30)));
             }
         });
         std::thread::sleep(Duration::from_millis(50));

@@ -1,7 +1,9 @@
 //! The RED metrics of HTTP servers (OpenTelemetry HTTP semantic conventions as mapped to
 //! Prometheus), `target_info`, and the log pipeline's drop counter.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 use std::sync::Arc;
 
@@ -9,8 +11,8 @@ use crate::core::error::Error;
 use crate::core::exemplar::{ExemplarTable, PendingExemplar, series_key};
 use crate::core::http::METHODS;
 use crate::core::names::{
-    ACTIVE_REQUESTS, ERROR_TYPE_LABEL, LOG_LINES_DROPPED, METHOD_LABEL, REQUEST_DURATION,
-    ROUTE_LABEL, STATUS_LABEL, TARGET_INFO,
+    ACTIVE_REQUESTS, AUDIT_LINES_FAILED, ERROR_TYPE_LABEL, LOG_LINES_DROPPED, METHOD_LABEL,
+    REQUEST_DURATION, ROUTE_LABEL, STATUS_LABEL, TARGET_INFO,
 };
 use crate::core::resource::Resource;
 
@@ -21,6 +23,9 @@ pub(crate) struct RedMetrics {
     /// One handle per entry of [`METHODS`], resolved once.
     pub(crate) active: [IntGauge; 10],
     pub(crate) log_lines_dropped: IntCounter,
+    /// Audit lines that missed their sink: `diverted` to the fallback, `lost`.
+    pub(crate) audit_diverted: IntCounter,
+    pub(crate) audit_lost: IntCounter,
     /// The duration histogram's exemplars (set by `metrics::start`).
     pub(crate) exemplars: Option<Arc<ExemplarTable>>,
 }
@@ -117,11 +122,22 @@ impl RedMetrics {
         )
         .map_err(|e| build_err(LOG_LINES_DROPPED, e))?;
         let log_lines_dropped = register(registry, LOG_LINES_DROPPED, log_lines_dropped)?;
+        let audit_failed = IntCounterVec::new(
+            Opts::new(
+                AUDIT_LINES_FAILED,
+                "Audit lines their sink did not take in time: diverted to the fallback, or lost when the fallback was full too.",
+            ),
+            &["outcome"],
+        )
+        .map_err(|e| build_err(AUDIT_LINES_FAILED, e))?;
+        let audit_failed = register(registry, AUDIT_LINES_FAILED, audit_failed)?;
 
         Ok(Self {
             duration,
             active,
             log_lines_dropped,
+            audit_diverted: audit_failed.with_label_values(&["diverted"]),
+            audit_lost: audit_failed.with_label_values(&["lost"]),
             exemplars: None,
         })
     }

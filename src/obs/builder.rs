@@ -117,10 +117,12 @@ impl ObsBuilder {
         self
     }
 
-    /// Where [`crate::audit!`] lines go. Audit lines are never dropped: when this sink is slow,
-    /// the thread logging the audit event waits for room instead. Default: standard output
-    /// (shared with the application log lines when those go to standard output too, so the two
-    /// stay in order).
+    /// Where [`crate::audit!`] lines go. Audit lines are never dropped silently: when this sink
+    /// is slow, the thread logging the audit event waits for room, at most
+    /// [`audit_max_wait`](Self::audit_max_wait); a line that still does not fit goes to the
+    /// fallback ([`audit_fallback_file`](Self::audit_fallback_file), standard error by default)
+    /// and is counted. Default: standard output (shared with the application log lines when
+    /// those go to standard output too, so the two stay in order).
     ///
     /// ```
     /// let obs = mercenary_obs::Obs::builder()
@@ -132,6 +134,31 @@ impl ObsBuilder {
     /// ```
     pub fn audit_writer(mut self, writer: impl Write + Send + 'static) -> Self {
         self.logs.audit_writer = Some(Box::new(writer));
+        self
+    }
+
+    /// How long an audit line waits for room in a stalled audit sink before it goes to the
+    /// fallback (`MERCENARY_OBS_AUDIT_MAX_WAIT_MS`; default 2 s, at most 60 s, 0 diverts at
+    /// once). While the sink has not written since a line timed out, later lines do not wait at
+    /// all, so a stuck sink costs each audited request nothing more than a queue check.
+    pub fn audit_max_wait(mut self, wait: std::time::Duration) -> Self {
+        self.logs.audit_max_wait.set(wait);
+        self
+    }
+
+    /// A file audit lines go to (appended) when their sink is stalled
+    /// (`MERCENARY_OBS_AUDIT_FALLBACK_FILE`; default: standard error). A file that cannot be
+    /// opened for appending is an error from `build()` naming the setting.
+    pub fn audit_fallback_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.logs.audit_fallback_file.set(path.into());
+        self
+    }
+
+    /// A writer audit lines go to when their sink is stalled, instead of standard error or a
+    /// file (for tests, or a second log pipe). Wins over
+    /// [`audit_fallback_file`](Self::audit_fallback_file).
+    pub fn audit_fallback_writer(mut self, writer: impl Write + Send + 'static) -> Self {
+        self.logs.audit_fallback_writer = Some(Box::new(writer));
         self
     }
 

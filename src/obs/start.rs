@@ -82,6 +82,10 @@ pub(crate) fn from_config(config: Config, global: bool) -> Result<Obs, Error> {
         config.logs,
         &resource.service_name,
         Box::new(move || dropped.inc()),
+        crate::logging::AuditCounters {
+            diverted: metrics.red.audit_diverted.clone(),
+            lost: metrics.red.audit_lost.clone(),
+        },
     )
     .map_err(Error::WriterThread)?;
     crate::context::current::install_exemplar_hook();

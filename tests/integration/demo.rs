@@ -237,7 +237,10 @@ async fn a_real_prometheus_scrapes_the_demo() {
     // lint (the database pool gauges included).
     let metrics = common::get(demo.addr, "/metrics", &[]).await;
     let metrics = String::from_utf8(metrics.body).unwrap();
-    assert!(metrics.contains("db_client_connections_usage{"), "{metrics}");
+    assert!(
+        metrics.contains("db_client_connections_usage{"),
+        "{metrics}"
+    );
     common::promtool_check(&metrics);
     let prom = Prometheus::start("demo", demo.addr, &[]);
 

@@ -237,7 +237,10 @@ async fn failed_requests_give_one_event_each_with_tags_and_trace() {
     assert_eq!(event["message"], "payment provider refused");
     // Captured before the status was known, sent once it was: the one event carries it.
     assert_eq!(tag(event, "http.response.status_code"), "502", "{event:#}");
-    assert_eq!(event["contexts"]["response"]["status_code"], 502, "{event:#}");
+    assert_eq!(
+        event["contexts"]["response"]["status_code"], 502,
+        "{event:#}"
+    );
     assert_eq!(tag(event, "error.type"), "502");
     assert_eq!(
         event["contexts"]["Rust Tracing Fields"]["order_id"], 42,

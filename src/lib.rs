@@ -190,7 +190,9 @@ pub use self::core::names;
 pub use self::core::outcome::{Outcome, Severity};
 pub use self::core::redact::DEFAULT_SENSITIVE;
 pub use self::layer::options::DEFAULT_LOG_HEADERS;
-pub use self::layer::{ObsLayer, ObsService, ResponseBody, ResponseFuture, Route, RouteExtractor};
+pub use self::layer::{
+    ObsLayer, ObsService, Principal, ResponseBody, ResponseFuture, Route, RouteExtractor,
+};
 pub use self::logging::LogFormat;
 pub use self::metrics::options::DEFAULT_DURATION_BUCKETS;
 pub use self::metrics::{Counter, Gauge, Histogram, HistogramTimer, MetricsService};

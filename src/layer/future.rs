@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use http::{HeaderValue, Response, StatusCode, Uri, header};
 use pin_project_lite::pin_project;
 
+use super::abuse::{ClientKey, Reason, Report};
 use super::state::RequestState;
 use super::{ResponseBody, Route};
 use crate::context::handoff::with_access_extra;
@@ -66,6 +67,8 @@ pub(crate) struct RequestRecord {
     /// The request's Sentry hub, when Sentry is on.
     #[cfg(feature = "sentry")]
     sentry: Option<crate::sentry::RequestSentry>,
+    /// Who sent it, when the suspicious-usage detector is on.
+    client: Option<ClientKey>,
 }
 
 impl RequestRecord {
@@ -98,6 +101,7 @@ impl RequestRecord {
             in_flight,
             #[cfg(feature = "sentry")]
             sentry: None,
+            client: None,
         }
     }
 
@@ -186,6 +190,9 @@ impl RequestRecord {
         {
             self.in_span(|| self.log_unauthorized(status));
         }
+        if let Some(status) = status {
+            self.count_suspicious(status);
+        }
         #[cfg(feature = "sentry")]
         if let Some(sentry) = &self.sentry {
             match rpc {
@@ -220,6 +227,41 @@ impl RequestRecord {
             _ => "_OTHER",
         };
         (method, code)
+    }
+
+    /// Notes who sent the request (the suspicious-usage detector's key), from its extensions.
+    pub(crate) fn with_client(mut self, extensions: &http::Extensions) -> Self {
+        if self.state.abuse.is_some() {
+            self.client = ClientKey::from_extensions(extensions);
+        }
+        self
+    }
+
+    /// A principal the response names wins over what the request carried.
+    fn note_response_client(&mut self, extensions: &http::Extensions) {
+        if self.state.abuse.is_some()
+            && let Some(p @ ClientKey::Principal(_)) = ClientKey::from_extensions(extensions)
+        {
+            self.client = Some(p);
+        }
+    }
+
+    /// Counts a 401/403 or unmatched-route answer for its client; the one that crosses the
+    /// threshold in a minute gives a `suspicious_usage` security event.
+    fn count_suspicious(&self, status: StatusCode) {
+        let (Some(detector), Some(client)) = (&self.state.abuse, &self.client) else {
+            return;
+        };
+        let reason = if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            Reason::Unauthorized
+        } else if status == StatusCode::NOT_FOUND && self.route.as_str().is_empty() {
+            Reason::UnmatchedRoute
+        } else {
+            return;
+        };
+        if let Some(report) = detector.observe(client, reason) {
+            self.in_span(|| log_suspicious(&report, reason));
+        }
     }
 
     /// A `security_event!` of kind `unauthorized` for a 401 or 403 response.
@@ -442,6 +484,8 @@ where
                                 }
                             }
                             Ok(mut response) => {
+                                let mut record = record;
+                                record.note_response_client(response.extensions());
                                 let outcome = Outcome::from_status(response.status());
                                 record.decorate(&mut response, outcome);
                                 let in_flight = record.finish(outcome, None);
@@ -481,4 +525,22 @@ where
         }
         Poll::Ready(Ok(response.map(|()| ResponseBody::empty(in_flight))))
     }
+}
+
+/// What `security_event!(kind = "suspicious_usage", ...)` expands to, with the client's kind
+/// and keyed hash (never its address or name).
+fn log_suspicious(report: &Report, reason: Reason) {
+    tracing::event!(
+        target: SECURITY_TARGET,
+        tracing::Level::WARN,
+        {
+            kind = "suspicious_usage",
+            reason = reason.as_str(),
+            "client.kind" = report.kind,
+            "client.hash" = report.hash.as_str(),
+            count = report.count,
+            "window.seconds" = 60,
+        },
+        "security event"
+    );
 }

@@ -5,6 +5,7 @@
 //! make current, the sampler, Sentry) rather than the instance, and hands the request's trace
 //! IDs and access-line extras to the subscriber through `crate::context::handoff`.
 
+pub(crate) mod abuse;
 mod body;
 mod future;
 pub(crate) mod options;
@@ -14,6 +15,7 @@ pub(crate) mod state;
 use std::fmt;
 use std::sync::Arc;
 
+pub use self::abuse::Principal;
 pub use self::body::ResponseBody;
 pub use self::future::ResponseFuture;
 pub use self::service::ObsService;

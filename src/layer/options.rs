@@ -16,7 +16,12 @@ pub(crate) struct RequestOptions {
     pub(crate) log_headers: Option<Vec<String>>,
     pub(crate) catch_panics: Option<bool>,
     pub(crate) unauthorized_events: Option<bool>,
+    /// `Some(0)`: off.
+    pub(crate) suspicious_usage_threshold: Option<u32>,
 }
+
+/// A client's 401/403 (or unmatched-route) answers per minute from which it is reported.
+pub(crate) const DEFAULT_SUSPICIOUS_THRESHOLD: u32 = 20;
 
 /// Validated request-path settings.
 pub(crate) struct RequestConfig {
@@ -24,6 +29,8 @@ pub(crate) struct RequestConfig {
     pub(crate) log_headers: Vec<HeaderName>,
     pub(crate) catch_panics: bool,
     pub(crate) unauthorized_events: bool,
+    /// `None`: off.
+    pub(crate) suspicious_usage_threshold: Option<u32>,
 }
 
 impl RequestOptions {
@@ -59,6 +66,11 @@ impl RequestOptions {
             log_headers,
             catch_panics: self.catch_panics.unwrap_or(true),
             unauthorized_events: self.unauthorized_events.unwrap_or(true),
+            suspicious_usage_threshold: Some(
+                self.suspicious_usage_threshold
+                    .unwrap_or(DEFAULT_SUSPICIOUS_THRESHOLD),
+            )
+            .filter(|t| *t > 0),
         })
     }
 }
@@ -71,6 +83,7 @@ impl RequestConfig {
             log_headers: Vec::new(),
             catch_panics: true,
             unauthorized_events: false,
+            suspicious_usage_threshold: None,
         }
     }
 }

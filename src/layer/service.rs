@@ -219,6 +219,7 @@ where
             trace,
             grpc,
         );
+        let record = record.with_client(&parts.extensions);
         #[cfg(feature = "sentry")]
         let record = record.with_sentry(&parts.headers);
         let req = Request::from_parts(parts, body);

@@ -31,6 +31,8 @@ pub(crate) struct RequestState {
     pub(crate) catch_panics: bool,
     /// Record a security event of kind `unauthorized` for 401/403 responses.
     pub(crate) unauthorized_events: bool,
+    /// Reports clients with too many 401/403 or unmatched-route answers (`None`: off).
+    pub(crate) abuse: Option<super::abuse::AbuseDetector>,
     /// `None` when traces are off.
     pub(crate) traces: Option<Arc<TracesHandle>>,
     /// `None` when no Sentry DSN is set.
@@ -88,6 +90,9 @@ impl RequestState {
             log_headers,
             catch_panics: config.catch_panics,
             unauthorized_events: config.unauthorized_events,
+            abuse: config
+                .suspicious_usage_threshold
+                .map(super::abuse::AbuseDetector::new),
             traces,
             #[cfg(feature = "sentry")]
             sentry: None,

@@ -186,6 +186,18 @@ impl ObsBuilder {
         self
     }
 
+    /// From how many 401/403 answers, or answers for unmatched routes (404 with no route), in
+    /// one minute a client gets a `security_event` of kind `suspicious_usage` (one per client,
+    /// reason and minute). Default 20; 0 turns the detector off. The client is the
+    /// [`Principal`](crate::Principal) the application names, else the peer address (axum's
+    /// `ConnectInfo<SocketAddr>`, or a `SocketAddr` request extension); the event carries a
+    /// keyed hash of it, never the address or name. Memory is fixed (about 500 KiB) whatever
+    /// the number of clients.
+    pub fn suspicious_usage_threshold(mut self, answers_per_minute: u32) -> Self {
+        self.request.suspicious_usage_threshold = Some(answers_per_minute);
+        self
+    }
+
     /// The size of the log queue in bytes. When it is full, application lines are dropped and
     /// counted in `mercenary_obs_log_lines_dropped_total`. Default: 8 MiB.
     pub fn log_queue_bytes(mut self, bytes: usize) -> Self {

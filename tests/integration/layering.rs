@@ -46,6 +46,7 @@ const ROOT_ITEMS: &[(&str, &str)] = &[
     ("correlation_id", "context"),
     ("ObsLayer", "layer"),
     ("ObsService", "layer"),
+    ("Principal", "layer"),
     ("ResponseBody", "layer"),
     ("ResponseFuture", "layer"),
     ("Route", "layer"),

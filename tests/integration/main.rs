@@ -11,6 +11,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod abuse;
 mod audit_stall;
 mod client;
 mod correlation;

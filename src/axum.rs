@@ -57,7 +57,58 @@ where
     Obs::global().metrics_router()
 }
 
+/// Serves the global instance's admin router on its admin address
+/// (`MERCENARY_OBS_ADMIN_ADDR` or [`ObsBuilder::admin_addr`](crate::ObsBuilder::admin_addr)),
+/// in a task of the current tokio runtime. See [`Obs::serve_admin`].
+pub async fn serve_admin() -> Result<Option<std::net::SocketAddr>, crate::Error> {
+    Obs::global().serve_admin().await
+}
+
 impl Obs {
+    /// The admin router: `GET /metrics`, `GET /debug/traces` and `GET /healthz`, for a listener
+    /// of its own (not behind the application's layer, so scrapes are not application traffic).
+    pub fn admin_router<S>(&self) -> Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        self.metrics_router()
+            .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+    }
+
+    /// Binds the admin address (`MERCENARY_OBS_ADMIN_ADDR` or
+    /// [`ObsBuilder::admin_addr`](crate::ObsBuilder::admin_addr)) and serves
+    /// [`admin_router`](Self::admin_router) there in a task of the current tokio runtime.
+    /// Returns the bound address (useful with port 0), `Ok(None)` when no admin address is
+    /// set, and an error naming the setting when it cannot be bound. Serve `/metrics` on the
+    /// application's port only when this returns `None`:
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), mercenary_obs::Error> {
+    /// let obs = mercenary_obs::Obs::builder().from_env().build()?;
+    /// let mut app: axum::Router = axum::Router::new();
+    /// if obs.serve_admin().await?.is_none() {
+    ///     app = app.merge(obs.metrics_router());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn serve_admin(&self) -> Result<Option<std::net::SocketAddr>, crate::Error> {
+        let Some(addr) = self.inner.request.admin_addr else {
+            return Ok(None);
+        };
+        let invalid = |e: std::io::Error| crate::Error::InvalidSetting {
+            setting: "MERCENARY_OBS_ADMIN_ADDR / ObsBuilder::admin_addr",
+            value: addr.to_string(),
+            expected: format!("an address this process can listen on ({e})"),
+        };
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(invalid)?;
+        let bound = listener.local_addr().map_err(invalid)?;
+        let app: Router = self.admin_router();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Some(bound))
+    }
+
     /// A router serving `GET /metrics` for this instance.
     pub fn metrics_router<S>(&self) -> Router<S>
     where

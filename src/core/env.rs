@@ -61,6 +61,9 @@ pub const SENTRY_ENVIRONMENT: &str = "SENTRY_ENVIRONMENT";
 /// Sentry release of the events (feature `sentry`).
 pub const SENTRY_RELEASE: &str = "SENTRY_RELEASE";
 
+/// The address of the admin listener (`/metrics`, `/debug/traces`, `/healthz`), for example
+/// `127.0.0.1:9464`; unset: no admin listener.
+pub const MERCENARY_OBS_ADMIN_ADDR: &str = "MERCENARY_OBS_ADMIN_ADDR";
 /// How long an audit line waits for room in a stalled sink before it goes to the fallback, in
 /// milliseconds (0: not at all).
 pub const MERCENARY_OBS_AUDIT_MAX_WAIT_MS: &str = "MERCENARY_OBS_AUDIT_MAX_WAIT_MS";

@@ -1,8 +1,11 @@
 //! Request-path settings: the correlation header, the headers on the access line, panics and
 //! `unauthorized` events.
 
+use std::net::SocketAddr;
+
 use http::HeaderName;
 
+use crate::core::env::{self, EnvVars, Setting};
 use crate::core::error::Error;
 
 /// The default request headers written on the access line.
@@ -18,6 +21,7 @@ pub(crate) struct RequestOptions {
     pub(crate) unauthorized_events: Option<bool>,
     /// `Some(0)`: off.
     pub(crate) suspicious_usage_threshold: Option<u32>,
+    pub(crate) admin_addr: Setting<SocketAddr>,
 }
 
 /// A client's 401/403 (or unmatched-route) answers per minute from which it is reported.
@@ -31,9 +35,21 @@ pub(crate) struct RequestConfig {
     pub(crate) unauthorized_events: bool,
     /// `None`: off.
     pub(crate) suspicious_usage_threshold: Option<u32>,
+    /// Where the admin listener serves (`None`: no admin listener).
+    pub(crate) admin_addr: Option<SocketAddr>,
 }
 
 impl RequestOptions {
+    /// Reads `MERCENARY_OBS_ADMIN_ADDR`.
+    pub(crate) fn read_env(&mut self, vars: &mut EnvVars) {
+        let addr = vars.parse(
+            env::MERCENARY_OBS_ADMIN_ADDR,
+            "an address and port such as 127.0.0.1:9464",
+            |v| v.parse::<SocketAddr>().ok(),
+        );
+        self.admin_addr.set_env(addr);
+    }
+
     /// Validates the header names.
     pub(crate) fn resolve(&mut self) -> Result<RequestConfig, Error> {
         let request_id_header = match self.request_id_header.take() {
@@ -71,6 +87,7 @@ impl RequestOptions {
                     .unwrap_or(DEFAULT_SUSPICIOUS_THRESHOLD),
             )
             .filter(|t| *t > 0),
+            admin_addr: self.admin_addr.take().map(|(a, _)| a),
         })
     }
 }
@@ -84,6 +101,7 @@ impl RequestConfig {
             catch_panics: true,
             unauthorized_events: false,
             suspicious_usage_threshold: None,
+            admin_addr: None,
         }
     }
 }

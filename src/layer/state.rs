@@ -33,6 +33,8 @@ pub(crate) struct RequestState {
     pub(crate) unauthorized_events: bool,
     /// Reports clients with too many 401/403 or unmatched-route answers (`None`: off).
     pub(crate) abuse: Option<super::abuse::AbuseDetector>,
+    /// Where the admin listener serves, when one is configured.
+    pub(crate) admin_addr: Option<std::net::SocketAddr>,
     /// `None` when traces are off.
     pub(crate) traces: Option<Arc<TracesHandle>>,
     /// `None` when no Sentry DSN is set.
@@ -93,6 +95,7 @@ impl RequestState {
             abuse: config
                 .suspicious_usage_threshold
                 .map(super::abuse::AbuseDetector::new),
+            admin_addr: config.admin_addr,
             traces,
             #[cfg(feature = "sentry")]
             sentry: None,

@@ -186,6 +186,16 @@ impl ObsBuilder {
         self
     }
 
+    /// The address of the admin listener, which serves `/metrics`, `/debug/traces` and
+    /// `/healthz` apart from the application's port (`MERCENARY_OBS_ADMIN_ADDR`, for example
+    /// `127.0.0.1:9464`). Default: none. Start it with
+    /// [`mercenary_obs::axum::serve_admin`](crate::axum::serve_admin) (feature `axum`); its
+    /// requests are not application traffic (no metrics, logs or traces of their own).
+    pub fn admin_addr(mut self, addr: std::net::SocketAddr) -> Self {
+        self.request.admin_addr.set(addr);
+        self
+    }
+
     /// From how many 401/403 answers, or answers for unmatched routes (404 with no route), in
     /// one minute a client gets a `security_event` of kind `suspicious_usage` (one per client,
     /// reason and minute). Default 20; 0 turns the detector off. The client is the
@@ -461,6 +471,7 @@ impl ObsBuilder {
         self.resource.read_env(&mut vars);
         self.logs.read_env(&mut vars);
         self.traces.read_env(&mut vars);
+        self.request.read_env(&mut vars);
         #[cfg(feature = "sentry")]
         self.sentry.read_env(&mut vars);
         self.env_errors.append(&mut vars.errors);

@@ -12,6 +12,7 @@
 mod common;
 
 mod abuse;
+mod admin;
 mod audit_stall;
 mod client;
 mod correlation;

@@ -1121,6 +1121,7 @@ print(json.dumps(out))
             .unwrap();
         let out = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
+        let stderr = stderr.trim();
         assert_ne!(
             out.status.code(),
             Some(3),

@@ -160,8 +160,8 @@ fn write_family(
     out.push(' ');
     out.push_str(kind.type_name());
     out.push('\n');
-    // An empty HELP means no HELP line (the specification treats both alike, and a parser
-    // splitting on spaces reads `# HELP x ` as a line with a field missing).
+    // An empty HELP means no HELP line: the specification treats both alike, and the classic
+    // encoder writes none either.
     if !family.help().is_empty() {
         out.push_str("# HELP ");
         out.push_str(name);
@@ -455,8 +455,9 @@ fn is_label_name(s: &str) -> bool {
 }
 
 #[cfg(test)]
-#[allow(deprecated)] // The proto's untyped setters, for hand-made families.
 mod tests {
+    #![allow(deprecated)] // The proto's untyped setters, for hand-made families.
+
     use super::*;
     use crate::core::exemplar::DEFAULT_SLOTS;
     use prometheus::proto::{Bucket, Counter, Gauge, Histogram, Quantile, Summary, Untyped};

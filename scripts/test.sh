@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine with only Rust installed.
-# Installs what the tests need (Prometheus, promtool, amtool), then runs: rustfmt check, clippy with
-# -D warnings, rustdoc with -D warnings, and every test (unit, integration, doc), among them the
-# tests against a real Prometheus server and promtool.
+# Installs what the tests need (Prometheus, promtool, amtool, the Python Prometheus client), then
+# runs: rustfmt check, clippy with -D warnings, rustdoc with -D warnings, and every test (unit,
+# integration, doc), among them the tests against a real Prometheus server, promtool and the
+# Python client's parsers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,9 +28,24 @@ if ! command -v amtool >/dev/null 2>&1; then
     # The package may start an Alertmanager on :9093; the tests only use amtool.
     if pgrep -x prometheus-alertmanager >/dev/null 2>&1; then $SUDO pkill -x prometheus-alertmanager || true; fi
 fi
+if ! command -v python3 >/dev/null 2>&1; then
+    echo "==> installing Python 3 (the OpenMetrics tests run the official client's parsers)"
+    SUDO=""
+    if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3 python3-pip >/dev/null
+fi
+PROMETHEUS_CLIENT_VERSION="0.26.0"
+if ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then
+    echo "==> installing the Python Prometheus client (its parsers read both expositions in the tests)"
+    # A Debian system Python refuses plain `pip install` (PEP 668); the package is test-only.
+    python3 -m pip install --quiet "prometheus_client==${PROMETHEUS_CLIENT_VERSION}" 2>/dev/null \
+        || python3 -m pip install --quiet --break-system-packages "prometheus_client==${PROMETHEUS_CLIENT_VERSION}"
+fi
 promtool --version | head -1
 prometheus --version 2>&1 | head -1
 amtool --version 2>&1 | head -1
+python3 -c 'import importlib.metadata as m; print("prometheus_client", m.version("prometheus_client"))'
 
 if ! rustup component list --installed 2>/dev/null | grep -q rustfmt; then rustup component add rustfmt; fi
 if ! rustup component list --installed 2>/dev/null | grep -q clippy; then rustup component add clippy; fi

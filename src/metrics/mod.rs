@@ -7,6 +7,7 @@
 
 pub(crate) mod business;
 pub(crate) mod exposition;
+pub(crate) mod openmetrics;
 pub(crate) mod options;
 pub(crate) mod red;
 pub(crate) mod rpc;

@@ -308,3 +308,105 @@ pub fn assert_schema(line: &serde_json::Value) {
         );
     }
 }
+
+/// Parses `exposition` with the official Python client (`prometheus_client`), consuming every
+/// family: `parser` is `"openmetrics"` (`prometheus_client.openmetrics.parser`) or `"classic"`
+/// (`prometheus_client.parser`). Returns the families as JSON: `[{"name", "type", "help",
+/// "samples": [{"name", "labels", "value", "timestamp", "exemplar"}]}]`, every number as
+/// Python's `repr` of the float (so NaN and infinities survive JSON). Fails the test with the
+/// parser's error, or, when the client is missing, with how to install it.
+pub fn python_parse(parser: &str, exposition: &str) -> serde_json::Value {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    const SCRIPT: &str = r#"
+import json, sys
+try:
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as om
+    from prometheus_client.parser import text_string_to_metric_families as classic
+except ImportError as e:
+    print(e, file=sys.stderr)
+    sys.exit(3)
+parse = {"openmetrics": om, "classic": classic}[sys.argv[1]]
+def num(v):
+    return None if v is None else repr(float(v))
+out = []
+for f in parse(sys.stdin.read()):
+    out.append({"name": f.name, "type": f.type, "help": f.documentation, "samples": [
+        {"name": s.name, "labels": s.labels, "value": num(s.value), "timestamp": num(s.timestamp),
+         "exemplar": None if s.exemplar is None else {"labels": s.exemplar.labels,
+             "value": num(s.exemplar.value), "timestamp": num(s.exemplar.timestamp)}}
+        for s in f.samples]})
+print(json.dumps(out))
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", SCRIPT, parser])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("python3 is needed for this test ({e}); run `bash scripts/test.sh`")
+        });
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = stderr.trim();
+    assert_ne!(
+        out.status.code(),
+        Some(3),
+        "the official Python client prometheus_client is needed for this test ({stderr}); \
+         run `bash scripts/test.sh`, which installs it"
+    );
+    assert!(
+        out.status.success(),
+        "the Python client's {parser} parser rejected the exposition:\n{stderr}\n{exposition}"
+    );
+    serde_json::from_slice(&out.stdout).expect("the parser script prints JSON")
+}
+
+/// [`promtool_check`], except that the lint findings in `allowed` (exact lines of promtool's
+/// output, such as `x counter metrics should have "_total" suffix` for a user's counter named
+/// so on purpose) do not fail the test. A parse error, or any other finding, still does.
+pub fn promtool_check_allowing(exposition: &str, allowed: &[&str]) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "promtool is needed for this test ({e}); install it with `apt-get install -y \
+                 prometheus` or run the README's test command, which does"
+            )
+        });
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // promtool exits 3 when it only has lint findings, 1 when the exposition does not parse.
+    let only_allowed = out.status.code() == Some(3)
+        && report
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .all(|l| allowed.contains(&l.trim()));
+    assert!(
+        out.status.success() || only_allowed,
+        "promtool check metrics failed:\n{report}"
+    );
+}

@@ -25,6 +25,7 @@ mod layering;
 mod logs;
 mod metrics;
 mod monitoring;
+mod openmetrics;
 mod otlp;
 mod otlp_grpc_retry;
 mod otlp_retry;

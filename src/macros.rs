@@ -346,9 +346,12 @@ mod tests {
     use tracing::field::{Field, Visit};
     use tracing_subscriber::layer::SubscriberExt as _;
 
-    /// Each event: its target and its fields in order, as `name=value`.
+    /// An event's target and its fields in order, as `name=value`.
+    type Captured = (String, Vec<String>);
+
+    /// Each event captured.
     #[derive(Clone, Default)]
-    struct Events(Arc<Mutex<Vec<(String, Vec<String>)>>>);
+    struct Events(Arc<Mutex<Vec<Captured>>>);
 
     struct Fields(Vec<String>);
 
@@ -372,7 +375,7 @@ mod tests {
         }
     }
 
-    fn capture(f: impl FnOnce()) -> Vec<(String, Vec<String>)> {
+    fn capture(f: impl FnOnce()) -> Vec<Captured> {
         let events = Events::default();
         let subscriber = tracing_subscriber::registry().with(events.clone());
         tracing::subscriber::with_default(subscriber, f);

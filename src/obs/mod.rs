@@ -128,6 +128,16 @@ impl Obs {
     /// A tower `Service` answering `GET /metrics` with this instance's exposition.
     pub fn metrics_service(&self) -> MetricsService {
         MetricsService::new(self.inner.metrics.registry.clone())
+            .with_exemplars(self.inner.metrics.exemplars().clone())
+    }
+
+    /// The OpenMetrics 1.0 exposition of the registry, with the exemplars of kept and
+    /// exported traces (what `/metrics` answers a scraper that asks for OpenMetrics).
+    pub fn render_openmetrics(&self) -> String {
+        exposition::render_openmetrics_registry(
+            &self.inner.metrics.registry,
+            self.inner.metrics.exemplars(),
+        )
     }
 
     /// The most recent kept traces as JSON (`{"traces":[…]}`, newest first), as served at

@@ -132,11 +132,22 @@ async fn no_exemplar_ever_names_a_dropped_trace() {
         .log_writer(std::io::sink())
         .process_metrics(false)
         .otlp_endpoint(format!("http://{receiver}"))
-        .export_schedule_delay(Duration::from_millis(100))
+        // Nothing is exported before the flush below.
+        .export_schedule_delay(Duration::from_secs(600))
         .export_queue_size(100_000)
         .build()
         .unwrap();
     let addr = serve(&obs).await;
+    // Fewer kept spans than one batch (512): nothing is exported until the flush, so nothing
+    // may show as an exemplar, although every request has been observed.
+    mix(addr, 200).await;
+    let (_, before) = scrape(addr, PROMETHEUS_ACCEPT).await;
+    assert!(got.lock().unwrap().is_empty(), "exported before the flush");
+    assert!(
+        exemplars(&before).is_empty(),
+        "no exemplar before its trace is exported:\n{before}"
+    );
+    assert!(obs.flush());
     mix(addr, 3000).await;
     assert!(obs.flush());
     let (content_type, om) = scrape(addr, PROMETHEUS_ACCEPT).await;

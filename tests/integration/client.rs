@@ -22,7 +22,7 @@ use serde_json::Value;
 
 /// The two ways a service calls out.
 #[derive(Clone, Copy, Debug)]
-enum Adapter {
+pub(crate) enum Adapter {
     Tower,
     #[cfg(feature = "reqwest")]
     Reqwest,
@@ -127,7 +127,7 @@ async fn recorder() -> (SocketAddr, Seen) {
 
 /// The calling service: `GET /call?to=URL` calls `URL` and answers 200 whatever happened
 /// (a caller that absorbs downstream failures).
-async fn caller(obs: &Obs, adapter: Adapter) -> SocketAddr {
+pub(crate) async fn caller(obs: &Obs, adapter: Adapter) -> SocketAddr {
     let client = Caller::new(adapter, obs);
     let app = Router::new()
         .route(
@@ -146,7 +146,7 @@ async fn caller(obs: &Obs, adapter: Adapter) -> SocketAddr {
     serve(app).await
 }
 
-async fn call(addr: SocketAddr, to: &str, headers: &[&str]) -> common::RawResponse {
+pub(crate) async fn call(addr: SocketAddr, to: &str, headers: &[&str]) -> common::RawResponse {
     let resp = http_get(addr, &format!("/call?to={}", url_encode(to)), headers).await;
     assert_eq!(resp.status, 200);
     resp

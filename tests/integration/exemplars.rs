@@ -381,3 +381,43 @@ async fn a_real_prometheus_stores_exemplars_that_all_resolve() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outgoing_call_gives_its_client_histogram_an_exemplar_of_its_client_span() {
+    use crate::client::{Adapter, call, caller};
+    let obs = Obs::builder()
+        .service_name("exemplars")
+        .log_writer(std::io::sink())
+        .process_metrics(false)
+        .build()
+        .unwrap();
+    let downstream = common::serve(common::traced_routes()).await;
+    let addr = caller(&obs, Adapter::Tower).await;
+    // The downstream answers 500: the CLIENT span is an error, so the trace is kept.
+    call(addr, &format!("http://{downstream}/fail"), &[]).await;
+    let om = obs.render_openmetrics();
+    let found: Vec<Ex> = exemplars(&om)
+        .into_iter()
+        .filter(|e| e.sample == "http_client_request_duration_seconds_bucket")
+        .collect();
+    assert_eq!(found.len(), 1, "{om}");
+    let ring: serde_json::Value = serde_json::from_str(&obs.recent_traces_json().unwrap()).unwrap();
+    let trace = ring["traces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["trace_id"] == found[0].trace_id.as_str())
+        .expect("the exemplar's trace is in the ring");
+    let client_span = trace["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "Client")
+        .expect("a CLIENT span");
+    assert_eq!(client_span["span_id"], found[0].span_id.as_str());
+    assert!(
+        found[0]
+            .labels
+            .contains("http_response_status_code=\"500\"")
+    );
+}

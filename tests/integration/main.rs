@@ -19,6 +19,7 @@ mod correlation;
 mod demo;
 mod distributed;
 mod exemplars;
+mod faults;
 mod grpc;
 mod instances;
 mod layering;

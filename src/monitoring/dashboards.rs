@@ -3,8 +3,8 @@
 //! Every Prometheus query selects the service with `{<service label>="$service"}` and uses
 //! Grafana's `$__rate_interval` (or `$__range` for totals over the shown period). The `$datasource`
 //! and `$tempo` variables select the provisioned datasources' UIDs by default
-//! (`grafana/datasources.yml`); where no datasource has that UID, Grafana selects the first one of
-//! the type.
+//! (`grafana/datasources.yml`); in a Grafana without those UIDs, choose the datasources in the
+//! variables' menus.
 
 use super::MonitoringConfig;
 use super::grafana::{PROMETHEUS_DS, TEMPO_DS};

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use super::MonitoringConfig;
 use super::rules::extra_matcher_labels;
-use super::stack::{ALERTMANAGER, DEMO, RULES_FILE, SCRAPE_INTERVAL, days};
+use super::stack::{ALERTMANAGER, DEMO, RULES_FILE, SCRAPE_INTERVAL};
 use super::text::{prom_duration, quote};
 
 /// `prometheus.yml`
@@ -38,7 +38,7 @@ pub(crate) fn prometheus_yaml(c: &MonitoringConfig) -> String {
          \x20   metrics_path: \"/metrics\"\n\
          \x20   static_configs:\n\
          \x20     - targets: [{target}]\n",
-        metrics = days(c.retention.metrics),
+        metrics = prom_duration(c.retention.metrics),
         rules = quote(RULES_FILE),
         alertmanager = quote(&ALERTMANAGER.addr()),
         label = c.service_label,

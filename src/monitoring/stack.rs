@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::MonitoringConfig;
-use super::text::quote;
+use super::text::{prom_duration, quote};
 
 /// A service of the local stack: its name in `compose.yaml` (also its host name on the compose
 /// network) and the port the other services reach it on.
@@ -238,11 +238,6 @@ pub(crate) fn hours(d: Duration) -> String {
     format!("{}h", d.as_secs().div_ceil(3_600))
 }
 
-/// A duration in whole days (`30d`), as Prometheus's flags read it.
-pub(crate) fn days(d: Duration) -> String {
-    format!("{}d", d.as_secs().div_ceil(86_400))
-}
-
 /// `7 days`, or `36 hours` when not a whole number of days.
 pub(crate) fn days_text(d: std::time::Duration) -> String {
     let h = d.as_secs() / 3_600;
@@ -394,7 +389,7 @@ pub(crate) fn compose_yaml(c: &MonitoringConfig) -> String {
         prometheus = PROMETHEUS.name,
         prometheus_image = PROMETHEUS_IMAGE,
         prometheus_file = PROMETHEUS_FILE,
-        metrics = days(r.metrics),
+        metrics = prom_duration(r.metrics),
         prometheus_mounts = mounts(&[
             (
                 PROMETHEUS_FILE,
@@ -505,7 +500,7 @@ mod tests {
         let d = RetentionSettings::default();
         assert_eq!(hours(d.logs), "168h");
         assert_eq!(hours(d.audit_logs), "8760h");
-        assert_eq!(days(d.metrics), "30d");
+        assert_eq!(prom_duration(d.metrics), "30d");
     }
 
     #[test]

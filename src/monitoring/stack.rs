@@ -23,6 +23,10 @@ pub(crate) struct Service {
     pub(crate) port: u16,
 }
 
+const fn service(name: &'static str, port: u16) -> Service {
+    Service { name, port }
+}
+
 impl Service {
     /// `name:port`
     pub(crate) fn addr(self) -> String {
@@ -37,53 +41,23 @@ impl Service {
 
 /// The demo, as Prometheus scrapes it: the port the `demo-port` forwarder listens on in the
 /// demo's network namespace.
-pub(crate) const DEMO: Service = Service {
-    name: "demo",
-    port: 8080,
-};
+pub(crate) const DEMO: Service = service("demo", 8080);
 /// The port the demo itself listens on, on its loopback interface (`PORT`).
 pub(crate) const DEMO_LISTEN_PORT: u16 = 3000;
-pub(crate) const PROMETHEUS: Service = Service {
-    name: "prometheus",
-    port: 9090,
-};
-pub(crate) const ALERTMANAGER: Service = Service {
-    name: "alertmanager",
-    port: 9093,
-};
-pub(crate) const GRAFANA: Service = Service {
-    name: "grafana",
-    port: 3000,
-};
-pub(crate) const LOKI: Service = Service {
-    name: "loki",
-    port: 3100,
-};
+pub(crate) const PROMETHEUS: Service = service("prometheus", 9090);
+pub(crate) const ALERTMANAGER: Service = service("alertmanager", 9093);
+pub(crate) const GRAFANA: Service = service("grafana", 3000);
+pub(crate) const LOKI: Service = service("loki", 3100);
 /// Tempo's HTTP API (queries).
-pub(crate) const TEMPO: Service = Service {
-    name: "tempo",
-    port: 3200,
-};
+pub(crate) const TEMPO: Service = service("tempo", 3200);
 /// Tempo's OTLP/gRPC receiver, which the Collector exports to.
-pub(crate) const TEMPO_OTLP: Service = Service {
-    name: "tempo",
-    port: 4317,
-};
+pub(crate) const TEMPO_OTLP: Service = service("tempo", 4317);
 /// The Collector's OTLP/HTTP receiver, which the demo exports to.
-pub(crate) const COLLECTOR_OTLP_HTTP: Service = Service {
-    name: "otel-collector",
-    port: 4318,
-};
+pub(crate) const COLLECTOR_OTLP_HTTP: Service = service("otel-collector", 4318);
 /// The Collector's OTLP/gRPC receiver.
-pub(crate) const COLLECTOR_OTLP_GRPC: Service = Service {
-    name: "otel-collector",
-    port: 4317,
-};
+pub(crate) const COLLECTOR_OTLP_GRPC: Service = service("otel-collector", 4317);
 /// Alloy's HTTP server (its UI and `/metrics`).
-pub(crate) const ALLOY: Service = Service {
-    name: "alloy",
-    port: 12345,
-};
+pub(crate) const ALLOY: Service = service("alloy", 12345);
 
 /// How often Prometheus scrapes; also the Prometheus datasource's `timeInterval`.
 pub(crate) const SCRAPE_INTERVAL: Duration = Duration::from_secs(15);

@@ -1,5 +1,7 @@
 //! Writes the monitoring kit (alert and recording rules, their promtool tests, Grafana
-//! dashboards, the Alertmanager routing example) for the default `MonitoringConfig`.
+//! dashboards and provisioning, the Alertmanager routing example, and the local stack:
+//! `compose.yaml` with the Prometheus, Loki, Alloy, Tempo and Collector configurations) for the
+//! default `MonitoringConfig`.
 //!
 //! ```text
 //! cargo run --example monitoring -- --out monitoring

@@ -1,9 +1,13 @@
 //! Grafana dashboards: application overview, business, database, process and runtime.
 //!
 //! Every Prometheus query selects the service with `{<service label>="$service"}` and uses
-//! Grafana's `$__rate_interval` (or `$__range` for totals over the shown period).
+//! Grafana's `$__rate_interval` (or `$__range` for totals over the shown period). The `$datasource`
+//! and `$tempo` variables select the provisioned datasources' UIDs by default
+//! (`grafana/datasources.yml`); in a Grafana without those UIDs, choose the datasources in the
+//! variables' menus.
 
 use super::MonitoringConfig;
+use super::grafana::{PROMETHEUS_DS, TEMPO_DS};
 use super::names::{self, *};
 use super::text::{Json, obj};
 
@@ -222,7 +226,7 @@ fn dashboard(
             "label" => "Prometheus",
             "type" => "datasource",
             "query" => "prometheus",
-            "current" => obj! {},
+            "current" => obj! {"text" => PROMETHEUS_DS.0, "value" => PROMETHEUS_DS.1},
             "hide" => 0u32,
         },
         obj! {
@@ -246,7 +250,7 @@ fn dashboard(
             "label" => "Tempo",
             "type" => "datasource",
             "query" => "tempo",
-            "current" => obj! {},
+            "current" => obj! {"text" => TEMPO_DS.0, "value" => TEMPO_DS.1},
             "hide" => 0u32,
         });
     }

@@ -23,6 +23,12 @@
 //! | `alert.rules.test.yml` | `promtool test rules` cases: for every alert, one that fires and one just under the threshold that does not; for the error and latency alerts, gRPC-only and mixed HTTP + gRPC services too |
 //! | `alertmanager.yml` | `page` → PagerDuty, `ticket` → email, `info` → Slack; grouping; inhibition |
 //! | `dashboards/*.json` | Grafana: application overview, business, database, process and runtime |
+//! | `grafana/datasources.yml`, `grafana/dashboards.yml` | Grafana provisioning: Prometheus, Tempo and Loki linked both ways; the dashboards provider |
+//! | `prometheus.yml` | the local stack's Prometheus: the service's scrape, the rule file, Alertmanager |
+//! | `loki.yml` | Loki with per-stream retention ([`RetentionSettings`]) |
+//! | `alloy/config.alloy` | Grafana Alloy: the containers' JSON log lines to Loki, with four low-cardinality stream labels |
+//! | `tempo.yml`, `otel-collector.yml` | Tempo (block retention) and an OpenTelemetry Collector (OTLP in, Tempo out) |
+//! | `compose.yaml`, `demo.Dockerfile` | the local stack, every image pinned, around the demo built from this repository |
 //!
 //! ## Alerts
 //!
@@ -89,16 +95,30 @@
 //!   trace that exists. Dashboards also reach traces through the `$tempo` datasource: the
 //!   overview has a TraceQL table of the service's error traces (trace ids open the trace), and
 //!   the per-route panels carry a data link to a TraceQL search of the route's error traces.
+//! - **The local stack** (`docker compose up --build` in the kit's directory) runs the kit:
+//!   Prometheus (metrics kept [`RetentionSettings::metrics`], a command-line flag in
+//!   `compose.yaml`; exemplar storage on), Alertmanager, Grafana with the dashboards and
+//!   datasources provisioned, Loki (application logs 7 days, 30 in production, audit lines a
+//!   year, by stream selector), Alloy shipping the demo's stdout and stderr, an OpenTelemetry
+//!   Collector and Tempo (traces 7 days). Service names and ports are shared constants, so the
+//!   files agree with each other; the repository's `docs/local-stack.md` walks through it.
 //! - **Unit tests**: the `promtool` cases are generated from the same configuration as the
 //!   rules (series shaped to put each alert just over and just under its threshold), with the
 //!   rendered annotations predicted the way Prometheus's template functions format numbers.
 
 mod alertmanager;
+mod alloy;
 mod dashboards;
 mod grafana;
+mod loki;
 mod names;
+mod prometheus;
 mod rules;
+mod stack;
+mod tempo;
 pub(crate) mod text;
+
+pub use stack::RetentionSettings;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -310,6 +330,8 @@ pub struct MonitoringConfig {
     pub business: BusinessMetricNames,
     /// Alertmanager receivers and timings.
     pub alertmanager: AlertmanagerSettings,
+    /// How long the local stack's Loki, Prometheus and Tempo keep logs, metrics and traces.
+    pub retention: RetentionSettings,
 }
 
 impl Default for MonitoringConfig {
@@ -346,6 +368,7 @@ impl Default for MonitoringConfig {
             dashboard_uid_prefix: "mercenary-obs".into(),
             business: BusinessMetricNames::default(),
             alertmanager: AlertmanagerSettings::default(),
+            retention: RetentionSettings::default(),
         }
     }
 }
@@ -473,6 +496,9 @@ impl MonitoringConfig {
                  outside the buckets cannot be measured)",
             );
         }
+        if let Some((setting, value, expected)) = self.retention.problem() {
+            return bad(setting, value, &expected);
+        }
         for w in &self.burn_rate_windows {
             let budget = 1.0 - self.availability_objective.max(self.latency_objective);
             if w.long.is_zero()
@@ -509,29 +535,36 @@ pub struct GeneratedFile {
 /// [`Error::InvalidSetting`] naming the field of `config` that is out of range.
 pub fn generate(config: &MonitoringConfig) -> Result<Vec<GeneratedFile>, Error> {
     config.validate()?;
+    let file = |path: &str, contents: String| GeneratedFile {
+        path: path.into(),
+        contents,
+    };
     let mut files = vec![
-        GeneratedFile {
-            path: "alert.rules.yml".into(),
-            contents: rules::rules_yaml(config),
-        },
-        GeneratedFile {
-            path: "alert.rules.test.yml".into(),
-            contents: rules::tests_yaml(config),
-        },
-        GeneratedFile {
-            path: "alertmanager.yml".into(),
-            contents: alertmanager::alertmanager_yaml(config),
-        },
-        GeneratedFile {
-            path: "grafana/datasources.yml".into(),
-            contents: grafana::datasources_yaml(),
-        },
+        file(stack::RULES_FILE, rules::rules_yaml(config)),
+        file("alert.rules.test.yml", rules::tests_yaml(config)),
+        file(
+            stack::ALERTMANAGER_FILE,
+            alertmanager::alertmanager_yaml(config),
+        ),
+        file(stack::DATASOURCES_FILE, grafana::datasources_yaml(config)),
+        file(
+            stack::DASHBOARD_PROVIDER_FILE,
+            grafana::dashboard_provider_yaml(),
+        ),
+        file(stack::PROMETHEUS_FILE, prometheus::prometheus_yaml(config)),
+        file(stack::LOKI_FILE, loki::loki_yaml(config)),
+        file(stack::ALLOY_FILE, alloy::alloy_config()),
+        file(stack::TEMPO_FILE, tempo::tempo_yaml(config)),
+        file(stack::COLLECTOR_FILE, tempo::collector_yaml()),
+        file(stack::COMPOSE_FILE, stack::compose_yaml(config)),
+        file(stack::DOCKERFILE, stack::dockerfile()),
+        file(stack::DOCKERIGNORE, stack::dockerignore()),
     ];
     for (name, json) in dashboards::dashboards(config) {
-        files.push(GeneratedFile {
-            path: format!("dashboards/{name}.json"),
-            contents: json,
-        });
+        files.push(file(
+            &format!("{}/{name}.json", stack::DASHBOARDS_DIR),
+            json,
+        ));
     }
     Ok(files)
 }

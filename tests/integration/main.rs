@@ -33,5 +33,6 @@ mod otlp_retry;
 mod otlp_tls;
 mod rpc;
 mod sentry;
+mod stack;
 mod tower_service;
 mod traces;

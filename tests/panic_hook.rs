@@ -39,6 +39,7 @@ fn scenario() {
         "request" => request(),
         "backtrace" => backtrace(),
         "foreign-code" => foreign_code(),
+        "abort" => abort(),
         #[cfg(feature = "sentry")]
         "sentry" => sentry(),
         other => panic!("no scenario {other}"),
@@ -158,7 +159,9 @@ impl std::fmt::Debug for PanickingDebug {
 
 /// A panic inside the subscriber: an ERROR event in a span whose field's `Debug` panics, while
 /// the span context layer holds the span's extensions locked. The hook must neither lock them
-/// again (a deadlock) nor panic (an abort without the line).
+/// again (a deadlock) nor panic (an abort without the line). The process then aborts anyway:
+/// closing the span while unwinding, tracing-subscriber finds its lock poisoned and panics in a
+/// destructor; each of those panics gets its line too.
 fn foreign_code() {
     let guard = base(Obs::builder()).init().unwrap();
     let t = std::thread::Builder::new()
@@ -171,6 +174,25 @@ fn foreign_code() {
         .unwrap();
     let _ = t.join();
     finish(guard);
+}
+
+/// Lines queued just before the panic in [`abort`].
+const QUEUED: usize = 200;
+
+/// The process ends the moment the hook returns, as with `panic = "abort"` (the hook installed
+/// before `init()`, chained, aborts), while the writer thread still has lines queued.
+fn abort() {
+    std::panic::set_hook(Box::new(|_| std::process::abort()));
+    let _guard = base(Obs::builder()).chain_panic_hook(true).init().unwrap();
+    for i in 0..QUEUED {
+        tracing::info!(i, "queued before the panic");
+    }
+    let t = std::thread::Builder::new()
+        .name("doomed".into())
+        .spawn(|| panic!("last words"))
+        .unwrap();
+    let _ = t.join();
+    unreachable!("the process aborted");
 }
 
 /// With a Sentry DSN, `init()` puts the JSON hook over Sentry's: the panic's event still has
@@ -498,6 +520,18 @@ fn a_panic_inside_the_subscriber_neither_hangs_nor_loses_its_line() {
         });
     assert_panic_line(line);
     assert_eq!(line["thread.name"], "foreign");
+}
+
+#[test]
+fn a_panic_that_ends_the_process_at_once_still_leaves_its_line() {
+    let out = run("abort", &[]);
+    assert!(!out.status.success(), "the child aborted");
+    assert_eq!(out.stderr, "", "nothing on standard error");
+    // The hook waited for its line, and so for every line queued before it.
+    assert_eq!(out.lines.len(), QUEUED + 1, "{:#?}", out.lines.last());
+    let line = out.critical().first().copied().expect("the panic's line");
+    assert_panic_line(line);
+    assert_eq!(line["exception.message"], "last words");
 }
 
 #[cfg(feature = "sentry")]

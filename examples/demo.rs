@@ -24,7 +24,11 @@
 //!   the quote then falls back to a list price with `"degraded": true` and a WARNING line, as
 //!   it does when pricing is unreachable or slower than `DOWNSTREAM_TIMEOUT_MS` (2 s by default);
 //! - graceful shutdown on Ctrl-C or SIGTERM, then `ObsGuard::shutdown()` so every buffered log
-//!   line is written before the process exits.
+//!   line is written before the process exits;
+//! - every line the process writes is one JSON object: the start (`"listening"`, with
+//!   `server.address` and `server.port`) and the stop, a bad setting, and a panic (the panic hook
+//!   `init()` installs writes one CRITICAL line, with the request's `correlation_id`, instead of
+//!   Rust's text on stderr).
 //!
 //! ## Running it
 //!
@@ -99,8 +103,9 @@
 //! route that takes one.
 //!
 //! Exit status: 0 after a clean shutdown, 1 when observability cannot start (try
-//! `MERCENARY_OBS_LOG_FORMAT=bogus`) or the server fails, 2 for a bad `PORT`,
-//! `DOWNSTREAM_URL` or `DOWNSTREAM_TIMEOUT_MS`.
+//! `MERCENARY_OBS_LOG_FORMAT=bogus`: one JSON line on stderr, the log pipeline being the thing
+//! that failed) or the server fails, 2 for a bad `PORT`, `DOWNSTREAM_URL` or
+//! `DOWNSTREAM_TIMEOUT_MS` (an ERROR line naming the variable).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
@@ -152,28 +157,15 @@ const CURRENCIES: &[&str] = &["USD", "EUR", "GBP"];
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let settings = (
-        port_from_env(),
-        downstream_from_env(),
-        downstream_timeout_from_env(),
-    );
-    let (port, downstream) = match settings {
-        (Ok(port), Ok(url), Ok(timeout)) => (port, Downstream { url, timeout }),
-        (Err(message), _, _) | (_, Err(message), _) | (_, _, Err(message)) => {
-            eprintln!("mercenary demo: {message}");
-            return ExitCode::from(2);
-        }
-    };
-
     // A name set in code wins over the environment, so the default is set only when the
     // environment names no service: two demos can run as two services.
     let mut builder = Obs::builder();
     if !service_name_in_env() {
         builder = builder.service_name(DEFAULT_SERVICE_NAME);
     }
-    // Before anything else logs: installs the global subscriber (JSON lines on stdout) and the
-    // global instance that `mercenary_obs::layer()`, `client_layer()`, `metrics_router()` and
-    // the macros use.
+    // Before anything else logs: installs the global subscriber (JSON lines on stdout), the
+    // panic hook (a panic is one CRITICAL JSON line too) and the global instance that
+    // `mercenary_obs::layer()`, `client_layer()`, `metrics_router()` and the macros use.
     let guard = match builder
         .service_version(env!("CARGO_PKG_VERSION"))
         .log_headers(["user-agent", "authorization"])
@@ -182,8 +174,23 @@ async fn main() -> ExitCode {
     {
         Ok(guard) => guard,
         Err(err) => {
-            eprintln!("mercenary demo: cannot start observability: {err}");
+            report_without_logs(&err);
             return ExitCode::FAILURE;
+        }
+    };
+
+    // The demo's own settings, read once logs are up so a bad one is a log line as well.
+    let settings = (
+        port_from_env(),
+        downstream_from_env(),
+        downstream_timeout_from_env(),
+    );
+    let (port, downstream) = match settings {
+        (Ok(port), Ok(url), Ok(timeout)) => (port, Downstream { url, timeout }),
+        (Err(message), _, _) | (_, Err(message), _) | (_, _, Err(message)) => {
+            tracing::error!(error = %message, "invalid configuration");
+            let _ = guard.shutdown();
+            return ExitCode::from(2);
         }
     };
 
@@ -194,18 +201,49 @@ async fn main() -> ExitCode {
     }
 
     // Flush every buffered log line before the process exits (dropping the guard would do the
-    // same; calling `shutdown` lets us report a flush that timed out).
+    // same; calling `shutdown` lets us report a flush that timed out: lines logged after it
+    // are written at once).
     let flushed = guard.shutdown();
-    if let Err(message) = &served {
-        eprintln!("mercenary demo: {message}");
-    }
     if let Err(err) = &flushed {
-        eprintln!("mercenary demo: {err}");
+        tracing::error!(error = %err, "log lines not all written in time");
     }
     if served.is_ok() && flushed.is_ok() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// Reports why observability could not start (a bad `MERCENARY_OBS_*` or `OTEL_*` variable,
+/// say) when there is no log pipeline to say it: one JSON line on stderr, in the same schema,
+/// from a fallback instance with the default settings, which reads no environment and so
+/// cannot fail the same way.
+fn report_without_logs(err: &mercenary_obs::Error) {
+    let service = std::env::var(mercenary_obs::env::OTEL_SERVICE_NAME)
+        .ok()
+        .filter(|name| !name.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_string());
+    let fallback = Obs::builder()
+        .service_name(service.clone())
+        .log_writer(std::io::stderr())
+        .traces(false)
+        .process_metrics(false)
+        .build();
+    match fallback {
+        Ok(obs) => {
+            obs.in_scope(|| tracing::error!(error = %err, "cannot start observability"));
+            obs.flush();
+        }
+        // Not even a writer thread: the message alone, still one JSON object.
+        Err(_) => eprintln!(
+            "{}",
+            json!({
+                "level": "ERROR",
+                "message": "cannot start observability",
+                "service": service,
+                "error": err.to_string(),
+            })
+        ),
     }
 }
 
@@ -304,8 +342,12 @@ async fn serve(port: u16, downstream: Downstream) -> Result<(), String> {
         .local_addr()
         .map_err(|e| format!("cannot read the listening address: {e}"))?;
 
-    tracing::info!(address = %addr, url = %format_args!("http://{addr}"), "listening");
-    eprintln!("mercenary demo listening on http://{addr}");
+    tracing::info!(
+        server.address = %addr.ip(),
+        server.port = addr.port(),
+        url = %format_args!("http://{addr}"),
+        "listening"
+    );
 
     // Without DOWNSTREAM_URL the demo is its own pricing service, at the address it got.
     let pricing_url = downstream.url.unwrap_or_else(|| format!("http://{addr}"));
@@ -320,7 +362,6 @@ async fn serve(port: u16, downstream: Downstream) -> Result<(), String> {
     let server = axum::serve(listener, app(pricing)).with_graceful_shutdown(async move {
         let signal = shutdown_signal().await;
         tracing::info!(signal, "shutting down");
-        eprintln!("mercenary demo: {signal} received, shutting down");
         let _ = signalled_tx.send(());
     });
 

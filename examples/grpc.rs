@@ -20,7 +20,10 @@
 //! - one port for everything: gRPC over h2c (HTTP/2 with prior knowledge, as gRPC clients
 //!   speak it) and plain HTTP/1.1 for `curl` and Prometheus, both through the same layer;
 //! - graceful shutdown on Ctrl-C or SIGTERM, then `ObsGuard::shutdown()` so every buffered log
-//!   line is written before the process exits.
+//!   line is written before the process exits;
+//! - every line the process writes is one JSON object: the start (`"listening"`, with
+//!   `server.address` and `server.port`) and the stop, a bad setting, and a panic (one CRITICAL
+//!   line from the panic hook `init()` installs).
 //!
 //! The service, `mercenary.v1.Pricing`, is the protocol in `examples/grpc/pricing.rs`, its code
 //! written by hand in the shape `tonic-build` generates: nothing to install but Rust (no
@@ -81,7 +84,8 @@
 //! offer reflection.
 //!
 //! Exit status: 0 after a clean shutdown, 1 when observability cannot start (try
-//! `MERCENARY_OBS_LOG_FORMAT=bogus`) or the server fails, 2 for a bad `PORT`.
+//! `MERCENARY_OBS_LOG_FORMAT=bogus`: one JSON line on stderr) or the server fails, 2 for a bad
+//! `PORT` (an ERROR line naming it).
 
 #[path = "grpc/pricing.rs"]
 mod pricing;
@@ -118,22 +122,15 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let port = match port_from_env() {
-        Ok(port) => port,
-        Err(message) => {
-            eprintln!("mercenary grpc: {message}");
-            return ExitCode::from(2);
-        }
-    };
-
     // A name set in code wins over the environment, so the default is set only when the
     // environment names no service.
     let mut builder = Obs::builder();
     if !service_name_in_env() {
         builder = builder.service_name(DEFAULT_SERVICE_NAME);
     }
-    // Before anything else logs: installs the global subscriber (JSON lines on stdout) and the
-    // global instance that `mercenary_obs::layer()` and `metrics_router()` use.
+    // Before anything else logs: installs the global subscriber (JSON lines on stdout), the
+    // panic hook and the global instance that `mercenary_obs::layer()` and `metrics_router()`
+    // use.
     let guard = match builder
         .service_version(env!("CARGO_PKG_VERSION"))
         .log_headers(["user-agent"])
@@ -142,8 +139,18 @@ async fn main() -> ExitCode {
     {
         Ok(guard) => guard,
         Err(err) => {
-            eprintln!("mercenary grpc: cannot start observability: {err}");
+            report_without_logs(&err);
             return ExitCode::FAILURE;
+        }
+    };
+
+    // Read once logs are up, so a bad value is a log line as well.
+    let port = match port_from_env() {
+        Ok(port) => port,
+        Err(message) => {
+            tracing::error!(error = %message, "invalid configuration");
+            let _ = guard.shutdown();
+            return ExitCode::from(2);
         }
     };
 
@@ -153,18 +160,48 @@ async fn main() -> ExitCode {
         Err(message) => tracing::error!(error = %message, "server failed"),
     }
 
-    // Flush every buffered log line before the process exits.
+    // Flush every buffered log line before the process exits (lines logged after it are
+    // written at once).
     let flushed = guard.shutdown();
-    if let Err(message) = &served {
-        eprintln!("mercenary grpc: {message}");
-    }
     if let Err(err) = &flushed {
-        eprintln!("mercenary grpc: {err}");
+        tracing::error!(error = %err, "log lines not all written in time");
     }
     if served.is_ok() && flushed.is_ok() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// Reports why observability could not start when there is no log pipeline to say it: one
+/// JSON line on stderr, in the same schema, from a fallback instance with the default settings
+/// (it reads no environment, so it cannot fail the same way).
+fn report_without_logs(err: &mercenary_obs::Error) {
+    let service = std::env::var(mercenary_obs::env::OTEL_SERVICE_NAME)
+        .ok()
+        .filter(|name| !name.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_string());
+    let fallback = Obs::builder()
+        .service_name(service.clone())
+        .log_writer(std::io::stderr())
+        .traces(false)
+        .process_metrics(false)
+        .build();
+    match fallback {
+        Ok(obs) => {
+            obs.in_scope(|| tracing::error!(error = %err, "cannot start observability"));
+            obs.flush();
+        }
+        // Not even a writer thread: the message alone, still one JSON object.
+        Err(_) => eprintln!(
+            "{}",
+            serde_json::json!({
+                "level": "ERROR",
+                "message": "cannot start observability",
+                "service": service,
+                "error": err.to_string(),
+            })
+        ),
     }
 }
 
@@ -205,8 +242,12 @@ async fn serve(port: u16) -> Result<(), String> {
         .local_addr()
         .map_err(|e| format!("cannot read the listening address: {e}"))?;
 
-    tracing::info!(address = %addr, url = %format_args!("http://{addr}"), "listening");
-    eprintln!("mercenary grpc listening on http://{addr} (gRPC over h2c, and HTTP/1.1)");
+    tracing::info!(
+        server.address = %addr.ip(),
+        server.port = addr.port(),
+        url = %format_args!("http://{addr}"),
+        "listening"
+    );
 
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     // axum's server (hyper-util's auto builder) speaks HTTP/1.1 and HTTP/2 with prior knowledge
@@ -214,7 +255,6 @@ async fn serve(port: u16) -> Result<(), String> {
     let server = axum::serve(listener, app()).with_graceful_shutdown(async move {
         let signal = shutdown_signal().await;
         tracing::info!(signal, "shutting down");
-        eprintln!("mercenary grpc: {signal} received, shutting down");
         let _ = signalled_tx.send(());
     });
 

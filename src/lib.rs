@@ -109,6 +109,11 @@
 //! Lines go through a bounded queue to a writer thread: the request path never does I/O. When
 //! the queue is full, lines are dropped and counted in `mercenary_obs_log_lines_dropped_total`.
 //!
+//! A panic is a log line too: [`ObsBuilder::init`] installs a panic hook that writes it as one
+//! `CRITICAL` line (target `mercenary_obs::panic`, with `exception.message`, `code.filepath`,
+//! `code.lineno`, the request's IDs, and `exception.stacktrace` when `RUST_BACKTRACE` asks for
+//! it) instead of Rust's text on stderr; see [`ObsBuilder::panic_hook`].
+//!
 //! ## Instances
 //!
 //! [`ObsBuilder::init`] installs an instance globally (the `tracing` subscriber, and the instance

@@ -1,5 +1,6 @@
 //! What handler code reads from the current span: its context and correlation ID.
 
+use std::cell::Cell;
 use std::sync::Arc;
 
 use tracing_core::Dispatch;
@@ -41,6 +42,55 @@ pub(crate) fn with_current_context<R>(f: impl FnOnce(&SpanContext) -> R) -> Opti
         let data = ext.get::<SpanContext>()?;
         f.take().map(|f| f(data))
     })
+}
+
+thread_local! {
+    /// Whether this thread runs code that is not the crate's (a recorded value's `Debug` or
+    /// `Display`) while a span's extensions are locked. See [`ForeignCode`].
+    static FOREIGN_CODE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks, while alive, that this thread runs code that is not the crate's (a field value's
+/// `Debug`) with a span's extensions locked. That code may panic, and the panic hook must then
+/// not lock them again: a second lock on this thread would deadlock (or, once the lock is
+/// poisoned, panic inside the hook, which aborts the process).
+///
+/// When that code does panic, the mark stays set on this thread: the lock it held is poisoned
+/// from then on, so later panics on this thread are written without the span's IDs.
+pub(crate) struct ForeignCode {
+    was: bool,
+    /// Whether the thread was already unwinding when the mark was set.
+    unwinding: bool,
+}
+
+impl ForeignCode {
+    #[inline]
+    pub(crate) fn enter() -> Self {
+        Self {
+            was: FOREIGN_CODE.try_with(|c| c.replace(true)).unwrap_or(true),
+            unwinding: std::thread::panicking(),
+        }
+    }
+}
+
+impl Drop for ForeignCode {
+    #[inline]
+    fn drop(&mut self) {
+        let panicked_inside = std::thread::panicking() && !self.unwinding;
+        if !panicked_inside {
+            let _ = FOREIGN_CODE.try_with(|c| c.set(self.was));
+        }
+    }
+}
+
+/// The IDs of the current span (correlation ID, trace ID, span ID), for the panic hook: `None`
+/// outside a span of this crate's subscribers, and whenever reading them could lock a span
+/// that this thread holds locked (see [`ForeignCode`]).
+pub(crate) fn panic_ids() -> Option<(Option<Arc<str>>, u128, u64)> {
+    if FOREIGN_CODE.try_with(Cell::get).unwrap_or(true) {
+        return None;
+    }
+    with_current_context(|c| (c.correlation_id.clone(), c.trace_id, c.span_id))
 }
 
 /// Runs `f` on the [`RootInfo`] of `span`'s local root: the span itself or its nearest ancestor

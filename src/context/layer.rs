@@ -17,6 +17,7 @@ use tracing_core::{Event, Level, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
+use super::current::ForeignCode;
 use super::fields::{FieldRenderer, SPAN_ID_SUFFIX, inherit_fields, render_ids, same_ids_prefix};
 use super::handoff::{set_opened, take_request_trace};
 use crate::core::escape::push_hex;
@@ -102,6 +103,8 @@ where
             otel_name: None,
         });
         // One pass over the fields feeds both the JSON fragment and the span's attributes.
+        // Their `Debug` runs with the parent's extensions locked.
+        let foreign = ForeignCode::enter();
         attrs.record(&mut BothVisitor {
             json: &mut visitor,
             otel: record.as_mut().map(|record| AttributeVisitor {
@@ -109,6 +112,7 @@ where
                 record,
             }),
         });
+        drop(foreign);
         let is_request = meta.target() == REQUEST_TARGET;
 
         let handed = if is_request {
@@ -194,6 +198,8 @@ where
         let Some(data) = ext.get_mut::<SpanContext>() else {
             return;
         };
+        // The values' `Debug` runs with the span's extensions locked.
+        let _foreign = ForeignCode::enter();
         if let Some(record) = data.record.as_mut() {
             values.record(&mut AttributeVisitor {
                 settings: &self.settings,
@@ -275,7 +281,10 @@ where
             message: String::new(),
             attributes: Vec::new(),
         };
+        // The fields' `Debug` runs with the span's extensions locked.
+        let foreign = ForeignCode::enter();
         event.record(&mut visitor);
+        drop(foreign);
         let level = if *event.metadata().level() == Level::ERROR {
             "ERROR"
         } else {

@@ -13,6 +13,8 @@ pub const OTEL_RESOURCE_ATTRIBUTES: &str = "OTEL_RESOURCE_ATTRIBUTES";
 pub const MERCENARY_OBS_LOG_FORMAT: &str = "MERCENARY_OBS_LOG_FORMAT";
 /// The log filter, in `tracing-subscriber`'s `EnvFilter` syntax.
 pub const RUST_LOG: &str = "RUST_LOG";
+/// `true` or `false`: whether `init()` installs the JSON panic hook (default `true`).
+pub const MERCENARY_OBS_PANIC_HOOK: &str = "MERCENARY_OBS_PANIC_HOOK";
 /// Base OTLP endpoint (`/v1/traces` is appended for HTTP).
 pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 /// OTLP traces endpoint, used as is (wins over the base endpoint).

@@ -163,6 +163,8 @@ pub const EXPORT_TARGET: &str = "mercenary_obs::export";
 pub const METRICS_TARGET: &str = "mercenary_obs::metrics";
 /// The target of database query spans.
 pub const DB_TARGET: &str = "mercenary_obs::db";
+/// The target of the line the panic hook writes for a panic (`"level":"CRITICAL"`).
+pub const PANIC_TARGET: &str = "mercenary_obs::panic";
 
 // ---------------------------------------------------------------------------------------------
 // Fields and attributes

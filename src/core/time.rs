@@ -17,10 +17,12 @@ pub(crate) fn push_now(out: &mut String) {
 }
 
 pub(crate) fn push_timestamp(out: &mut String, secs: u64, micros: u32) {
-    let (last_secs, mut text) = LAST.with(Cell::get);
+    // `try_with`: the panic hook formats a timestamp too, possibly while this thread's locals
+    // are being destroyed; the cache is then skipped rather than the access panicking.
+    let (last_secs, mut text) = LAST.try_with(Cell::get).unwrap_or((u64::MAX, [0; 19]));
     if last_secs != secs {
         text = format_seconds(secs);
-        LAST.with(|c| c.set((secs, text)));
+        let _ = LAST.try_with(|c| c.set((secs, text)));
     }
     out.push_str(std::str::from_utf8(&text).unwrap_or("0000-00-00T00:00:00"));
     let mut frac = [b'.', 0, 0, 0, 0, 0, 0, b'Z'];

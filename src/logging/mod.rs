@@ -1,5 +1,6 @@
 //! Structured logs: the JSON formatter, the pretty format, the non-blocking writers, the
-//! `RUST_LOG` filter with its exceptions, and the counting of audit and security events.
+//! `RUST_LOG` filter with its exceptions, the counting of audit and security events, and the
+//! JSON panic hook.
 //!
 //! [`start`] spawns the writer threads and returns a [`LogPipeline`], whose methods make the
 //! `tracing` layers; the composition root stacks them with the span context layer (and Sentry's)
@@ -10,6 +11,7 @@ pub(crate) mod events;
 pub(crate) mod filter;
 pub(crate) mod json;
 pub(crate) mod options;
+pub(crate) mod panic;
 pub(crate) mod pretty;
 pub(crate) mod writer;
 
@@ -46,6 +48,8 @@ pub(crate) struct LogPipeline {
     pub(crate) format: LogFormat,
     sink_is_terminal: bool,
     service: String,
+    /// `Some(chain)` when `init()` is to install the panic hook.
+    panic_hook: Option<bool>,
 }
 
 /// The counters of audit lines that missed their sink:
@@ -96,6 +100,7 @@ pub(crate) fn start(
         format: config.format,
         sink_is_terminal: config.sink_is_terminal,
         service: service.to_string(),
+        panic_hook: config.panic_hook.then_some(config.chain_panic_hook),
     };
     Ok((
         pipeline,
@@ -138,6 +143,33 @@ impl LogPipeline {
             .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
                 meta.target() != AUDIT_TARGET
             }))
+    }
+
+    /// Installs the JSON panic hook writing to this pipeline's writer, unless it is turned off
+    /// (see [`panic::install`] for `also`). `shutdown_timeout` bounds the hook's wait for its
+    /// line with `panic = "abort"`.
+    pub(crate) fn install_panic_hook(&self, also: Option<fn()>, shutdown_timeout: Duration) {
+        let Some(chain) = self.panic_hook else {
+            return;
+        };
+        let mut service_json = String::from(",\"service\":");
+        crate::core::escape::push_json_str(
+            &mut service_json,
+            &self.service,
+            self.settings.value_cap,
+        );
+        let wait = if cfg!(panic = "abort") {
+            shutdown_timeout
+        } else {
+            panic::HOOK_WAIT
+        };
+        let lines = panic::PanicLines {
+            writer: self.writer.clone(),
+            service_json,
+            value_cap: self.settings.value_cap,
+            wait,
+        };
+        panic::install(lines, chain, also);
     }
 
     /// Waits until every line so far (application and audit) is written.

@@ -1,5 +1,5 @@
-//! Log settings: format, filter, sinks, queue and value bounds, redaction; from code and from
-//! `MERCENARY_OBS_LOG_FORMAT` and `RUST_LOG`.
+//! Log settings: format, filter, sinks, queue and value bounds, redaction, the panic hook; from
+//! code and from `MERCENARY_OBS_LOG_FORMAT`, `RUST_LOG` and `MERCENARY_OBS_PANIC_HOOK`.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -35,6 +35,8 @@ pub(crate) struct LogOptions {
     pub(crate) audit_max_wait: Setting<Duration>,
     pub(crate) audit_fallback_writer: Option<Box<dyn Write + Send>>,
     pub(crate) audit_fallback_file: Setting<PathBuf>,
+    pub(crate) panic_hook: Setting<bool>,
+    pub(crate) chain_panic_hook: Option<bool>,
 }
 
 /// How long an audit line waits for a stalled sink by default.
@@ -64,10 +66,14 @@ pub(crate) struct LogConfig {
     pub(crate) audit_max_wait: Duration,
     /// Where audit lines go when their sink is stalled, and its name for the CRITICAL line.
     pub(crate) audit_fallback: (Box<dyn Write + Send>, String),
+    /// Whether `init()` installs the JSON panic hook.
+    pub(crate) panic_hook: bool,
+    /// Whether that hook runs the one installed before it too.
+    pub(crate) chain_panic_hook: bool,
 }
 
 impl LogOptions {
-    /// Reads `MERCENARY_OBS_LOG_FORMAT` and `RUST_LOG`.
+    /// Reads `MERCENARY_OBS_LOG_FORMAT`, `RUST_LOG` and `MERCENARY_OBS_PANIC_HOOK`.
     pub(crate) fn read_env(&mut self, vars: &mut EnvVars) {
         let format = vars.parse(
             env::MERCENARY_OBS_LOG_FORMAT,
@@ -92,6 +98,16 @@ impl LogOptions {
         if let Some(filter) = vars.get(env::RUST_LOG) {
             self.filter.env = Some(filter.to_string());
         }
+        let panic_hook = vars.parse(
+            env::MERCENARY_OBS_PANIC_HOOK,
+            "`true` or `false`",
+            |v| match v.to_ascii_lowercase().as_str() {
+                "true" => Some(true),
+                "false" => Some(false),
+                _ => None,
+            },
+        );
+        self.panic_hook.set_env(panic_hook);
     }
 
     /// Validates the settings and opens the default sink (standard output) when none was given.
@@ -199,6 +215,8 @@ impl LogOptions {
                 .redact_fields
                 .take()
                 .unwrap_or_else(|| DEFAULT_SENSITIVE.iter().map(|s| s.to_string()).collect()),
+            panic_hook: self.panic_hook.or(true),
+            chain_panic_hook: self.chain_panic_hook.unwrap_or(false),
         })
     }
 }

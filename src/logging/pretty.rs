@@ -11,6 +11,7 @@ use tracing_subscriber::fmt::FormatFields;
 use tracing_subscriber::fmt::format::Writer;
 
 use super::writer::LineWriter;
+use crate::context::current::ForeignCode;
 use crate::core::names::REDACTED;
 use crate::core::render::RenderSettings;
 
@@ -27,6 +28,9 @@ impl<'w> FormatFields<'w> for PrettyFields {
             first: true,
             result: Ok(()),
         };
+        // tracing-subscriber calls this with the span's extensions locked (new spans, recorded
+        // values), and the values' `Debug` may panic.
+        let _foreign = ForeignCode::enter();
         fields.record(&mut visitor);
         visitor.result
     }

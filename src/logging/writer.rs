@@ -11,12 +11,14 @@
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How long the writer waits after the first line of a batch for more lines to arrive.
 const BATCH_WINDOW: Duration = Duration::from_millis(5);
+/// The name of the writer threads.
+const THREAD_NAME: &str = "mercenary-obs-log";
 
 struct State {
     buf: Vec<u8>,
@@ -76,7 +78,7 @@ impl LineWriter {
         });
         let worker = shared.clone();
         let handle = std::thread::Builder::new()
-            .name("mercenary-obs-log".into())
+            .name(THREAD_NAME.into())
             .spawn(move || run(worker, sink))?;
         Ok(Self {
             shared,
@@ -133,6 +135,54 @@ impl LineWriter {
                 .unwrap_or_else(|e| e.into_inner().0);
         }
         self.append(state, line);
+        true
+    }
+
+    /// Appends one line from a panic hook and waits until it is written, all within `wait`.
+    ///
+    /// Never blocks on the lock (this thread may hold it: a sink that panicked while writing in
+    /// place), never waits past `wait`, never panics. A full buffer drops the line (counted).
+    /// Returns whether the line was written in time.
+    pub(crate) fn push_from_hook(&self, line: &[u8], wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        let mut state = loop {
+            match self.shared.state.try_lock() {
+                Ok(state) => break state,
+                Err(TryLockError::Poisoned(e)) => break e.into_inner(),
+                Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Err(TryLockError::WouldBlock) => return false,
+            }
+        };
+        if let Some(sink) = state.orphan.as_mut() {
+            return sink.write_all(line).and_then(|()| sink.flush()).is_ok();
+        }
+        if state.buf.len() + line.len() > self.shared.capacity {
+            drop(state);
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            (self.shared.on_drop)();
+            return false;
+        }
+        state.buf.extend_from_slice(line);
+        state.appended += 1;
+        let target = state.appended;
+        if std::thread::current().name() == Some(THREAD_NAME) {
+            // The writer thread itself (its sink panicked): nobody else will write the line.
+            return false;
+        }
+        state.flush_requested = true;
+        self.shared.wake.notify_one();
+        while state.written < target && state.orphan.is_none() {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            state = match self.shared.done.wait_timeout(state, deadline - now) {
+                Ok((state, _)) => state,
+                Err(e) => e.into_inner().0,
+            };
+        }
         true
     }
 

@@ -265,6 +265,29 @@ impl ObsBuilder {
         self
     }
 
+    /// Whether [`init`](Self::init) installs a panic hook that writes each panic as one
+    /// `CRITICAL` JSON line (target `mercenary_obs::panic`) where the log lines go, with
+    /// `exception.message`, `code.filepath`, `code.lineno`, `code.column`, `thread.name`, the
+    /// current request's `correlation_id` / `trace_id` / `span_id`, and `exception.stacktrace`
+    /// (one string) when `RUST_BACKTRACE` asks for backtraces. It replaces Rust's default hook,
+    /// which prints the panic as text on standard error (see
+    /// [`chain_panic_hook`](Self::chain_panic_hook)). [`build`](Self::build) installs no hook
+    /// whatever this says.
+    ///
+    /// Env: `MERCENARY_OBS_PANIC_HOOK` (`true`, `false`). Default: `true`.
+    pub fn panic_hook(mut self, enabled: bool) -> Self {
+        self.logs.panic_hook.set(enabled);
+        self
+    }
+
+    /// Whether the panic hook also runs the hook that was installed before `init()` (Rust's
+    /// default one, printing the panic on standard error, unless something replaced it).
+    /// Default: `false`.
+    pub fn chain_panic_hook(mut self, chain: bool) -> Self {
+        self.logs.chain_panic_hook = Some(chain);
+        self
+    }
+
     /// How long [`ObsGuard`] waits on drop for buffered logs, traces and error reports to be
     /// written. Default: 5 s.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {

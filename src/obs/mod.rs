@@ -281,5 +281,13 @@ pub(crate) fn install_global(obs: Obs) -> Result<ObsGuard, Error> {
     if let Some(sentry) = &obs.inner.pipelines.sentry {
         sentry.bind_main();
     }
+    if let Some(logs) = &obs.inner.pipelines.logs {
+        // Sentry's stack recorder, when the hook replaced would have run it.
+        #[cfg(feature = "sentry")]
+        let also = crate::sentry::panic_stack_recorder();
+        #[cfg(not(feature = "sentry"))]
+        let also = None;
+        logs.install_panic_hook(also, obs.inner.pipelines.shutdown_timeout);
+    }
     Ok(ObsGuard::new(obs))
 }

@@ -34,7 +34,8 @@
 //! **Backtraces of panics.** The layer catches panics, and by then the stack has unwound. So the
 //! first instance with Sentry installs a chained panic hook (the previous hook still runs) that
 //! records the panicking thread's stack only while that thread is polling a request of an
-//! instance with Sentry on; anywhere else it does nothing.
+//! instance with Sentry on; anywhere else it does nothing. When `init()` then installs the JSON
+//! panic hook over it without chaining, the JSON hook runs the recorder itself.
 //!
 //! **Redaction** (the log lines' rules) runs in `before_send` and `before_breadcrumb` on every event and
 //! breadcrumb: values of tags, extra data, context fields, breadcrumb data and request headers
@@ -73,6 +74,7 @@ use crate::core::redact::Redactor;
 
 pub(crate) use layer::events_layer;
 pub(crate) use options::{SentryConfig, SentryOptions, resolve};
+pub(crate) use panic::panic_stack_recorder;
 pub(crate) use request::{RequestInfo, RequestSentry};
 
 use panic::install_panic_hook;

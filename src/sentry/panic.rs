@@ -22,18 +22,31 @@ pub(super) fn install_panic_hook() {
     PANIC_HOOK.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            if ARMED.with(Cell::get) {
-                let stack =
-                    ::sentry::integrations::backtrace::current_stacktrace().map(trim_panic_frames);
-                PANIC_STACK.with(|slot| {
-                    if let Ok(mut slot) = slot.try_borrow_mut() {
-                        *slot = stack;
-                    }
-                });
-            }
+            record_panic_stack();
             previous(info);
         }));
     });
+}
+
+/// What the hook does before running the previous one: records the panicking thread's stack
+/// when it is polling a request of an instance with Sentry on.
+fn record_panic_stack() {
+    if ARMED.try_with(Cell::get).unwrap_or(false) {
+        let stack = ::sentry::integrations::backtrace::current_stacktrace().map(trim_panic_frames);
+        let _ = PANIC_STACK.try_with(|slot| {
+            if let Ok(mut slot) = slot.try_borrow_mut() {
+                *slot = stack;
+            }
+        });
+    }
+}
+
+/// The stack recorder, when this module's hook is installed: a hook installed after it that
+/// does not run it (the JSON panic hook, unless chained) runs this instead.
+pub(crate) fn panic_stack_recorder() -> Option<fn()> {
+    PANIC_HOOK
+        .is_completed()
+        .then_some(record_panic_stack as fn())
 }
 
 /// Removes the frames of the panic machinery (and of this hook) from the top of the stack.

@@ -5,6 +5,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::client;
@@ -61,6 +62,9 @@ pub struct Demo {
     pub child: Child,
     pub addr: SocketAddr,
     pub stdout: Arc<Mutex<Vec<String>>>,
+    pub stderr: Arc<Mutex<Vec<String>>>,
+    /// The threads reading stdout and stderr; they end when the process has exited.
+    readers: Vec<JoinHandle<()>>,
 }
 
 impl Demo {
@@ -70,36 +74,62 @@ impl Demo {
         Demo::start_example("demo", envs).await
     }
 
-    /// The stdout lines so far.
+    /// The stdout lines so far (all of them once [`Demo::stop`] returned).
     pub fn lines(&self) -> Vec<String> {
         self.stdout.lock().unwrap().clone()
     }
 
-    /// SIGTERM, then waits (bounded) for a clean exit.
+    /// The stderr lines so far (all of them once [`Demo::stop`] returned).
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// SIGTERM, then waits (bounded) for a clean exit and for the last of its output.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
+        let status = loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
+                break status;
             }
             assert!(
                 Instant::now() < deadline,
                 "the demo did not exit within 15 s of SIGTERM"
             );
             std::thread::sleep(Duration::from_millis(50));
+        };
+        // The pipes end with the process: the readers finish with its last lines.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.readers.iter().all(JoinHandle::is_finished) {
+            assert!(
+                Instant::now() < deadline,
+                "the demo's output did not end within 5 s of its exit"
+            );
+            std::thread::sleep(Duration::from_millis(10));
         }
+        status
     }
+}
+
+/// The address in a `"listening"` log line (`server.address`, `server.port`), if `line` is one.
+fn listening_address(line: &str) -> Option<SocketAddr> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    if v["message"] != "listening" {
+        return None;
+    }
+    let ip: std::net::IpAddr = v["server.address"].as_str()?.parse().ok()?;
+    let port = u16::try_from(v["server.port"].as_u64()?).ok()?;
+    Some(SocketAddr::new(ip, port))
 }
 
 impl Demo {
     /// Like [`Demo::start`], for the example `name` (`PORT`, stdout, stderr and the wait for
-    /// it to listen handled the same way).
+    /// it to listen handled the same way). The example gets `PORT=0`, picks a free port, and
+    /// says which in its `"listening"` log line, where this reads it.
     pub async fn start_example(name: &str, envs: &[(&str, &str)]) -> Demo {
-        let port = free_port();
         let mut cmd = Command::new(example_binary(name));
-        cmd.env("PORT", port.to_string())
+        cmd.env("PORT", "0")
             .env_remove("RUST_LOG")
             .env_remove("MERCENARY_OBS_LOG_FORMAT")
             .stdout(Stdio::piped())
@@ -113,37 +143,49 @@ impl Demo {
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let sink = stdout.clone();
         let pipe = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
+        let out_reader = std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines().map_while(Result::ok) {
                 sink.lock().unwrap().push(line);
             }
         });
-        let stderr = child.stderr.take().unwrap();
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let sink = stderr.clone();
+        let pipe = child.stderr.take().unwrap();
         let prefix = name.to_string();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        let err_reader = std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
                 eprintln!("{prefix} stderr: {line}");
+                sink.lock().unwrap().push(line);
             }
         });
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                break;
+        let addr = loop {
+            let found = stdout
+                .lock()
+                .unwrap()
+                .iter()
+                .find_map(|l| listening_address(l));
+            if let Some(addr) = found {
+                break addr;
             }
             if let Some(status) = child.try_wait().unwrap() {
-                panic!("the example {name} exited early with {status}");
+                panic!(
+                    "the example {name} exited early with {status}; stderr: {:#?}",
+                    stderr.lock().unwrap()
+                );
             }
             assert!(
                 Instant::now() < deadline,
-                "the example {name} did not listen within 60 s"
+                "the example {name} did not log its \"listening\" line within 60 s"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        };
         Demo {
             child,
             addr,
             stdout,
+            stderr,
+            readers: vec![out_reader, err_reader],
         }
     }
 }

@@ -84,9 +84,24 @@ async fn traffic(addr: SocketAddr) {
     assert_eq!(r.header("x-request-id").as_deref(), Some("demo-req-1"));
 }
 
+/// Parses every line as a JSON object in the log schema (panics naming the line otherwise).
+fn parse_all(lines: &[String], stream: &str) -> Vec<serde_json::Value> {
+    lines
+        .iter()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{stream}: not JSON ({e}): {line}"));
+            common::assert_schema(&v);
+            v
+        })
+        .collect()
+}
+
+/// With backtraces on (`RUST_BACKTRACE=1`), every line the demo writes, on stdout and stderr,
+/// from start to SIGTERM, is one JSON object in the schema, panics included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_logs_are_json_lines_in_schema_order_with_redaction() {
-    let mut demo = Demo::start(&[]).await;
+    let mut demo = Demo::start(&[("RUST_BACKTRACE", "1")]).await;
     traffic(demo.addr).await;
     // No collector configured: kept traces are served at /debug/traces, errors among them.
     let r = http_get(demo.addr, "/debug/traces", &[]).await;
@@ -113,14 +128,24 @@ async fn demo_logs_are_json_lines_in_schema_order_with_redaction() {
     );
     let lines = demo.lines();
     assert!(lines.len() > 20, "{lines:#?}");
-    let mut parsed = Vec::new();
-    for line in &lines {
-        let v: serde_json::Value =
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-        common::assert_schema(&v);
+    let parsed = parse_all(&lines, "stdout");
+    for v in &parsed {
         assert_eq!(v["service"], "mercenary-api");
-        parsed.push(v);
     }
+    let stderr = demo.stderr_lines();
+    parse_all(&stderr, "stderr");
+    assert!(
+        stderr.is_empty(),
+        "every log line goes to stdout: {stderr:#?}"
+    );
+    let listening = parsed
+        .iter()
+        .find(|l| l["message"] == "listening")
+        .expect("the listening line");
+    assert_eq!(
+        listening["server.port"].as_u64(),
+        Some(u64::from(demo.addr.port()))
+    );
     let all = lines.join("\n");
     assert!(!all.contains("hunter2"), "password leaked");
     assert!(!all.contains("guess-hunter3"), "login password leaked");
@@ -155,6 +180,21 @@ async fn demo_logs_are_json_lines_in_schema_order_with_redaction() {
     assert_eq!(fail["error.type"], "500");
     let panic = access.iter().find(|a| a["url.path"] == "/panic").unwrap();
     assert_eq!(panic["error.type"], "panic");
+    // The panic hook's line: CRITICAL, in the request, with one backtrace string.
+    let critical: Vec<_> = parsed.iter().filter(|l| l["level"] == "CRITICAL").collect();
+    assert_eq!(
+        critical.len(),
+        1,
+        "one line for the one panic: {critical:#?}"
+    );
+    let hook = critical[0];
+    assert_eq!(hook["target"], mercenary_obs::names::PANIC_TARGET);
+    assert_eq!(hook["exception.message"], "demo panic");
+    assert_eq!(hook["correlation_id"], panic["correlation_id"]);
+    assert_eq!(hook["trace_id"], panic["trace_id"]);
+    assert_eq!(hook["code.filepath"], "examples/demo.rs");
+    let stack = hook["exception.stacktrace"].as_str().expect("a backtrace");
+    assert!(stack.contains("panic_handler"), "{stack}");
     let unmatched = access
         .iter()
         .find(|a| a["url.path"] == "/no/such/route")
@@ -217,16 +257,50 @@ async fn demo_logs_are_json_lines_in_schema_order_with_redaction() {
     assert_eq!(unauthorized["correlation_id"], failed["correlation_id"]);
 }
 
+/// A bad setting stops the demo with one JSON line naming it: on stderr when the setting is
+/// the log pipeline's own (exit 1), through the log pipeline otherwise (exit 2).
 #[tokio::test]
 async fn demo_refuses_bad_configuration() {
-    let out = Command::new(demo_binary())
-        .env("MERCENARY_OBS_LOG_FORMAT", "bogus")
-        .env("PORT", free_port().to_string())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("MERCENARY_OBS_LOG_FORMAT"), "{stderr}");
+    let run = |envs: &[(&str, &str)]| {
+        let mut cmd = Command::new(demo_binary());
+        cmd.env("PORT", free_port().to_string())
+            .env_remove("RUST_LOG")
+            .env_remove("MERCENARY_OBS_LOG_FORMAT");
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        let lines = |b: &[u8]| -> Vec<String> {
+            String::from_utf8_lossy(b)
+                .lines()
+                .map(String::from)
+                .collect()
+        };
+        (out.status, lines(&out.stdout), lines(&out.stderr))
+    };
+
+    let (status, stdout, stderr) = run(&[("MERCENARY_OBS_LOG_FORMAT", "bogus")]);
+    assert_eq!(status.code(), Some(1), "{stderr:#?}");
+    assert!(stdout.is_empty(), "{stdout:#?}");
+    let lines = parse_all(&stderr, "stderr");
+    assert_eq!(lines.len(), 1, "{stderr:#?}");
+    assert_eq!(lines[0]["level"], "ERROR");
+    assert_eq!(lines[0]["service"], "mercenary-api");
+    assert!(
+        stderr[0].contains("MERCENARY_OBS_LOG_FORMAT"),
+        "{stderr:#?}"
+    );
+
+    let (status, stdout, stderr) = run(&[("PORT", "eighty")]);
+    assert_eq!(status.code(), Some(2), "{stdout:#?}");
+    assert!(stderr.is_empty(), "{stderr:#?}");
+    let lines = parse_all(&stdout, "stdout");
+    assert_eq!(lines.len(), 1, "{stdout:#?}");
+    assert_eq!(lines[0]["level"], "ERROR");
+    assert!(
+        lines[0]["error"].as_str().unwrap().contains("PORT"),
+        "{stdout:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

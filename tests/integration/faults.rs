@@ -39,7 +39,10 @@ async fn receiver_on(addr: SocketAddr) -> Arc<Mutex<Vec<Got>>> {
                         ..Got::default()
                     });
                 }
-                ([("content-type", "application/x-protobuf")], Vec::<u8>::new())
+                (
+                    [("content-type", "application/x-protobuf")],
+                    Vec::<u8>::new(),
+                )
             }
         }),
     );
@@ -93,7 +96,10 @@ async fn a_collector_down_at_start_then_up_loses_nothing_silently() {
 
     // The collector is down: every export fails, counted.
     let during = requests(app, 100).await;
-    assert!(obs.flush(), "a refusing collector is handled, not waited for");
+    assert!(
+        obs.flush(),
+        "a refusing collector is handled, not waited for"
+    );
     let c = counters(&obs);
     assert_eq!(c["exported"], 0.0);
     assert_eq!(c["{reason=\"export_failed\"}"], 300.0, "{c:?}");
@@ -106,7 +112,10 @@ async fn a_collector_down_at_start_then_up_loses_nothing_silently() {
     let traces: std::collections::HashSet<&str> =
         received.iter().map(|g| g.trace_id.as_str()).collect();
     for id in &after {
-        assert!(traces.contains(id.as_str()), "trace {id} kept after recovery arrives");
+        assert!(
+            traces.contains(id.as_str()),
+            "trace {id} kept after recovery arrives"
+        );
     }
     assert!(
         during.iter().all(|id| !traces.contains(id.as_str())),

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine with only Rust installed.
-# Installs what the tests need (Prometheus, promtool, amtool, the Python Prometheus client), then
+# Installs what the tests need (Prometheus, promtool, amtool, the Python Prometheus client,
+# PyYAML), then
 # runs: rustfmt check, clippy with -D warnings, rustdoc with -D warnings, and every test (unit,
 # integration, doc), among them the tests against a real Prometheus server, promtool and the
 # Python client's parsers.
@@ -41,6 +42,11 @@ if ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then
     # A Debian system Python refuses plain `pip install` (PEP 668); the package is test-only.
     python3 -m pip install --quiet "prometheus_client==${PROMETHEUS_CLIENT_VERSION}" 2>/dev/null \
         || python3 -m pip install --quiet --break-system-packages "prometheus_client==${PROMETHEUS_CLIENT_VERSION}"
+fi
+if ! python3 -c 'import yaml' >/dev/null 2>&1; then
+    echo "==> installing PyYAML (the monitoring-kit tests parse its YAML files)"
+    python3 -m pip install --quiet "pyyaml==6.0.2" 2>/dev/null \
+        || python3 -m pip install --quiet --break-system-packages "pyyaml==6.0.2"
 fi
 promtool --version | head -1
 prometheus --version 2>&1 | head -1

@@ -53,6 +53,9 @@
 //! Environment:
 //!
 //! - `PORT`: the port to listen on (default 3000; 0 picks a free one);
+//! - `HOST`: the address to listen on (default `127.0.0.1`; `0.0.0.0` in a container);
+//! - `MERCENARY_OBS_ADMIN_ADDR`: serve `/metrics`, `/debug/traces` and `/healthz` on this
+//!   address instead of the public port (for example `127.0.0.1:9464`);
 //! - `DOWNSTREAM_URL`: the base URL of the pricing service `GET /quote/{id}` calls, `http://`
 //!   only (default: this demo itself, `http://127.0.0.1:{the port it listens on}`);
 //! - `DOWNSTREAM_TIMEOUT_MS`: how long a quote waits for the pricing service before it falls
@@ -181,12 +184,12 @@ async fn main() -> ExitCode {
 
     // The demo's own settings, read once logs are up so a bad one is a log line as well.
     let settings = (
-        port_from_env(),
+        host_from_env().and_then(|host| port_from_env().map(|port| SocketAddr::new(host, port))),
         downstream_from_env(),
         downstream_timeout_from_env(),
     );
-    let (port, downstream) = match settings {
-        (Ok(port), Ok(url), Ok(timeout)) => (port, Downstream { url, timeout }),
+    let (addr, downstream) = match settings {
+        (Ok(addr), Ok(url), Ok(timeout)) => (addr, Downstream { url, timeout }),
         (Err(message), _, _) | (_, Err(message), _) | (_, _, Err(message)) => {
             tracing::error!(error = %message, "invalid configuration");
             let _ = guard.shutdown();
@@ -194,7 +197,7 @@ async fn main() -> ExitCode {
         }
     };
 
-    let served = serve(port, downstream).await;
+    let served = serve(addr, downstream).await;
     match &served {
         Ok(()) => tracing::info!("stopped"),
         Err(message) => tracing::error!(error = %message, "server failed"),
@@ -248,6 +251,20 @@ fn report_without_logs(err: &mercenary_obs::Error) {
 }
 
 /// Reads `PORT`, defaulting to 3000.
+/// Reads `HOST`, the address to listen on: `127.0.0.1` unless set (`0.0.0.0` in a container).
+fn host_from_env() -> Result<std::net::IpAddr, String> {
+    match std::env::var("HOST") {
+        Err(std::env::VarError::NotPresent) => Ok(Ipv4Addr::LOCALHOST.into()),
+        Err(std::env::VarError::NotUnicode(raw)) => Err(format!(
+            "invalid HOST {raw:?}: expected an IP address such as 127.0.0.1 or 0.0.0.0"
+        )),
+        Ok(text) if text.trim().is_empty() => Ok(Ipv4Addr::LOCALHOST.into()),
+        Ok(text) => text.trim().parse().map_err(|_| {
+            format!("invalid HOST {text:?}: expected an IP address such as 127.0.0.1 or 0.0.0.0")
+        }),
+    }
+}
+
 fn port_from_env() -> Result<u16, String> {
     match std::env::var("PORT") {
         Err(std::env::VarError::NotPresent) => Ok(DEFAULT_PORT),
@@ -333,8 +350,7 @@ fn service_name_in_env() -> bool {
 }
 
 /// Binds, serves until a shutdown signal, and drains in-flight requests (bounded).
-async fn serve(port: u16, downstream: Downstream) -> Result<(), String> {
-    let requested = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+async fn serve(requested: SocketAddr, downstream: Downstream) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(requested)
         .await
         .map_err(|e| format!("cannot listen on {requested}: {e}"))?;
@@ -349,6 +365,19 @@ async fn serve(port: u16, downstream: Downstream) -> Result<(), String> {
         "listening"
     );
 
+    // With MERCENARY_OBS_ADMIN_ADDR, /metrics and /debug/traces move to the admin listener
+    // (with /healthz): the public port no longer serves them.
+    let admin = mercenary_obs::axum::serve_admin()
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(admin) = admin {
+        tracing::info!(
+            server.address = %admin.ip(),
+            server.port = admin.port(),
+            "admin listening (/metrics, /debug/traces, /healthz)"
+        );
+    }
+
     // Without DOWNSTREAM_URL the demo is its own pricing service, at the address it got.
     let pricing_url = downstream.url.unwrap_or_else(|| format!("http://{addr}"));
     tracing::info!(
@@ -359,11 +388,12 @@ async fn serve(port: u16, downstream: Downstream) -> Result<(), String> {
     let pricing = Pricing::new(pricing_url, downstream.timeout);
 
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app(pricing)).with_graceful_shutdown(async move {
-        let signal = shutdown_signal().await;
-        tracing::info!(signal, "shutting down");
-        let _ = signalled_tx.send(());
-    });
+    let server =
+        axum::serve(listener, app(pricing, admin.is_none())).with_graceful_shutdown(async move {
+            let signal = shutdown_signal().await;
+            tracing::info!(signal, "shutting down");
+            let _ = signalled_tx.send(());
+        });
 
     // Graceful shutdown waits for every open request; `GET /slow?ms=30000` should not hold the
     // process that long, so the drain gets a deadline.
@@ -435,12 +465,17 @@ struct AppState {
 
 /// The router. Called after `init()`: `layer()` and `metrics_router()` bind to the instance that
 /// is global when they are called.
-fn app(pricing: Pricing) -> Router {
+fn app(pricing: Pricing, serve_metrics: bool) -> Router {
     // Exported from the start (at 0) rather than appearing with the first signup.
     gauge!("active_sessions", help: "Signed-in sessions.").set(0.0);
     // The pool gauges too: an idle pool, before the first query.
     db().report();
 
+    let metrics = if serve_metrics {
+        mercenary_obs::axum::metrics_router()
+    } else {
+        Router::new()
+    };
     Router::new()
         .route("/healthz", get(healthz))
         .route("/users/{id}", get(get_user))
@@ -454,7 +489,7 @@ fn app(pricing: Pricing) -> Router {
         .route("/panic", get(panic_handler))
         .route("/quote/{id}", get(get_quote))
         .route("/pricing/{id}", get(get_price))
-        .merge(mercenary_obs::axum::metrics_router())
+        .merge(metrics)
         .fallback(not_found)
         .with_state(Arc::new(AppState {
             sessions: AtomicU64::new(0),

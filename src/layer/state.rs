@@ -33,7 +33,8 @@ pub(crate) struct RequestState {
     pub(crate) unauthorized_events: bool,
     /// Reports clients with too many 401/403 or unmatched-route answers (`None`: off).
     pub(crate) abuse: Option<super::abuse::AbuseDetector>,
-    /// Where the admin listener serves, when one is configured.
+    /// Where the admin listener serves, when one is configured (served by the `axum` feature).
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     pub(crate) admin_addr: Option<std::net::SocketAddr>,
     /// `None` when traces are off.
     pub(crate) traces: Option<Arc<TracesHandle>>,

@@ -73,3 +73,29 @@ async fn no_admin_address_no_listener_and_a_bad_one_is_an_error() {
     let err = obs.serve_admin().await.unwrap_err().to_string();
     assert!(err.contains("MERCENARY_OBS_ADMIN_ADDR"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_moves_its_admin_routes_to_the_admin_listener() {
+    use crate::common::processes::{Demo, free_port};
+    let admin_addr = format!("127.0.0.1:{}", free_port());
+    let mut demo = Demo::start(&[("MERCENARY_OBS_ADMIN_ADDR", admin_addr.as_str())]).await;
+    let admin: std::net::SocketAddr = admin_addr.parse().unwrap();
+    assert_eq!(common::get(demo.addr, "/users/7", &[]).await.status, 200);
+    assert_eq!(common::get(demo.addr, "/metrics", &[]).await.status, 404);
+    assert_eq!(common::get(demo.addr, "/debug/traces", &[]).await.status, 404);
+    assert_eq!(common::get(demo.addr, "/healthz", &[]).await.status, 200);
+    let mut metrics = None;
+    for _ in 0..50 {
+        let r = common::get(admin, "/metrics", &[]).await;
+        if r.status == 200 {
+            metrics = Some(String::from_utf8(r.body).unwrap());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let metrics = metrics.expect("the admin listener serves /metrics");
+    assert!(metrics.contains("http_route=\"/users/{id}\""), "{metrics}");
+    assert_eq!(common::get(admin, "/healthz", &[]).await.status, 200);
+    assert_eq!(common::get(admin, "/debug/traces", &[]).await.status, 200);
+    assert!(demo.stop().success());
+}

@@ -82,7 +82,10 @@ async fn the_demo_moves_its_admin_routes_to_the_admin_listener() {
     let admin: std::net::SocketAddr = admin_addr.parse().unwrap();
     assert_eq!(common::get(demo.addr, "/users/7", &[]).await.status, 200);
     assert_eq!(common::get(demo.addr, "/metrics", &[]).await.status, 404);
-    assert_eq!(common::get(demo.addr, "/debug/traces", &[]).await.status, 404);
+    assert_eq!(
+        common::get(demo.addr, "/debug/traces", &[]).await.status,
+        404
+    );
     assert_eq!(common::get(demo.addr, "/healthz", &[]).await.status, 200);
     let mut metrics = None;
     for _ in 0..50 {

@@ -135,3 +135,162 @@ async fn a_collector_down_at_start_then_up_loses_nothing_silently() {
         "every span exported or counted: {c:?}"
     );
 }
+
+/// The demo with its stdout never read (a stuck log shipper): plain requests keep their
+/// latency (their lines are dropped and counted), audited requests are answered within the
+/// bound (their lines go to stderr, counted), and once stdout drains the service is healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_with_a_blocked_stdout_keeps_answering() {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::{Command, Stdio};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let mut child = Command::new(common::processes::demo_binary())
+        .env("PORT", "0")
+        .env_remove("RUST_LOG")
+        .env_remove("MERCENARY_OBS_LOG_FORMAT")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // stdout: read up to the "listening" line, then not at all until `drain` is set.
+    let drain = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
+    let out_lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    {
+        let (drain, out_lines) = (drain.clone(), out_lines.clone());
+        let pipe = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(pipe).lines();
+            for line in lines.by_ref().map_while(Result::ok) {
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                if v["message"] == "listening" {
+                    let ip: std::net::IpAddr =
+                        v["server.address"].as_str().unwrap().parse().unwrap();
+                    let port = v["server.port"].as_u64().unwrap() as u16;
+                    tx.send(SocketAddr::new(ip, port)).unwrap();
+                    break;
+                }
+            }
+            while !drain.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            for line in lines.map_while(Result::ok) {
+                out_lines.lock().unwrap().push(line);
+            }
+        });
+    }
+    let err_lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    {
+        let err_lines = err_lines.clone();
+        let pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                err_lines.lock().unwrap().push(line);
+            }
+        });
+    }
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the demo listens");
+
+    // Plain requests with 8 KB user agents (logged) fill the pipe, then the 8 MiB log queue.
+    let agent = format!("user-agent: {}", "a".repeat(8000));
+    for i in 0..1500 {
+        let r = tokio::time::timeout(
+            Duration::from_secs(10),
+            common::get(addr, &format!("/users/{}", i % 50 + 1), &[agent.as_str()]),
+        )
+        .await
+        .expect("a plain request is answered while stdout is blocked");
+        assert_eq!(r.status, 200);
+    }
+    // Audited requests: answered within the bound (2 s at most, once per stall).
+    let c = common::client();
+    for i in 0..5 {
+        let body =
+            format!(r#"{{"email":"user{i}@example.com","password":"pw-{i}","plan":"free"}}"#);
+        let (status, _) = tokio::time::timeout(
+            Duration::from_secs(15),
+            common::send(&c, "POST", &format!("http://{addr}/signup"), &body),
+        )
+        .await
+        .expect("an audited request is answered while stdout is blocked");
+        assert!(status < 300, "{status}");
+    }
+    let metrics = String::from_utf8(common::get(addr, "/metrics", &[]).await.body).unwrap();
+    let value = |name: &str, labels: &str| -> f64 {
+        samples(&metrics, name)
+            .into_iter()
+            .find(|(l, _)| l == labels)
+            .map_or(0.0, |(_, v)| v)
+    };
+    assert!(
+        value("mercenary_obs_log_lines_dropped_total", "") > 0.0,
+        "drops are counted"
+    );
+    assert_eq!(
+        value(
+            "mercenary_obs_audit_lines_failed_total",
+            "{outcome=\"diverted\"}"
+        ),
+        5.0
+    );
+    // The diverted audit lines are on stderr, with one CRITICAL line, all JSON.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let audits = err_lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("\"audit\":true"))
+            .count();
+        if audits == 5 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{audits} audit lines on stderr"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let err = err_lines.lock().unwrap().clone();
+    for line in &err {
+        let v: serde_json::Value = serde_json::from_str(line).expect("stderr lines are JSON");
+        assert!(v.is_object());
+    }
+    assert_eq!(
+        err.iter()
+            .filter(|l| l.contains("audit sink stalled"))
+            .count(),
+        1,
+        "{err:#?}"
+    );
+
+    // stdout drains: the service is healthy and audit lines go to stdout again.
+    drain.store(true, Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let body = r#"{"email":"late@example.com","password":"pw","plan":"pro"}"#;
+        let (status, _) = common::send(&c, "POST", &format!("http://{addr}/signup"), body).await;
+        assert!(status < 300);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let back = out_lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("\"audit\":true") && l.contains("user.signup"));
+        if back {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "audit lines reach stdout again"
+        );
+    }
+    assert_eq!(common::get(addr, "/healthz", &[]).await.status, 200);
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}

@@ -109,6 +109,13 @@ async fn a_stalled_audit_sink_diverts_to_the_fallback_within_the_bound() {
         diverted > 0.0,
         "the queue (4 KiB) cannot hold 60 audit lines"
     );
+    // The fallback has a writer thread of its own: give it the moment it needs.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while (audit_lines(&fallback.text()).len() as f64) < diverted
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let stalled: Vec<_> = fallback
         .json_lines()
         .into_iter()

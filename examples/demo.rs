@@ -53,6 +53,7 @@
 //! Environment:
 //!
 //! - `PORT`: the port to listen on (default 3000; 0 picks a free one);
+//! - `DEMO_RUNTIME`: `current_thread` for tokio's current-thread runtime (default: multi-thread);
 //! - `HOST`: the address to listen on (default `127.0.0.1`; `0.0.0.0` in a container);
 //! - `MERCENARY_OBS_ADMIN_ADDR`: serve `/metrics`, `/debug/traces` and `/healthz` on this
 //!   address instead of the public port (for example `127.0.0.1:9464`);
@@ -158,8 +159,28 @@ const FALLBACK_PRICE: f64 = 99.0;
 const PLANS: &[&str] = &["free", "pro", "team"];
 const CURRENCIES: &[&str] = &["USD", "EUR", "GBP"];
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // `DEMO_RUNTIME=current_thread` runs the demo on tokio's current-thread runtime (the tests
+    // check shutdown on both flavours); the default is the multi-thread runtime.
+    let runtime = match std::env::var("DEMO_RUNTIME").as_deref() {
+        Ok("current_thread") => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    };
+    match runtime {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(e) => {
+            let message = format!("cannot start the tokio runtime: {e}");
+            eprintln!("{}", json!({ "level": "ERROR", "message": message }));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> ExitCode {
     // A name set in code wins over the environment, so the default is set only when the
     // environment names no service: two demos can run as two services.
     let mut builder = Obs::builder();

@@ -294,3 +294,60 @@ async fn the_demo_with_a_blocked_stdout_keeps_answering() {
         .status();
     let _ = child.wait();
 }
+
+/// SIGTERM with requests in flight: they finish, their access lines are written, and the
+/// process exits cleanly within the shutdown bound (the demo's 10 s grace, `Demo::stop`'s 15 s).
+async fn sigterm_under_load(runtime: &str) {
+    use crate::common::processes::Demo;
+    let mut demo = Demo::start(&[("DEMO_RUNTIME", runtime)]).await;
+    let addr = demo.addr;
+    let in_flight: Vec<_> = (0..40)
+        .map(|i| {
+            tokio::spawn(async move {
+                let id = format!("x-request-id: sigterm-{i}");
+                common::get(addr, "/slow?ms=1500", &[id.as_str()])
+                    .await
+                    .status
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = tokio::task::spawn_blocking(move || {
+        let status = demo.stop();
+        (status, demo.lines())
+    });
+    for r in in_flight {
+        assert_eq!(r.await.unwrap(), 200, "an in-flight request finishes");
+    }
+    let (status, lines) = status.await.unwrap();
+    assert!(status.success(), "{status}");
+    let completed: Vec<serde_json::Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| {
+            v["message"] == "request completed"
+                && v["correlation_id"]
+                    .as_str()
+                    .is_some_and(|c| c.starts_with("sigterm-"))
+        })
+        .collect();
+    assert_eq!(
+        completed.len(),
+        40,
+        "every access line is flushed before exit"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("\"shutting down\"")),
+        "the shutdown is logged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_on_the_multi_thread_runtime() {
+    sigterm_under_load("multi_thread").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_on_the_current_thread_runtime() {
+    sigterm_under_load("current_thread").await;
+}

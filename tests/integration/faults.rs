@@ -351,3 +351,102 @@ async fn sigterm_under_load_on_the_multi_thread_runtime() {
 async fn sigterm_under_load_on_the_current_thread_runtime() {
     sigterm_under_load("current_thread").await;
 }
+
+/// Resident memory of a process, in bytes (Linux).
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// About a minute at a steady rate, with errors, forced traces and a collector that takes
+/// 300 ms per export: the demo's resident memory and its buffered traces stop growing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_memory_and_buffers_stop_growing() {
+    use crate::common::processes::Demo;
+    use std::time::Instant;
+
+    // A slow collector: accepts every batch after 300 ms.
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        post(|_body: Bytes| async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            (
+                [("content-type", "application/x-protobuf")],
+                Vec::<u8>::new(),
+            )
+        }),
+    );
+    let collector = common::serve(app).await;
+    let endpoint = format!("http://{collector}");
+    let demo = Demo::start(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+    ])
+    .await;
+    let pid = demo.child.id();
+    let addr = demo.addr;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let drivers: Vec<_> = (0..4)
+        .map(|w| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                let mut tick = tokio::time::interval(Duration::from_millis(8));
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    tick.tick().await;
+                    n += 1;
+                    let (path, header) = match n % 20 {
+                        0 => ("/fail".to_string(), "x-request-id: soak-fail"),
+                        1 => (format!("/users/{}", n % 50 + 1), "trace: true"),
+                        _ => (format!("/users/{}", (n + w) % 50 + 1), "x-soak: 1"),
+                    };
+                    let _ = common::get(addr, &path, &[header]).await;
+                }
+                n
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    let mut samples_rss = Vec::new();
+    let mut buffered = Vec::new();
+    while started.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        samples_rss.push(rss_bytes(pid));
+        let metrics = String::from_utf8(common::get(addr, "/metrics", &[]).await.body).unwrap();
+        buffered.push(samples(&metrics, "mercenary_obs_trace_buffer_traces")[0].1);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut sent = 0;
+    for d in drivers {
+        sent += d.await.unwrap();
+    }
+    assert!(sent > 5000, "{sent} requests sent");
+    // After warm-up, the last third never goes meaningfully above the middle third.
+    let third = samples_rss.len() / 3;
+    let middle = samples_rss[third..2 * third].iter().max().unwrap();
+    let last = samples_rss[2 * third..].iter().max().unwrap();
+    assert!(
+        *last <= middle + middle / 10 + (8 << 20),
+        "resident memory keeps growing: {samples_rss:?}"
+    );
+    assert!(
+        buffered.iter().all(|b| *b <= 10_000.0),
+        "buffered traces within their bound: {buffered:?}"
+    );
+    let b_middle = buffered[third..2 * third]
+        .iter()
+        .cloned()
+        .fold(0.0, f64::max);
+    let b_last = buffered[2 * third..].iter().cloned().fold(0.0, f64::max);
+    assert!(
+        b_last <= b_middle + 100.0,
+        "buffered traces keep growing: {buffered:?}"
+    );
+    drop(demo);
+}

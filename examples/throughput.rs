@@ -1,8 +1,9 @@
 //! The server of the DESIGN §13 throughput check, driven by `scripts/throughput.sh` with `wrk`.
 //!
-//! One axum route, `GET /users/{id}`, whose handler logs one `tracing::info!`, served by a tokio
-//! runtime with **one worker thread**, logging to standard output (the script sends it to
-//! `/dev/null`). The first argument picks the stack:
+//! One axum route, `GET /users/{id}`, whose handler logs one `tracing::info!` and answers 500
+//! for one request in twenty, served by a tokio runtime with **one worker thread** (`WORKERS`
+//! overrides), logging to standard output (the script sends it to a file). The first argument
+//! picks the stack:
 //!
 //! - `bare`: axum alone, no subscriber (the handler's `info!` is disabled and costs nothing);
 //! - `mercenary`: `Obs::builder().init()` and `mercenary_obs::layer()`: correlation IDs, RED
@@ -11,7 +12,9 @@
 //! - `off-the-shelf`: tower-http `SetRequestId`/`PropagateRequestId` (UUID v4), `TraceLayer` at
 //!   INFO, axum-prometheus, tracing-subscriber's JSON formatter and tracing-opentelemetry with
 //!   the `AlwaysOn` sampler (what tail sampling has to record), spans handed to an exporter that
-//!   discards them.
+//!   discards them;
+//! - `receiver`: not a stack, a minimal OTLP/HTTP receiver (`POST /v1/traces` answers 200) for
+//!   `mercenary`'s kept traces (`OTEL_EXPORTER_OTLP_ENDPOINT`), run as a process of its own.
 //!
 //! ```text
 //! cargo run --release --example throughput -- mercenary 127.0.0.1:3999 > /dev/null
@@ -35,9 +38,15 @@ use tracing::Level;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 
-async fn user(Path(id): Path<u64>) -> &'static str {
+/// One request in twenty fails (a 500, whose trace every tail-sampling stack keeps).
+static REQUESTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+async fn user(Path(id): Path<u64>) -> (axum::http::StatusCode, &'static str) {
     tracing::info!(user_id = id, "user fetched");
-    "user 42"
+    if REQUESTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 20 == 19 {
+        return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "failed");
+    }
+    (axum::http::StatusCode::OK, "user 42")
 }
 
 fn routes() -> Router {
@@ -62,10 +71,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .next()
         .unwrap_or_else(|| "127.0.0.1:3999".into())
         .parse()?;
+    let workers = std::env::var("WORKERS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(1);
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(workers)
         .enable_all()
         .build()?;
+    if mode == "receiver" {
+        let app = Router::new().route(
+            "/v1/traces",
+            axum::routing::post(|_body: axum::body::Bytes| async {
+                ([("content-type", "application/x-protobuf")], Vec::<u8>::new())
+            }),
+        );
+        return rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            eprintln!("receiver listening on {}", listener.local_addr()?);
+            axum::serve(listener, app).await?;
+            Ok(())
+        });
+    }
 
     // Kept alive until the server ends.
     let mut _guard = None;
@@ -110,7 +137,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         other => {
             return Err(format!(
-                "unknown stack {other:?}: expected `bare`, `mercenary`, `mercenary-no-traces` or `off-the-shelf`"
+                "unknown stack {other:?}: expected `bare`, `mercenary`, `mercenary-no-traces`, `off-the-shelf` or `receiver`"
             )
             .into());
         }

@@ -1,18 +1,25 @@
 #!/usr/bin/env bash
 # The DESIGN §13 throughput check: `wrk -t1 -c32` on loopback against `examples/throughput.rs`
-# (one tokio worker, one handler `info!` per request, logs to /dev/null) for three stacks: bare
-# axum, mercenary_obs, and the off-the-shelf AlwaysOn stack. The stacks take turns for ROUNDS
-# rounds so that a busy machine slows them alike; the medians and the ratios to bare are printed.
+# (one tokio worker, one handler `info!` per request, one request in twenty failing, the JSON
+# lines on stdout redirected to a file, mercenary_obs's kept traces exported over OTLP/HTTP to a
+# local receiver process) for three stacks: bare axum, mercenary_obs, and the off-the-shelf
+# AlwaysOn stack. The stacks take turns for ROUNDS rounds so that a busy machine slows them
+# alike; the medians and the ratios to bare are printed.
 # Budget: mercenary_obs keeps at least 60% of bare axum's throughput (aim: 75%).
 #
-#   bash scripts/throughput.sh            # 3 rounds of 10 s per stack
+#   bash scripts/throughput.sh            # 3 rounds of 10 s per stack, one worker
 #   ROUNDS=5 DURATION=20s bash scripts/throughput.sh
+#   WORKERS=2 bash scripts/throughput.sh  # two tokio workers (and wrk -t2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ROUNDS="${ROUNDS:-3}"
 DURATION="${DURATION:-10s}"
 PORT="${PORT:-39871}"
+RECEIVER_PORT="${RECEIVER_PORT:-39872}"
+WORKERS="${WORKERS:-1}"
+export WORKERS
+OUT="${OUT:-$(mktemp -d)}"
 
 if ! command -v wrk >/dev/null 2>&1; then
     echo "==> installing wrk"
@@ -25,20 +32,28 @@ fi
 cargo build --release --example throughput
 BIN="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/examples/throughput"
 
+# The OTLP receiver for the kept traces, one process for the whole run.
+WORKERS=1 "$BIN" receiver "127.0.0.1:$RECEIVER_PORT" 2>"$OUT/receiver.err" &
+RECEIVER=$!
+trap 'kill $RECEIVER 2>/dev/null || true' EXIT
+export OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$RECEIVER_PORT"
+
 run_one() {
     local stack="$1"
-    "$BIN" "$stack" "127.0.0.1:$PORT" >/dev/null 2>/tmp/throughput-$stack.err &
+    # The JSON lines go to a file, as a log shipper tailing a container's output would read them.
+    "$BIN" "$stack" "127.0.0.1:$PORT" >"$OUT/$stack.log" 2>"$OUT/$stack.err" &
     local pid=$!
     for _ in $(seq 1 100); do
-        if grep -q listening "/tmp/throughput-$stack.err" 2>/dev/null; then break; fi
+        if grep -q listening "$OUT/$stack.err" 2>/dev/null; then break; fi
         sleep 0.05
     done
     # Warm-up, then the measured run.
-    wrk -t1 -c32 -d2s "http://127.0.0.1:$PORT/users/42" >/dev/null
+    wrk -t"$WORKERS" -c32 -d2s "http://127.0.0.1:$PORT/users/42" >/dev/null
     local rps
-    rps=$(wrk -t1 -c32 -d"$DURATION" "http://127.0.0.1:$PORT/users/42" | awk '/Requests\/sec/ {print $2}')
+    rps=$(wrk -t"$WORKERS" -c32 -d"$DURATION" "http://127.0.0.1:$PORT/users/42" | awk '/Requests\/sec/ {print $2}')
     kill "$pid"
     wait "$pid" 2>/dev/null || true
+    rm -f "$OUT/$stack.log"
     echo "$rps"
 }
 
@@ -56,7 +71,7 @@ bare=$(echo "${results[bare]}" | median)
 ours=$(echo "${results[mercenary]}" | median)
 ots=$(echo "${results[off-the-shelf]}" | median)
 echo
-echo "medians over $ROUNDS rounds (req/s): bare $bare, mercenary_obs $ours, off-the-shelf AlwaysOn $ots"
+echo "medians over $ROUNDS rounds, $WORKERS worker(s) (req/s): bare $bare, mercenary_obs $ours, off-the-shelf AlwaysOn $ots"
 awk -v b="$bare" -v o="$ours" -v t="$ots" 'BEGIN {
     printf "mercenary_obs keeps %.0f%% of bare (budget >= 60%%, aim 75%%); off-the-shelf keeps %.0f%%\n", 100*o/b, 100*t/b
 }'

@@ -379,3 +379,682 @@ fn correlation_ids_are_kept_iff_valid_and_never_logged_raw() {
     });
     tally.assert_reached(&["kept", "replaced", "refused"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// 2. traceparent and tracestate
+// ---------------------------------------------------------------------------------------------
+
+fn hex_lc(n: usize) -> impl Strategy<Value = String> {
+    prop::collection::vec(prop::sample::select(b"0123456789abcdef".as_slice()), n)
+        .prop_map(|v| String::from_utf8(v).unwrap())
+}
+
+/// W3C Trace Context §3.2 (`traceparent`), with §3.2.4's rules for a version above `00`
+/// (parse what version 00 defines, which must be followed by the end or a dash): the trace ID
+/// and the sampled flag, or `None` when the value must be ignored and the trace restarted.
+fn w3c_traceparent(v: &[u8]) -> Option<(String, bool)> {
+    let lc_hex = |s: &[u8]| s.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if v.len() < 55 {
+        return None;
+    }
+    let (version, trace_id, parent_id, flags) = (&v[0..2], &v[3..35], &v[36..52], &v[53..55]);
+    let well_formed = v[2] == b'-'
+        && v[35] == b'-'
+        && v[52] == b'-'
+        && lc_hex(version)
+        && lc_hex(trace_id)
+        && lc_hex(parent_id)
+        && lc_hex(flags);
+    if !well_formed || version == b"ff" {
+        return None;
+    }
+    if trace_id.iter().all(|&b| b == b'0') || parent_id.iter().all(|&b| b == b'0') {
+        return None;
+    }
+    let end_ok = if version == b"00" {
+        v.len() == 55
+    } else {
+        v.len() == 55 || v[55] == b'-'
+    };
+    if !end_ok {
+        return None;
+    }
+    let flags = u8::from_str_radix(std::str::from_utf8(flags).ok()?, 16).ok()?;
+    Some((String::from_utf8(trace_id.to_vec()).ok()?, flags & 1 == 1))
+}
+
+/// A `traceparent` (or `traceresponse`) made from the W3C grammar: versions 00, ff, cc or any,
+/// IDs sometimes all zero, any flags, sometimes a suffix; then sometimes one edit. Or bytes.
+fn traceparent(byte: impl Strategy<Value = u8> + Clone + 'static) -> BoxedStrategy<Vec<u8>> {
+    let version = prop_oneof![
+        5 => Just("00".to_string()),
+        1 => Just("ff".to_string()),
+        1 => Just("cc".to_string()),
+        1 => hex_lc(2),
+    ];
+    let trace_id = prop_oneof![8 => hex_lc(32), 1 => Just("0".repeat(32))];
+    let parent_id = prop_oneof![8 => hex_lc(16), 1 => Just("0".repeat(16))];
+    let suffix = prop_oneof![
+        6 => Just(String::new()),
+        1 => "-[ -~]{0,12}",
+        1 => "[.,;_ ][ -~]{0,12}",
+    ];
+    let grammar = (version, trace_id, parent_id, hex_lc(2), suffix)
+        .prop_map(|(v, t, p, f, s)| format!("{v}-{t}-{p}-{f}{s}").into_bytes());
+    prop_oneof![
+        8 => (grammar, Edit::strategy(byte.clone())).prop_map(|(v, e)| e.apply(v)),
+        1 => prop::collection::vec(byte, 0..72),
+    ]
+    .boxed()
+}
+
+fn valid_traceparent() -> impl Strategy<Value = Vec<u8>> {
+    (hex_lc(32), hex_lc(16), hex_lc(2))
+        .prop_filter("non-zero IDs", |(t, p, _)| {
+            t.bytes().any(|b| b != b'0') && p.bytes().any(|b| b != b'0')
+        })
+        .prop_map(|(t, p, f)| format!("00-{t}-{p}-{f}").into_bytes())
+}
+
+/// §3.3.1.3.1 `key = simple-key / multi-tenant-key` (Trace Context Level 1, the Recommendation).
+fn w3c_key(key: &str) -> bool {
+    fn part(s: &[u8], first: fn(&u8) -> bool, max: usize) -> bool {
+        let keychar = |b: &u8| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'*' | b'/');
+        !s.is_empty() && s.len() <= max && first(&s[0]) && s[1..].iter().all(keychar)
+    }
+    match key.split_once('@') {
+        None => part(key.as_bytes(), u8::is_ascii_lowercase, 256),
+        Some((tenant, system)) => {
+            part(
+                tenant.as_bytes(),
+                |b| b.is_ascii_lowercase() || b.is_ascii_digit(),
+                241,
+            ) && part(system.as_bytes(), u8::is_ascii_lowercase, 14)
+        }
+    }
+}
+
+/// §3.3.1.3.2 `value = 0*255(chr) nblk-chr`.
+fn w3c_value(value: &str) -> bool {
+    let nblk = |b: u8| matches!(b, 0x21..=0x2b | 0x2d..=0x3c | 0x3e..=0x7e);
+    let b = value.as_bytes();
+    (1..=256).contains(&b.len()) && b.iter().all(|&c| c == b' ' || nblk(c)) && nblk(b[b.len() - 1])
+}
+
+/// The list members of a `tracestate` value, split and trimmed as §3.3.1 says (no checks).
+fn tracestate_members(combined: &str) -> Vec<(String, String)> {
+    combined
+        .split(',')
+        .map(|m| m.trim_matches([' ', '\t']))
+        .filter(|m| !m.is_empty())
+        .map(|m| match m.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (m.to_string(), String::new()),
+        })
+        .collect()
+}
+
+/// The oracle for forwarding `tracestate` field lines: their members when the combined value
+/// (RFC 9110 §5.3: the lines joined by commas) is at most 512 bytes (the bound DECISIONS.md
+/// documents: longer ones are dropped whole) and a §3.3.1 `list` of 1 to 32 members with
+/// unique keys; `None` when it must not be forwarded.
+fn w3c_tracestate(lines: &[Bytes]) -> Option<Vec<(String, String)>> {
+    let lines: Vec<&str> = lines
+        .iter()
+        .map(|l| std::str::from_utf8(trim_ows(l)).ok())
+        .collect::<Option<_>>()?;
+    let combined = lines.join(",");
+    if lines.is_empty() || combined.len() > 512 {
+        return None;
+    }
+    let members = tracestate_members(&combined);
+    let mut keys = std::collections::HashSet::new();
+    for (k, v) in &members {
+        if !w3c_key(k) || !w3c_value(v) || !keys.insert(k) {
+            return None;
+        }
+    }
+    // A member without `=` is not a `key "=" value`.
+    let all_have_eq = combined
+        .split(',')
+        .map(|m| m.trim_matches([' ', '\t']))
+        .all(|m| m.is_empty() || m.contains('='));
+    (all_have_eq && (1..=32).contains(&members.len())).then_some(members)
+}
+
+fn keychars(len: impl Into<prop::collection::SizeRange>) -> impl Strategy<Value = String> {
+    prop::collection::vec(
+        prop::sample::select(b"abcdefghijklmnopqrstuvwxyz0123456789_-*/".as_slice()),
+        len,
+    )
+    .prop_map(|v| String::from_utf8(v).unwrap())
+}
+
+/// A `tracestate` key: mostly from the grammar, some at the length limits (256/257 for a
+/// simple key, 241/242 for a tenant, 14/15 for a system), some arbitrary.
+fn tracestate_key() -> impl Strategy<Value = String> {
+    prop_oneof![
+        6 => ("[a-z]", keychars(0..=12)).prop_map(|(a, b)| a + &b),
+        1 => ("[a-z]", keychars(254..=257)).prop_map(|(a, b)| a + &b),
+        2 => ("[a-z0-9]", keychars(0..=8), "[a-z]", keychars(0..=14))
+            .prop_map(|(a, b, c, d)| format!("{a}{b}@{c}{d}")),
+        1 => ("[a-z0-9]", keychars(239..=242), "[a-z]", keychars(0..=2))
+            .prop_map(|(a, b, c, d)| format!("{a}{b}@{c}{d}")),
+        1 => "[ -~]{0,10}",
+    ]
+}
+
+/// A `tracestate` value: mostly from the grammar, some at the 256 limit, some arbitrary.
+fn tracestate_value() -> impl Strategy<Value = String> {
+    // chr = %x20 / nblk-chr; nblk-chr = %x21-2B / %x2D-3C / %x3E-7E
+    const NBLK: &str = "[\\x21-\\x2b\\x2d-\\x3c\\x3e-\\x7e]";
+    prop_oneof![
+        6 => ("[\\x20-\\x2b\\x2d-\\x3c\\x3e-\\x7e]{0,15}", NBLK).prop_map(|(a, b)| a + &b),
+        1 => ("[\\x20-\\x2b\\x2d-\\x3c\\x3e-\\x7e]{253,257}", NBLK).prop_map(|(a, b)| a + &b),
+        1 => "[ -~\t]{0,12}",
+    ]
+}
+
+/// `tracestate` field lines: list members (some empty, some whitespace, some garbage) with
+/// optional whitespace around commas, a duplicated key now and then, split into 1 to 3 lines.
+fn tracestate_lines() -> impl Strategy<Value = Vec<Vec<u8>>> {
+    let member = prop_oneof![
+        8 => (tracestate_key(), tracestate_value()).prop_map(|(k, v)| format!("{k}={v}")),
+        1 => "[ \t]{0,2}",
+        1 => "[ -~]{1,10}",
+    ];
+    let padded = ("[ \t]{0,1}", member, "[ \t]{0,1}").prop_map(|(a, m, b)| a + &m + &b);
+    let list = prop_oneof![
+        6 => prop::collection::vec(padded.clone(), 1..=6),
+        1 => prop::collection::vec(padded, 30..=34),
+    ];
+    let duplicate = prop::option::weighted(0.15, (any::<Index>(), any::<Index>()));
+    (list, duplicate, any::<Index>(), any::<Index>()).prop_map(|(mut members, dup, a, b)| {
+        if let Some((from, to)) = dup {
+            let key = members[from.index(members.len())]
+                .split_once('=')
+                .map(|(k, _)| k.trim_matches([' ', '\t']).to_string());
+            let to = to.index(members.len());
+            if let (Some(key), Some((_, value))) = (key, members[to].clone().split_once('=')) {
+                members[to] = format!("{key}={value}");
+            }
+        }
+        // Split the list into up to three field lines at member boundaries.
+        let (mut i, mut j) = (a.index(members.len() + 1), b.index(members.len() + 1));
+        if i > j {
+            std::mem::swap(&mut i, &mut j);
+        }
+        [&members[..i], &members[i..j], &members[j..]]
+            .iter()
+            .filter(|part| !part.is_empty())
+            .map(|part| part.join(",").into_bytes())
+            .collect()
+    })
+}
+
+/// A valid `tracestate` whose combined length is 508 to 516 bytes, in one or two lines: the
+/// forwarding bound (512) exactly.
+fn sized_tracestate() -> impl Strategy<Value = Vec<Vec<u8>>> {
+    (2usize..=4, 508usize..=516, any::<bool>()).prop_map(|(n, target, split)| {
+        let keys: Vec<String> = (0..n).map(|i| format!("k{i}")).collect();
+        let fixed: usize = keys.iter().map(|k| k.len() + 1).sum::<usize>() + (n - 1);
+        let mut room = target - fixed;
+        let members: Vec<String> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let take = (room - (n - 1 - i)).min(256);
+                room -= take;
+                format!("{k}={}", "v".repeat(take))
+            })
+            .collect();
+        if split {
+            vec![
+                members[..1].join(",").into_bytes(),
+                members[1..].join(",").into_bytes(),
+            ]
+        } else {
+            vec![members.join(",").into_bytes()]
+        }
+    })
+}
+
+/// The headers the recorder last received.
+type Seen = Arc<Mutex<Option<HeaderMap>>>;
+
+type HyperClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Empty<bytes::Bytes>,
+>;
+
+fn hyper_client() -> HyperClient {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
+}
+
+/// A plain downstream (no instrumentation) that keeps the headers of its last request.
+async fn recorder() -> (SocketAddr, Seen) {
+    let seen: Seen = Arc::default();
+    let sink = seen.clone();
+    let app = Router::new().route(
+        "/echo",
+        get(move |headers: HeaderMap| {
+            let sink = sink.clone();
+            async move {
+                *sink.lock().unwrap() = Some(headers);
+                "ok"
+            }
+        }),
+    );
+    (common::serve(app).await, seen)
+}
+
+#[test]
+fn traceparent_continues_the_trace_iff_valid_and_tracestate_is_forwarded_iff_valid() {
+    let rt = runtime();
+    let obs = Obs::builder()
+        .service_name("prop")
+        .log_writer(std::io::sink())
+        .process_metrics(false)
+        .build()
+        .unwrap();
+    let (down, seen) = rt.block_on(recorder());
+    let client = tower::Layer::layer(&obs.client_layer(), hyper_client());
+    let url = format!("http://{down}/echo");
+    let app = Router::new()
+        .route(
+            "/call",
+            get(move || {
+                let (client, url) = (client.clone(), url.clone());
+                async move {
+                    let req = http::Request::get(url.as_str())
+                        .body(http_body_util::Empty::new())
+                        .unwrap();
+                    match tower::ServiceExt::oneshot(client, req).await {
+                        Ok(_) => "called",
+                        Err(_) => "failed",
+                    }
+                }
+            }),
+        )
+        .layer(obs.layer());
+    let addr = rt.block_on(common::serve(app));
+    let strategy = prop_oneof![
+        6 => (
+            prop::option::weighted(0.9, traceparent(line_byte())),
+            prop_oneof![1 => Just(Vec::new()), 4 => tracestate_lines()],
+        ),
+        1 => (valid_traceparent().prop_map(Some), sized_tracestate()),
+    ]
+    .prop_map(|(tp, ts)| {
+        (
+            tp.map(Bytes::from),
+            ts.into_iter().map(Bytes::from).collect::<Vec<_>>(),
+        )
+    });
+    let tally = Tally::default();
+    property(256, strategy, |(tp, ts)| {
+        *seen.lock().unwrap() = None;
+        let mut headers: Vec<(&str, &[u8])> = Vec::new();
+        if let Some(tp) = &tp {
+            headers.push(("traceparent", tp));
+        }
+        for line in &ts {
+            headers.push(("tracestate", line));
+        }
+        let resp = rt.block_on(common::raw(addr, &head("/call", &headers)));
+        if !headers.iter().all(|(_, v)| field_value_ok(v)) {
+            prop_assert_eq!(resp.status, 400);
+            return Ok(());
+        }
+        prop_assert_eq!(resp.status, 200);
+        prop_assert_eq!(String::from_utf8_lossy(&resp.body), "called");
+        let incoming = tp.as_deref().map(trim_ows).and_then(w3c_traceparent);
+        tally.hit(if incoming.is_some() {
+            "continued"
+        } else {
+            "restarted"
+        });
+
+        // The response's traceresponse: version 00, the incoming trace when it was valid.
+        let traceresponse = resp
+            .header("traceresponse")
+            .ok_or_else(|| fail("no traceresponse"))?;
+        prop_assert!(traceresponse.len() == 55 && traceresponse.starts_with("00-"));
+        let (trace_id, _) = w3c_traceparent(traceresponse.as_bytes())
+            .ok_or_else(|| fail(format!("malformed traceresponse {traceresponse}")))?;
+        match &incoming {
+            Some((incoming_id, _)) => prop_assert_eq!(&trace_id, incoming_id),
+            None => {
+                let field = tp.as_deref().map(trim_ows).and_then(|v| v.get(3..35));
+                prop_assert!(
+                    field != Some(trace_id.as_bytes()),
+                    "an invalid traceparent continued: {}",
+                    traceresponse
+                );
+            }
+        }
+
+        // The downstream call carries the same trace, under a new parent.
+        let got = seen
+            .lock()
+            .unwrap()
+            .take()
+            .ok_or_else(|| fail("no call downstream"))?;
+        let sent: Vec<&HeaderValue> = got.get_all("traceparent").iter().collect();
+        prop_assert_eq!(sent.len(), 1);
+        let sent = sent[0].as_bytes();
+        prop_assert_eq!(sent.len(), 55);
+        prop_assert_eq!(w3c_traceparent(sent).map(|(t, _)| t), Some(trace_id));
+        if let Some(tp) = &tp {
+            prop_assert_ne!(&sent[36..52], trim_ows(tp).get(36..52).unwrap_or_default());
+        }
+
+        // tracestate: forwarded, members unchanged, only when both headers are valid.
+        if ts.len() == 1 && trim_ows(&ts[0]).len() == 512 {
+            // A known bug, reproduced by `bug_tracestate_of_exactly_512_bytes_is_forwarded`
+            // (ignored): one line of exactly 512 bytes is dropped. Not judged here until fixed.
+            return Ok(());
+        }
+        let expected = incoming.as_ref().and_then(|_| w3c_tracestate(&ts));
+        tally.hit(if expected.is_some() {
+            "forwarded"
+        } else {
+            "withheld"
+        });
+        let forwarded: Vec<&HeaderValue> = got.get_all("tracestate").iter().collect();
+        match expected {
+            Some(members) => {
+                let lines: Vec<&str> = forwarded
+                    .iter()
+                    .map(|v| v.to_str())
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| fail(e.to_string()))?;
+                prop_assert_eq!(tracestate_members(&lines.join(",")), members);
+            }
+            None => prop_assert!(
+                forwarded.is_empty(),
+                "forwarded {:?}, which must not be",
+                forwarded
+            ),
+        }
+        Ok(())
+    });
+    tally.assert_reached(&["continued", "restarted", "forwarded", "withheld"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. traceresponse, read by the client side
+// ---------------------------------------------------------------------------------------------
+
+/// What the downstream answers in `traceresponse`: arbitrary bytes, or a value made from the
+/// W3C grammar around the caller's own trace ID (or another one), then maybe edited.
+#[derive(Clone, Debug)]
+enum TraceResponse {
+    Bytes(Bytes),
+    Made {
+        version: &'static str,
+        own_trace: bool,
+        other_trace: String,
+        parent: String,
+        flags: String,
+        suffix: String,
+        edit: Edit,
+    },
+}
+
+impl TraceResponse {
+    fn strategy() -> impl Strategy<Value = TraceResponse> {
+        let made = (
+            prop::sample::select(vec!["00", "00", "00", "cc", "ff", "0a"]),
+            prop::bool::weighted(0.85),
+            hex_lc(32),
+            prop_oneof![8 => hex_lc(16), 1 => Just("0".repeat(16))],
+            hex_lc(2),
+            prop_oneof![6 => Just(String::new()), 1 => "-[ -~]{0,8}", 1 => "[ -~]{1,8}"],
+            Edit::strategy(legal_byte()),
+        )
+            .prop_map(
+                |(version, own_trace, other_trace, parent, flags, suffix, edit)| {
+                    TraceResponse::Made {
+                        version,
+                        own_trace,
+                        other_trace,
+                        parent,
+                        flags,
+                        suffix,
+                        edit,
+                    }
+                },
+            );
+        prop_oneof![
+            6 => made,
+            1 => prop::collection::vec(legal_byte(), 0..70)
+                .prop_map(|v| TraceResponse::Bytes(Bytes::from(v))),
+        ]
+    }
+
+    fn render(&self, trace_id: &str) -> Vec<u8> {
+        match self {
+            TraceResponse::Bytes(b) => b.to_vec(),
+            TraceResponse::Made {
+                version,
+                own_trace,
+                other_trace,
+                parent,
+                flags,
+                suffix,
+                edit,
+            } => {
+                let trace = if *own_trace { trace_id } else { other_trace };
+                edit.apply(format!("{version}-{trace}-{parent}-{flags}{suffix}").into_bytes())
+            }
+        }
+    }
+}
+
+/// A downstream (no instrumentation) answering 200 with the planned `traceresponse`, keeping
+/// the `traceparent` it received and the value it answered.
+#[derive(Default)]
+struct Answering {
+    plan: Mutex<Option<TraceResponse>>,
+    received: Mutex<Option<String>>,
+    answered: Mutex<Option<Vec<u8>>>,
+}
+
+async fn answering_downstream(state: Arc<Answering>) -> SocketAddr {
+    let app = Router::new().route(
+        "/answer",
+        get(move |headers: HeaderMap| {
+            let state = state.clone();
+            async move {
+                let received = headers
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                let plan = state.plan.lock().unwrap().clone().expect("a plan");
+                let bytes = plan.render(received.get(3..35).unwrap_or_default());
+                let mut resp = axum::response::Response::new(axum::body::Body::from("ok"));
+                if let Ok(value) = HeaderValue::from_bytes(&bytes) {
+                    resp.headers_mut().insert("traceresponse", value);
+                    *state.answered.lock().unwrap() = Some(bytes);
+                }
+                *state.received.lock().unwrap() = Some(received);
+                resp
+            }
+        }),
+    );
+    common::serve(app).await
+}
+
+#[test]
+fn traceresponse_from_a_downstream_never_breaks_the_call_and_keeps_only_when_valid() {
+    let rt = runtime();
+    // Successes are never kept by ratio: a kept trace can only be the downstream's doing.
+    let obs = Obs::builder()
+        .service_name("prop")
+        .log_writer(std::io::sink())
+        .process_metrics(false)
+        .success_ratio(0.0)
+        .trace_ring_size(10_000)
+        .build()
+        .unwrap();
+    let state = Arc::new(Answering::default());
+    let down = rt.block_on(answering_downstream(state.clone()));
+    let url = format!("http://{down}/answer");
+    let tower_client = tower::Layer::layer(&obs.client_layer(), hyper_client());
+    #[cfg(feature = "reqwest")]
+    let reqwest_client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(obs.reqwest_middleware())
+        .build();
+    let calls = std::sync::atomic::AtomicU64::new(0);
+    let strategy = (TraceResponse::strategy(), any::<bool>());
+    let tally = Tally::default();
+    property(256, strategy, |(plan, use_reqwest)| {
+        *state.plan.lock().unwrap() = Some(plan);
+        *state.answered.lock().unwrap() = None;
+        let status = rt.block_on(async {
+            #[cfg(feature = "reqwest")]
+            if use_reqwest {
+                return reqwest_client
+                    .get(url.as_str())
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .map_err(|e| e.to_string());
+            }
+            let _ = use_reqwest;
+            let req = http::Request::get(url.as_str())
+                .body(http_body_util::Empty::new())
+                .unwrap();
+            tower::ServiceExt::oneshot(tower_client.clone(), req)
+                .await
+                .map(|r| r.status().as_u16())
+                .map_err(|e| e.to_string())
+        });
+        prop_assert_eq!(status, Ok(200));
+        let calls = calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+
+        // The call is recorded, whatever the answer said.
+        let exposition = obs.render_metrics();
+        let recorded: f64 =
+            common::samples(&exposition, "http_client_request_duration_seconds_count")
+                .iter()
+                .map(|(_, v)| v)
+                .sum();
+        prop_assert_eq!(recorded, calls as f64);
+
+        // Kept (reason `downstream`) iff the answer is a valid W3C value for this trace with
+        // the sampled flag; the call, a success, keeps nothing else.
+        let sent = state.received.lock().unwrap().clone().unwrap_or_default();
+        let (trace_id, _) = w3c_traceparent(sent.as_bytes())
+            .ok_or_else(|| fail(format!("the client sent traceparent {sent:?}")))?;
+        let answered = state.answered.lock().unwrap().clone();
+        let says_kept = answered
+            .as_deref()
+            .map(trim_ows)
+            .and_then(w3c_traceparent)
+            .is_some_and(|(id, sampled)| id == trace_id && sampled);
+        let ring: Value = serde_json::from_str(&obs.recent_traces_json().unwrap())
+            .map_err(|e| fail(e.to_string()))?;
+        let kept = ring["traces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["trace_id"] == trace_id.as_str());
+        tally.hit(if says_kept { "kept" } else { "dropped" });
+        match kept {
+            Some(t) => {
+                prop_assert!(says_kept, "kept although the answer was {:?}", answered);
+                prop_assert_eq!(&t["reason"], "downstream");
+            }
+            None => prop_assert!(!says_kept, "dropped although the answer was {:?}", answered),
+        }
+        Ok(())
+    });
+    tally.assert_reached(&["kept", "dropped"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bugs the properties found, each reduced to its smallest case (ignored until fixed)
+// ---------------------------------------------------------------------------------------------
+
+/// Sends `headers` to a service whose handler calls a recorder; returns (traceresponse, the
+/// headers the recorder received).
+fn through_a_service(headers: &[(&str, &[u8])]) -> (String, HeaderMap) {
+    let rt = runtime();
+    let obs = Obs::builder()
+        .log_writer(std::io::sink())
+        .process_metrics(false)
+        .build()
+        .unwrap();
+    let (down, seen) = rt.block_on(recorder());
+    let client = tower::Layer::layer(&obs.client_layer(), hyper_client());
+    let url = format!("http://{down}/echo");
+    let app = Router::new()
+        .route(
+            "/call",
+            get(move || {
+                let (client, url) = (client.clone(), url.clone());
+                async move {
+                    let req = http::Request::get(url.as_str())
+                        .body(http_body_util::Empty::new())
+                        .unwrap();
+                    tower::ServiceExt::oneshot(client, req)
+                        .await
+                        .is_ok()
+                        .to_string()
+                }
+            }),
+        )
+        .layer(obs.layer());
+    let addr = rt.block_on(common::serve(app));
+    let resp = rt.block_on(common::raw(addr, &head("/call", headers)));
+    let got = seen.lock().unwrap().take().expect("a call downstream");
+    (resp.header("traceresponse").unwrap(), got)
+}
+
+/// Found by `traceparent_continues_the_trace_iff_valid_and_tracestate_is_forwarded_iff_valid`:
+/// a valid `tracestate` of exactly 512 bytes in one field line is not forwarded, though
+/// DECISIONS.md drops only those "longer than 512 bytes" (and W3C Trace Context asks vendors to
+/// propagate at least 512). Split over two lines, the same 512 bytes are forwarded.
+#[test]
+#[ignore = "bug: a valid tracestate of exactly 512 bytes (one line) is not forwarded"]
+fn bug_tracestate_of_exactly_512_bytes_is_forwarded() {
+    let tracestate = format!("k0={},k1={}", "v".repeat(256), "v".repeat(249));
+    assert_eq!(tracestate.len(), 512);
+    let (_, got) = through_a_service(&[
+        (
+            "traceparent",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+        ("tracestate", tracestate.as_bytes()),
+    ]);
+    assert_eq!(
+        got.get("tracestate").map(|v| v.to_str().unwrap().len()),
+        Some(512)
+    );
+}
+
+/// Two `traceparent` field lines: RFC 9110 §5.3 combines them into one value,
+/// `00-…-01, 00-…-01`, which is not a valid `traceparent`, so the trace must restart; the W3C
+/// Trace Context test suite checks exactly this (`test_traceparent_duplicated`). The layer
+/// reads the first line only and continues its trace.
+#[test]
+#[ignore = "bug: two traceparent header lines continue the first one's trace instead of restarting"]
+fn bug_duplicated_traceparent_restarts_the_trace() {
+    let (traceresponse, _) = through_a_service(&[
+        (
+            "traceparent",
+            b"00-12345678901234567890123456789011-1234567890123456-01",
+        ),
+        (
+            "traceparent",
+            b"00-12345678901234567890123456789012-1234567890123456-01",
+        ),
+    ]);
+    assert!(
+        !traceresponse.contains("1234567890123456789012345678901"),
+        "{traceresponse}"
+    );
+}

@@ -976,6 +976,495 @@ fn traceresponse_from_a_downstream_never_breaks_the_call_and_keeps_only_when_val
 }
 
 // ---------------------------------------------------------------------------------------------
+// 4. Accept on /metrics
+// ---------------------------------------------------------------------------------------------
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const CLASSIC: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// A media range of the generated `Accept` lists.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Media {
+    Any,
+    ApplicationAny,
+    TextAny,
+    /// `application/openmetrics-text`, with a `version` parameter or none.
+    OpenMetrics(Option<&'static str>),
+    /// `text/plain`, with a `version` parameter or none.
+    Plain(Option<&'static str>),
+    Other(&'static str),
+}
+
+impl Media {
+    fn text(self) -> (&'static str, Option<&'static str>) {
+        match self {
+            Media::Any => ("*/*", None),
+            Media::ApplicationAny => ("application/*", None),
+            Media::TextAny => ("text/*", None),
+            Media::OpenMetrics(v) => ("application/openmetrics-text", v),
+            Media::Plain(v) => ("text/plain", v),
+            Media::Other(t) => (t, None),
+        }
+    }
+
+    /// How specifically this range matches each format (RFC 9110 §12.5.1: `*/*` < `type/*` <
+    /// `type/subtype` < `type/subtype` with parameters), `None` when it does not match it. The
+    /// formats are OpenMetrics 1.0.0 (which DECISIONS.md also lets `version=0.0.1`, the name
+    /// Prometheus first gave it, ask for) and the text format 0.0.4.
+    fn specificity(self, format: Format) -> Option<u8> {
+        let (openmetrics, classic) = match self {
+            Media::Any => (Some(0), Some(0)),
+            Media::ApplicationAny => (Some(1), None),
+            Media::TextAny => (None, Some(1)),
+            Media::OpenMetrics(None) => (Some(2), None),
+            Media::OpenMetrics(Some("1.0.0" | "0.0.1")) => (Some(3), None),
+            Media::Plain(None) => (None, Some(2)),
+            Media::Plain(Some("0.0.4")) => (None, Some(3)),
+            _ => (None, None),
+        };
+        match format {
+            Format::OpenMetrics => openmetrics,
+            Format::Classic => classic,
+        }
+    }
+}
+
+/// The two formats `/metrics` answers in.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Format {
+    OpenMetrics,
+    Classic,
+}
+
+/// One element of an `Accept` list, with its weight in thousandths as written.
+#[derive(Clone, Debug)]
+struct AcceptRange {
+    media: Media,
+    q: Option<(u16, String)>,
+    case_mask: u64,
+    quoted_version: bool,
+    ows: [String; 4],
+}
+
+impl AcceptRange {
+    fn weight(&self) -> u16 {
+        self.q.as_ref().map_or(1000, |(t, _)| *t)
+    }
+
+    fn render(&self) -> String {
+        let (media, version) = self.media.text();
+        // Types, subtypes and parameter names are case-insensitive (RFC 9110 §8.3.1, §5.6.6).
+        let flip = |s: &str, shift: u32| -> String {
+            s.chars()
+                .enumerate()
+                .map(|(i, c)| {
+                    if self.case_mask.rotate_left(shift) >> (i % 64) & 1 == 1 {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c
+                    }
+                })
+                .collect()
+        };
+        let mut out = flip(media, 0);
+        let [a, b, c, d] = &self.ows;
+        if let Some(v) = version {
+            let v = if self.quoted_version {
+                format!("\"{v}\"")
+            } else {
+                v.to_string()
+            };
+            out.push_str(&format!("{a};{b}{}={v}", flip("version", 7)));
+        }
+        if let Some((_, q)) = &self.q {
+            out.push_str(&format!("{c};{d}{}={q}", flip("q", 13)));
+        }
+        out
+    }
+}
+
+/// `qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )` (RFC 9110 §12.4.2), in
+/// every spelling of the same weight.
+fn qvalue() -> impl Strategy<Value = (u16, String)> {
+    let thousandths = prop_oneof![Just(0u16), Just(1000), Just(500), Just(1), 0u16..=1000];
+    (thousandths, 0usize..=4).prop_map(|(t, extra)| {
+        let whole = if t == 1000 { "1" } else { "0" };
+        let fraction = format!("{:03}", t % 1000);
+        let needed = fraction.trim_end_matches('0').len();
+        // With no digit needed: "0", "0.", "0.0", "0.00", "0.000"; else 1 to 3 digits.
+        let digits = if needed == 0 {
+            extra.checked_sub(1)
+        } else {
+            Some((needed + extra).min(3))
+        };
+        let text = match digits {
+            None => whole.to_string(),
+            Some(d) => format!("{whole}.{}", &fraction[..d]),
+        };
+        (t, text)
+    })
+}
+
+fn accept_range() -> impl Strategy<Value = AcceptRange> {
+    let media = prop_oneof![
+        2 => Just(Media::Any),
+        1 => Just(Media::ApplicationAny),
+        1 => Just(Media::TextAny),
+        3 => prop::sample::select(vec![None, Some("1.0.0"), Some("0.0.1"), Some("2.0.0")])
+            .prop_map(Media::OpenMetrics),
+        3 => prop::sample::select(vec![None, Some("0.0.4"), Some("1.0.0")]).prop_map(Media::Plain),
+        1 => prop::sample::select(vec!["application/json", "text/html", "image/*"])
+            .prop_map(Media::Other),
+    ];
+    let ows = prop::array::uniform4("[ \t]{0,1}");
+    (
+        media,
+        prop::option::weighted(0.7, qvalue()),
+        any::<u64>(),
+        any::<bool>(),
+        ows,
+    )
+        .prop_map(|(media, q, case_mask, quoted_version, ows)| AcceptRange {
+            media,
+            q,
+            case_mask,
+            quoted_version,
+            ows,
+        })
+}
+
+/// The format RFC 9110 §12.5.1 picks, with the rule of DECISIONS.md ("OpenMetrics on
+/// `/metrics`, negotiated"): each format takes the weight of the most specific range matching
+/// it (the highest weight among equally specific ones), `q=0` excludes it, the higher weight
+/// wins, a tie goes to the range listed first, and a range matching both formats gives the
+/// classic format; no acceptable format gives the classic one too.
+fn negotiated(ranges: &[AcceptRange]) -> &'static str {
+    let decide = |format: Format| {
+        ranges
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| Some((r.media.specificity(format)?, r.weight(), i)))
+            .max_by_key(|&(specificity, q, i)| (specificity, q, std::cmp::Reverse(i)))
+            .filter(|&(_, q, _)| q > 0)
+            .map(|(_, q, i)| (q, i))
+    };
+    match (decide(Format::OpenMetrics), decide(Format::Classic)) {
+        (None, _) => CLASSIC,
+        (Some(_), None) => OPENMETRICS,
+        (Some((q_open, at_open)), Some((q_classic, at_classic))) => {
+            if q_open > q_classic || (q_open == q_classic && at_open < at_classic) {
+                OPENMETRICS
+            } else {
+                CLASSIC
+            }
+        }
+    }
+}
+
+/// `Accept` field lines holding a well-formed list, split in one or two lines, with empty
+/// elements now and then (RFC 9110 §5.6.1), and the ranges in order.
+fn accept_lines() -> impl Strategy<Value = (Vec<String>, Vec<AcceptRange>)> {
+    let element = prop_oneof![9 => accept_range().prop_map(Some), 1 => Just(None)];
+    (
+        prop::collection::vec(element, 0..=6),
+        prop::collection::vec("[ \t]{0,1},[ \t]{0,1}", 6),
+        any::<Index>(),
+    )
+        .prop_map(|(elements, separators, split)| {
+            let ranges: Vec<AcceptRange> = elements.iter().flatten().cloned().collect();
+            let texts: Vec<String> = elements
+                .iter()
+                .map(|e| e.as_ref().map(AcceptRange::render).unwrap_or_default())
+                .collect();
+            let at = split.index(texts.len() + 1);
+            let join = |part: &[String]| {
+                let mut out = String::new();
+                for (i, t) in part.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(&separators[i - 1]);
+                    }
+                    out.push_str(t);
+                }
+                out
+            };
+            let lines = [join(&texts[..at]), join(&texts[at..])]
+                .into_iter()
+                .filter(|l| !l.trim().is_empty())
+                .collect();
+            (lines, ranges)
+        })
+}
+
+/// Serves `obs.metrics_service()` at `/metrics` in an axum router.
+fn metrics_app(rt: &tokio::runtime::Runtime) -> (Obs, SocketAddr) {
+    let obs = Obs::builder()
+        .service_name("prop")
+        .log_writer(std::io::sink())
+        .process_metrics(false)
+        .build()
+        .unwrap();
+    obs.counter("prop_requests_total", &[("kind", &"seen")])
+        .inc();
+    let app = Router::new().route_service("/metrics", obs.metrics_service());
+    let addr = rt.block_on(common::serve(app));
+    (obs, addr)
+}
+
+/// The content type of a `/metrics` answer, checked against its body.
+fn exposition_type(resp: &common::RawResponse) -> Result<String, TestCaseError> {
+    prop_assert_eq!(resp.status, 200);
+    let content_type = resp
+        .header("content-type")
+        .ok_or_else(|| fail("no content type"))?;
+    let body = String::from_utf8_lossy(&resp.body);
+    prop_assert!(
+        content_type == OPENMETRICS || content_type == CLASSIC,
+        "content type {content_type}"
+    );
+    prop_assert_eq!(
+        body.ends_with("# EOF\n"),
+        content_type == OPENMETRICS,
+        "a body of the type it says"
+    );
+    Ok(content_type)
+}
+
+#[test]
+fn accept_gets_the_format_rfc_9110_negotiates() {
+    let rt = runtime();
+    let (_obs, addr) = metrics_app(&rt);
+    let tally = Tally::default();
+    property(256, accept_lines(), |(lines, ranges)| {
+        let headers: Vec<(&str, &[u8])> = lines.iter().map(|l| ("Accept", l.as_bytes())).collect();
+        let resp = rt.block_on(common::raw(addr, &head("/metrics", &headers)));
+        let got = exposition_type(&resp)?;
+        let want = negotiated(&ranges);
+        prop_assert_eq!(&got, want, "Accept: {:?}", lines);
+        tally.hit(if want == OPENMETRICS {
+            "openmetrics"
+        } else {
+            "classic"
+        });
+        Ok(())
+    });
+    tally.assert_reached(&["openmetrics", "classic"]);
+}
+
+#[test]
+fn any_accept_value_gets_one_of_the_two_formats() {
+    let rt = runtime();
+    let (_obs, addr) = metrics_app(&rt);
+    let mutated = (accept_lines(), Edit::strategy(line_byte())).prop_map(|((lines, _), edit)| {
+        lines
+            .into_iter()
+            .map(|l| edit.apply(l.into_bytes()))
+            .collect::<Vec<_>>()
+    });
+    let strategy = prop_oneof![
+        2 => mutated,
+        1 => prop::collection::vec(prop::collection::vec(line_byte(), 0..80), 1..=2),
+        1 => (prop::sample::select(vec!["*/*", "application/openmetrics-text", ";q=", ",", "\""]), 100usize..2000)
+            .prop_map(|(s, n)| vec![s.repeat(n).into_bytes()]),
+    ]
+    .prop_map(|lines| lines.into_iter().map(Bytes::from).collect::<Vec<_>>());
+    property(256, strategy, |lines| {
+        let headers: Vec<(&str, &[u8])> = lines.iter().map(|l| ("accept", &l[..])).collect();
+        let resp = rt.block_on(common::raw(addr, &head("/metrics", &headers)));
+        if !lines.iter().all(|l| field_value_ok(l)) {
+            prop_assert_eq!(resp.status, 400);
+            return Ok(());
+        }
+        exposition_type(&resp)?;
+        Ok(())
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Environment variables
+// ---------------------------------------------------------------------------------------------
+
+/// Every public constant of `mercenary_obs::env` (checked against the module below).
+const VARIABLES: &[&str] = {
+    use mercenary_obs::env::*;
+    &[
+        OTEL_SERVICE_NAME,
+        OTEL_RESOURCE_ATTRIBUTES,
+        MERCENARY_OBS_LOG_FORMAT,
+        RUST_LOG,
+        MERCENARY_OBS_PANIC_HOOK,
+        OTEL_EXPORTER_OTLP_ENDPOINT,
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+        OTEL_EXPORTER_OTLP_PROTOCOL,
+        OTEL_EXPORTER_OTLP_HEADERS,
+        OTEL_EXPORTER_OTLP_TRACES_HEADERS,
+        OTEL_EXPORTER_OTLP_CERTIFICATE,
+        OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE,
+        OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE,
+        OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE,
+        OTEL_EXPORTER_OTLP_CLIENT_KEY,
+        OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY,
+        OTEL_EXPORTER_OTLP_COMPRESSION,
+        OTEL_EXPORTER_OTLP_TRACES_COMPRESSION,
+        OTEL_EXPORTER_OTLP_INSECURE,
+        OTEL_EXPORTER_OTLP_TRACES_INSECURE,
+        OTEL_EXPORTER_OTLP_TIMEOUT,
+        OTEL_BSP_SCHEDULE_DELAY,
+        OTEL_BSP_MAX_QUEUE_SIZE,
+        MERCENARY_OBS_SUCCESS_RATIO,
+        MERCENARY_OBS_FORCED_PER_SECOND,
+        SENTRY_DSN,
+        SENTRY_ENVIRONMENT,
+        SENTRY_RELEASE,
+        MERCENARY_OBS_ADMIN_ADDR,
+        MERCENARY_OBS_AUDIT_MAX_WAIT_MS,
+        MERCENARY_OBS_AUDIT_FALLBACK_FILE,
+    ]
+};
+
+#[test]
+fn the_variables_tested_are_every_public_constant_of_the_env_module() {
+    let declared: std::collections::BTreeSet<&str> = include_str!("../../src/core/env.rs")
+        .lines()
+        .filter_map(|l| l.strip_prefix("pub const "))
+        .filter_map(|l| l.split(':').next())
+        .collect();
+    let tested: std::collections::BTreeSet<&str> = VARIABLES.iter().copied().collect();
+    assert_eq!(declared, tested, "add the new variable to VARIABLES");
+}
+
+/// A value for any variable: arbitrary text, pieces of what the variables accept run
+/// together (numbers, booleans, URLs on loopback, DSNs, filters, `k=v` lists, escapes), and
+/// long runs.
+fn env_value() -> impl Strategy<Value = String> {
+    let piece = prop::sample::select(vec![
+        "true",
+        "FALSE",
+        "0",
+        "1",
+        "-1",
+        "0.5",
+        "1.5",
+        "1e309",
+        "NaN",
+        "inf",
+        "60001",
+        "18446744073709551616",
+        "http://",
+        "https://",
+        "127.0.0.1:4318",
+        "localhost:9464",
+        "[::1]:0",
+        "/v1/traces",
+        "grpc",
+        "http/protobuf",
+        "json",
+        "pretty",
+        "gzip",
+        "none",
+        "info",
+        "warn,my_crate=debug",
+        "[span{x=1}]",
+        "=",
+        ",",
+        "%",
+        "%2C",
+        "%zz",
+        "%ff",
+        "service.name=x",
+        "k=",
+        " ",
+        "\t",
+        "\0",
+        "é",
+        "\u{202e}",
+        "http://k@127.0.0.1:9/1",
+    ]);
+    prop_oneof![
+        3 => any::<String>(),
+        4 => prop::collection::vec(piece, 1..6).prop_map(|p| p.concat()),
+        1 => (prop::sample::select(vec!["a", "1", "é", "=", ",", "%"]), 200usize..4000)
+            .prop_map(|(s, n)| s.repeat(n)),
+    ]
+}
+
+/// Any variable name found in `text` other than `name`.
+fn other_variables(text: &str, name: &str) -> Vec<&'static str> {
+    let words: Vec<&str> = text
+        .split(|c: char| !(c.is_ascii_uppercase() || c == '_'))
+        .collect();
+    VARIABLES
+        .iter()
+        .copied()
+        .filter(|v| *v != name && words.contains(v))
+        .collect()
+}
+
+#[test]
+fn every_environment_variable_parses_or_names_itself() {
+    let dir = std::env::temp_dir().join(format!("mercenary-obs-prop-env-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let started = std::time::Instant::now();
+    for &name in VARIABLES {
+        property(64, env_value(), |value| {
+            let value = match name {
+                // A path, kept inside a directory of the test's own: the file is created.
+                mercenary_obs::env::MERCENARY_OBS_AUDIT_FALLBACK_FILE => {
+                    format!("{}/{}", dir.display(), value.replace('/', "_"))
+                }
+                _ => value,
+            };
+            let mut vars = vec![(name, value.as_str())];
+            if name.contains("CERTIFICATE") || name.contains("CLIENT_KEY") {
+                // The TLS files are read only for an OTLP endpoint.
+                vars.push((
+                    mercenary_obs::env::OTEL_EXPORTER_OTLP_ENDPOINT,
+                    "http://127.0.0.1:4318",
+                ));
+            }
+            let built = Obs::builder()
+                .log_writer(std::io::sink())
+                .process_metrics(false)
+                .from_vars(vars)
+                .build();
+            let Err(error) = built else {
+                return Ok(());
+            };
+            let message = error.to_string();
+            let subject = match &error {
+                Error::InvalidEnv { variable, .. } => variable.to_string(),
+                Error::InvalidSetting { setting, .. } => setting.to_string(),
+                other => return Err(fail(format!("{name}={value:?}: {other:?}"))),
+            };
+            prop_assert!(
+                subject
+                    .split(|c: char| !(c.is_ascii_uppercase() || c == '_'))
+                    .any(|w| w == name),
+                "{}={:?} gave an error about {}: {}",
+                name,
+                value,
+                subject,
+                message
+            );
+            prop_assert_eq!(other_variables(&subject, name), Vec::<&str>::new());
+            prop_assert!(message.contains(name), "{message}");
+            // A known bug, reproduced by `bug_resource_attributes_error_is_bounded` (ignored):
+            // its message quotes the whole value. Not judged here until fixed.
+            let known_bug = name == mercenary_obs::env::OTEL_RESOURCE_ATTRIBUTES;
+            prop_assert!(
+                known_bug || message.len() <= 4096,
+                "{}: a message of {} bytes: {}…",
+                name,
+                message.len(),
+                message.chars().take(300).collect::<String>()
+            );
+            Ok(())
+        });
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    eprintln!("{} variables in {:?}", VARIABLES.len(), started.elapsed());
+}
+
+// ---------------------------------------------------------------------------------------------
 // Bugs the properties found, each reduced to its smallest case (ignored until fixed)
 // ---------------------------------------------------------------------------------------------
 
@@ -1056,5 +1545,30 @@ fn bug_duplicated_traceparent_restarts_the_trace() {
     assert!(
         !traceresponse.contains("1234567890123456789012345678901"),
         "{traceresponse}"
+    );
+}
+
+/// Found by `every_environment_variable_parses_or_names_itself`: the value is cut to 200
+/// bytes in an `Error`'s message (its docs say so), but the message for
+/// `OTEL_RESOURCE_ATTRIBUTES` also quotes the whole malformed item (or value) in its "expected"
+/// part, unescaped: the message grows with the variable (10 000 bytes in, about 10 300 out),
+/// and control characters of the value reach it raw.
+#[test]
+#[ignore = "bug: the OTEL_RESOURCE_ATTRIBUTES error message quotes the whole value (unbounded, unescaped)"]
+fn bug_resource_attributes_error_is_bounded() {
+    let value = format!("{}\u{1b}[2J", "a".repeat(10_000));
+    let built = Obs::builder()
+        .log_writer(std::io::sink())
+        .process_metrics(false)
+        .from_vars([(mercenary_obs::env::OTEL_RESOURCE_ATTRIBUTES, value.as_str())])
+        .build();
+    let Err(error) = built else {
+        panic!("an error: the value has no `=`");
+    };
+    let message = error.to_string();
+    assert!(
+        message.len() <= 4096 && !message.contains('\u{1b}'),
+        "a message of {} bytes",
+        message.len()
     );
 }

@@ -1465,6 +1465,600 @@ fn every_environment_variable_parses_or_names_itself() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// 6. JSON escaping of log lines
+// ---------------------------------------------------------------------------------------------
+
+/// Characters that test an escaper: any character, the JSON specials, C0 and C1 controls, DEL,
+/// U+2028/U+2029, a BOM, and characters of every UTF-8 length.
+fn nasty_char() -> impl Strategy<Value = char> {
+    prop_oneof![
+        3 => any::<char>(),
+        3 => prop::char::range(' ', '~'),
+        2 => prop::char::range('\u{0}', '\u{1f}'),
+        1 => prop::char::range('\u{7f}', '\u{a0}'),
+        2 => prop::sample::select(vec![
+            '"', '\\', '/', '\n', '\r', '\t', '\u{1b}', '\u{2028}', '\u{2029}', '\u{feff}',
+            'é', '€', '😀', '\u{10ffff}',
+        ]),
+    ]
+}
+
+fn nasty_string(len: impl Into<prop::collection::SizeRange>) -> impl Strategy<Value = String> {
+    prop::collection::vec(nasty_char(), len).prop_map(|c| c.into_iter().collect())
+}
+
+/// Strings around `cap` bytes: a run of ASCII that puts a 1- to 4-byte character across the
+/// cap, then more text; and long strings of several times the cap.
+fn text_for(cap: usize) -> impl Strategy<Value = String> {
+    prop_oneof![
+        6 => nasty_string(0..40),
+        2 => (cap.saturating_sub(5)..=cap + 1, prop::sample::select(vec!['a', 'é', '€', '😀']), nasty_string(0..6))
+            .prop_map(|(n, c, tail)| format!("{}{c}{tail}", "a".repeat(n))),
+        1 => (nasty_string(1..8), 2usize..4).prop_map(move |(s, times)| {
+            s.repeat(cap * times / s.len() + 1)
+        }),
+    ]
+}
+
+/// What a value cut at `cap` bytes reads as (README: values are cut at the cap, on a character
+/// boundary, with a `…[truncated]` marker).
+fn capped(s: &str, cap: usize) -> String {
+    if s.len() <= cap {
+        return s.to_string();
+    }
+    let end = (0..=cap)
+        .rev()
+        .find(|&i| s.is_char_boundary(i))
+        .unwrap_or(0);
+    format!("{}…[truncated]", &s[..end])
+}
+
+#[derive(Clone, Debug, Default)]
+struct LogCase {
+    message: String,
+    value: String,
+    bytes: Bytes,
+}
+
+fn log_case(cap: usize) -> impl Strategy<Value = LogCase> {
+    (
+        text_for(cap),
+        text_for(cap),
+        prop::collection::vec(any::<u8>(), 0..64),
+    )
+        .prop_map(|(message, value, bytes)| LogCase {
+            message,
+            value,
+            bytes: Bytes::from(bytes),
+        })
+}
+
+/// One request logging the case as a message and as field values (a `&str`, `Display`,
+/// `Debug`, invalid UTF-8 through `Debug`, and a span's field), inside a request.
+fn escaping_holds(cap: Option<usize>, cases: u32) {
+    let rt = runtime();
+    let logs = Capture::default();
+    let mut builder = Obs::builder()
+        .service_name("prop")
+        .log_writer(logs.clone())
+        .process_metrics(false);
+    if let Some(cap) = cap {
+        builder = builder.log_value_max_bytes(cap);
+    }
+    let obs = builder.build().unwrap();
+    let cap = cap.unwrap_or(8192);
+    let current: Arc<Mutex<LogCase>> = Arc::default();
+    let case = current.clone();
+    let app = Router::new()
+        .route(
+            "/log",
+            get(move || {
+                let LogCase {
+                    message,
+                    value,
+                    bytes,
+                } = case.lock().unwrap().clone();
+                async move {
+                    let lossy = String::from_utf8_lossy(&bytes);
+                    tracing::info_span!("prop.work", span_text = value.as_str()).in_scope(|| {
+                        tracing::info!(
+                            text = value.as_str(),
+                            shown = %value,
+                            debugged = ?value,
+                            raw = ?bytes,
+                            lossy = %lossy,
+                            "{message}"
+                        );
+                    });
+                    "logged"
+                }
+            }),
+        )
+        .layer(obs.layer());
+    let addr = rt.block_on(common::serve(app));
+    property(cases, log_case(cap), |case| {
+        clear(&logs);
+        *current.lock().unwrap() = case.clone();
+        let resp = rt.block_on(common::get(addr, "/log", &[]));
+        prop_assert_eq!(resp.status, 200);
+        prop_assert!(obs.flush());
+        let lines = parse_lines(&logs)?;
+        // Each value as written: at most 6 bytes of escape per byte of the cap, plus the marker.
+        let bound = 7 * (6 * cap + 20) + 2048;
+        for (line, _) in &lines {
+            prop_assert!(line.len() <= bound, "a line of {} bytes", line.len());
+            prop_assert!(
+                !line
+                    .chars()
+                    .any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}'),
+                "an unescaped control character or line separator in {:?}",
+                line
+            );
+        }
+        let events: Vec<&Value> = lines
+            .iter()
+            .map(|(_, v)| v)
+            .filter(|v| v.get("text").is_some())
+            .collect();
+        prop_assert_eq!(events.len(), 1, "one event line in {:?}", lines);
+        let event = events[0];
+        let lossy = String::from_utf8_lossy(&case.bytes).into_owned();
+        for (key, original) in [
+            ("message", case.message.clone()),
+            ("text", case.value.clone()),
+            ("shown", case.value.clone()),
+            ("debugged", format!("{:?}", case.value)),
+            ("raw", format!("{:?}", case.bytes)),
+            ("lossy", lossy),
+            ("span_text", case.value.clone()),
+        ] {
+            let expected = capped(&original, cap);
+            prop_assert_eq!(
+                event[key].as_str(),
+                Some(expected.as_str()),
+                "{} of {:?}",
+                key,
+                case
+            );
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn log_values_are_escaped_json_and_cut_at_the_default_cap() {
+    escaping_holds(None, 128);
+}
+
+#[test]
+fn log_values_are_escaped_json_and_cut_at_a_small_cap() {
+    escaping_holds(Some(24), 256);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Label values of business metrics
+// ---------------------------------------------------------------------------------------------
+
+/// One sample of a classic exposition: metric name, labels (unescaped), value.
+type Sample = (String, Vec<(String, String)>, f64);
+
+/// The samples of a text-format 0.0.4 exposition, parsed as the Prometheus documentation
+/// ("Exposition formats", text-based format) specifies it, independently of any client:
+/// `metric_name [ "{" label_name "=" '"' label_value '"' { "," ... } [ "," ] "}" ] value
+/// [ timestamp ]`, one sample per line (lines end with `\n`), label values escaped with `\\`,
+/// `\"` and `\n` only; `# HELP` texts escaped with `\\` and `\n`.
+fn parse_exposition(text: &str) -> Result<Vec<Sample>, String> {
+    let name_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    let mut samples = Vec::new();
+    for line in text.split('\n') {
+        if let Some(help) = line.strip_prefix("# HELP ") {
+            let mut chars = help.chars();
+            while let Some(c) = chars.next() {
+                if c == '\\' && !matches!(chars.next(), Some('\\' | 'n')) {
+                    return Err(format!("a bad escape in {line:?}"));
+                }
+            }
+        }
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let end = line.find(|c: char| !name_char(c)).unwrap_or(line.len());
+        let (name, mut rest) = line.split_at(end);
+        if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+            return Err(format!("no metric name in {line:?}"));
+        }
+        let mut labels = Vec::new();
+        if let Some(r) = rest.strip_prefix('{') {
+            rest = r;
+            loop {
+                if let Some(r) = rest.strip_prefix('}') {
+                    rest = r;
+                    break;
+                }
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .ok_or(format!("an unterminated label in {line:?}"))?;
+                let (label, r) = rest.split_at(end);
+                if label.is_empty() || label.starts_with(|c: char| c.is_ascii_digit()) {
+                    return Err(format!("a bad label name in {line:?}"));
+                }
+                rest = r
+                    .strip_prefix("=\"")
+                    .ok_or(format!("no =\" after {label} in {line:?}"))?;
+                let mut value = String::new();
+                let mut chars = rest.char_indices();
+                let close = loop {
+                    match chars.next() {
+                        None => return Err(format!("an unterminated value in {line:?}")),
+                        Some((i, '"')) => break i,
+                        Some((_, '\\')) => match chars.next() {
+                            Some((_, '\\')) => value.push('\\'),
+                            Some((_, '"')) => value.push('"'),
+                            Some((_, 'n')) => value.push('\n'),
+                            other => return Err(format!("a bad escape {other:?} in {line:?}")),
+                        },
+                        Some((_, c)) => value.push(c),
+                    }
+                };
+                labels.push((label.to_string(), value));
+                rest = &rest[close + 1..];
+                if let Some(r) = rest.strip_prefix(',') {
+                    rest = r;
+                } else if !rest.starts_with('}') {
+                    return Err(format!("no , or }} after a label in {line:?}"));
+                }
+            }
+        }
+        let mut fields = rest.split([' ', '\t']).filter(|f| !f.is_empty());
+        let value: f64 = fields
+            .next()
+            .and_then(|v| v.parse().ok())
+            .ok_or(format!("no value in {line:?}"))?;
+        if let Some(ts) = fields.next() {
+            ts.parse::<i64>()
+                .map_err(|_| format!("a bad timestamp in {line:?}"))?;
+        }
+        if fields.next().is_some() || !rest.starts_with([' ', '\t']) {
+            return Err(format!("a malformed sample line {line:?}"));
+        }
+        samples.push((name.to_string(), labels, value));
+    }
+    Ok(samples)
+}
+
+/// Label values: any text (the exposition's specials `\`, `"`, newline included), and long
+/// ones that put a multi-byte character across 1024 bytes, in pairs sharing their first
+/// 1024 bytes.
+fn label_values() -> impl Strategy<Value = Vec<String>> {
+    let long = (
+        1018usize..=1024,
+        prop::sample::select(vec!['x', 'é', '€', '😀', '"', '\n']),
+        nasty_string(1..4),
+        nasty_string(1..4),
+    )
+        .prop_map(|(n, c, a, b)| {
+            let head = format!("{}{c}", "\\".repeat(n));
+            vec![format!("{head}{a}"), format!("{head}{b}")]
+        });
+    prop_oneof![
+        6 => prop::collection::vec(nasty_string(0..24), 1..=4),
+        1 => long,
+    ]
+    .prop_map(|values| values.into_iter().filter(|v| v != "_other").collect())
+}
+
+/// A label value as the README says it is exported: cut to 1024 bytes, on a character boundary.
+fn cut_label(s: &str) -> String {
+    let end = (0..=s.len().min(1024))
+        .rev()
+        .find(|&i| s.is_char_boundary(i))
+        .unwrap_or(0);
+    s[..end].to_string()
+}
+
+/// The series of `metric`: label value of `value` → sample value.
+fn series_of(samples: &[Sample], metric: &str) -> Result<HashMap<String, f64>, String> {
+    let mut out = HashMap::new();
+    for (name, labels, v) in samples.iter().filter(|s| s.0 == metric) {
+        let [(label, value)] = labels.as_slice() else {
+            return Err(format!("{name} has labels {labels:?}"));
+        };
+        if label != "value" || out.insert(value.clone(), *v).is_some() {
+            return Err(format!("a duplicate or unknown series {name}{labels:?}"));
+        }
+    }
+    Ok(out)
+}
+
+#[test]
+fn label_values_round_trip_through_the_exposition_and_series_stay_capped() {
+    const CAP: usize = 16;
+    let obs = Obs::builder()
+        .service_name("prop")
+        .log_writer(std::io::sink())
+        .process_metrics(false)
+        .series_cap_for("prop_open_total", 100_000)
+        .series_cap_for("prop_capped_total", CAP)
+        .build()
+        .unwrap();
+    // The model: series of the uncapped metric, and of the capped one (own series first, the
+    // rest folded into `_other`).
+    let open: Mutex<HashMap<String, f64>> = Mutex::default();
+    let capped_own: Mutex<HashMap<String, f64>> = Mutex::default();
+    let folded = Mutex::new(0.0);
+    property(128, label_values(), |values| {
+        let (mut open, mut own, mut folded) = (
+            open.lock().unwrap(),
+            capped_own.lock().unwrap(),
+            folded.lock().unwrap(),
+        );
+        for value in &values {
+            obs.counter("prop_open_total", &[("value", value)]).inc();
+            obs.counter("prop_capped_total", &[("value", value)]).inc();
+            let key = cut_label(value);
+            *open.entry(key.clone()).or_default() += 1.0;
+            if let Some(n) = own.get_mut(&key) {
+                *n += 1.0;
+            } else if own.len() < CAP {
+                own.insert(key, 1.0);
+            } else {
+                *folded += 1.0;
+            }
+        }
+        let exposition = obs.render_metrics();
+        let samples = parse_exposition(&exposition).map_err(fail)?;
+        let got_open = series_of(&samples, "prop_open_total").map_err(fail)?;
+        prop_assert_eq!(&got_open, &*open);
+        let mut got_capped = series_of(&samples, "prop_capped_total").map_err(fail)?;
+        prop_assert!(got_capped.len() <= CAP + 1, "{} series", got_capped.len());
+        let other = got_capped.remove("_other").unwrap_or(0.0);
+        prop_assert_eq!(other, *folded);
+        prop_assert_eq!(&got_capped, &*own);
+        let overflow = samples
+            .iter()
+            .filter(|(name, labels, _)| {
+                name == "mercenary_obs_metric_overflow_total"
+                    && labels.contains(&("metric".into(), "prop_capped_total".into()))
+            })
+            .map(|s| s.2)
+            .sum::<f64>();
+        prop_assert_eq!(overflow, *folded, "folded resolutions counted");
+        Ok(())
+    });
+    // The official tooling agrees with the parser above, once for the whole run.
+    common::promtool_check(&obs.render_metrics());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Redaction
+// ---------------------------------------------------------------------------------------------
+
+/// Names "like" each of `DEFAULT_SENSITIVE` (README, "Log lines"): the word itself, other
+/// cases, other separators, and inside a longer name.
+macro_rules! sensitive_names {
+    ($m:ident!($($args:tt)*)) => {
+        $m!($($args)*
+            "password", "Password", "PASSWORD", "user_password", "db.password.hash",
+            "passwd", "PassWd", "secret", "client_secret", "SECRET_KEY",
+            "token", "Token", "access_token", "refresh-token"
+        )
+    };
+}
+
+const SENSITIVE_FIELDS: &[&str] = &[
+    "password",
+    "Password",
+    "PASSWORD",
+    "user_password",
+    "db.password.hash",
+    "passwd",
+    "PassWd",
+    "secret",
+    "client_secret",
+    "SECRET_KEY",
+    "token",
+    "Token",
+    "access_token",
+    "refresh-token",
+    "authorization",
+    "Authorization",
+    "proxy-authorization",
+    "cookie",
+    "Cookie",
+    "set-cookie",
+    "Set-Cookie",
+    "set_cookie",
+    "api_key",
+    "apiKey",
+    "API-KEY",
+    "api.key",
+    "x-api-key",
+    "X-API-KEY",
+    "x_api_key",
+    "card_number",
+    "cardNumber",
+    "CARD-NUMBER",
+];
+
+/// Headers logged by the instance below; all but `user-agent` are sensitive.
+const LOGGED_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "x-auth-token",
+    "user-agent",
+];
+
+/// A secret: any text, or header-legal bytes for the headers.
+#[derive(Clone, Debug)]
+struct Secrets {
+    field: String,
+    headers: Vec<(String, Bytes)>,
+}
+
+fn secrets() -> impl Strategy<Value = Secrets> {
+    let header_value = prop::collection::vec(legal_byte(), 1..40)
+        .prop_filter("not blank", |v| !trim_ows(v).is_empty())
+        .prop_map(Bytes::from);
+    // Header names in any case: they are case-insensitive.
+    let header = (
+        prop::sample::select(&LOGGED_HEADERS[..6]),
+        any::<u64>(),
+        header_value,
+    )
+        .prop_map(|(name, mask, value)| {
+            let name: String = name
+                .chars()
+                .enumerate()
+                .map(|(i, c)| {
+                    if mask >> i & 1 == 1 {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c
+                    }
+                })
+                .collect();
+            (name, value)
+        });
+    (
+        prop_oneof![
+            4 => nasty_string(0..40),
+            1 => (nasty_string(1..8), 1000usize..1200).prop_map(|(s, n)| s.repeat(n)),
+        ],
+        prop::collection::vec(header, 1..4),
+    )
+        .prop_map(|(field, headers)| Secrets { field, headers })
+}
+
+#[test]
+fn fields_and_headers_named_like_a_secret_never_show_it() {
+    let rt = runtime();
+    let logs = Capture::default();
+    let obs = Obs::builder()
+        .service_name("prop")
+        .log_writer(logs.clone())
+        .process_metrics(false)
+        .log_headers(LOGGED_HEADERS.iter().copied())
+        .build()
+        .unwrap();
+    let current: Arc<Mutex<String>> = Arc::default();
+    let secret = current.clone();
+    let app = Router::new()
+        .route(
+            "/secret",
+            get(move || {
+                let v = secret.lock().unwrap().clone();
+                async move {
+                    let span = tracing::info_span!(
+                        "prop.secret",
+                        "authorization" = ?v, "Authorization" = ?v, "proxy-authorization" = ?v,
+                        "cookie" = ?v, "Cookie" = ?v, "set-cookie" = ?v, "Set-Cookie" = ?v,
+                        "set_cookie" = ?v
+                    );
+                    span.in_scope(|| {
+                        macro_rules! event {
+                            ($($name:literal),*) => {
+                                tracing::info!($($name = %v,)* "display values")
+                            };
+                        }
+                        sensitive_names!(event!());
+                        tracing::warn!(
+                            "api_key" = v.as_str(),
+                            "apiKey" = v.as_str(),
+                            "API-KEY" = v.as_str(),
+                            "api.key" = v.as_str(),
+                            "x-api-key" = v.as_str(),
+                            "X-API-KEY" = v.as_str(),
+                            "x_api_key" = v.as_str(),
+                            "card_number" = v.as_str(),
+                            "cardNumber" = v.as_str(),
+                            "CARD-NUMBER" = v.as_str(),
+                            "str values"
+                        );
+                    });
+                    "ok"
+                }
+            }),
+        )
+        .layer(obs.layer());
+    let addr = rt.block_on(common::serve(app));
+    const FIXED: &[&str] = &[
+        "[REDACTED]",
+        "display values",
+        "str values",
+        "request completed",
+        "prop.secret",
+        "mercenary_obs::access",
+        "/secret",
+        "properties-test",
+    ];
+    property(256, secrets(), |case| {
+        clear(&logs);
+        *current.lock().unwrap() = case.field.clone();
+        let mut headers: Vec<(&str, &[u8])> = case
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), &v[..]))
+            .collect();
+        headers.push(("user-agent", b"properties-test"));
+        let resp = rt.block_on(common::raw(addr, &head("/secret", &headers)));
+        prop_assert_eq!(resp.status, 200);
+        prop_assert!(obs.flush());
+        let lines = parse_lines(&logs)?;
+        prop_assert_eq!(
+            lines.len(),
+            3,
+            "two events and the access line: {:?}",
+            lines
+        );
+        let mut secrets: Vec<String> = case
+            .headers
+            .iter()
+            .map(|(_, v)| String::from_utf8_lossy(trim_ows(v)).into_owned())
+            .collect();
+        secrets.push(case.field.clone());
+        // A secret too short to be told from the line's own text is checked by key only.
+        secrets.retain(|s| s.len() >= 8 && !FIXED.iter().any(|f| f.contains(s.as_str())));
+        let mut redacted = std::collections::HashSet::new();
+        for (line, value) in &lines {
+            let object = value.as_object().unwrap();
+            for (key, v) in object {
+                let name = key.strip_prefix("http.request.header.").unwrap_or(key);
+                if SENSITIVE_FIELDS.contains(&name) || LOGGED_HEADERS[..6].contains(&name) {
+                    prop_assert_eq!(v, "[REDACTED]", "{} in {}", key, line);
+                    redacted.insert(key.clone());
+                }
+            }
+            let mut strings = Vec::new();
+            string_values(value, &mut strings);
+            for secret in &secrets {
+                prop_assert!(
+                    !strings.iter().any(|s| s.contains(secret.as_str())),
+                    "{:?} shown in {}",
+                    secret,
+                    line
+                );
+            }
+            prop_assert!(line.len() <= 64 * 1024, "a bounded line");
+        }
+        // Every sensitive field and header sent is there, redacted (none dropped instead).
+        let sent: std::collections::HashSet<String> = SENSITIVE_FIELDS
+            .iter()
+            .map(|f| f.to_string())
+            .chain(
+                case.headers
+                    .iter()
+                    .map(|(n, _)| format!("http.request.header.{}", n.to_ascii_lowercase())),
+            )
+            .collect();
+        prop_assert_eq!(redacted, sent);
+        Ok(())
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
 // Bugs the properties found, each reduced to its smallest case (ignored until fixed)
 // ---------------------------------------------------------------------------------------------
 

@@ -45,10 +45,10 @@ where
     S::Value: Debug,
 {
     use std::hash::{BuildHasher, Hasher};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    // One seed per test process (PROPTEST_RNG_SEED, else random); each call in it draws from
-    // its own stream, in call order.
-    static CALLS: AtomicU64 = AtomicU64::new(0);
+    // One seed per process (PROPTEST_RNG_SEED, else random); each call draws from a stream of
+    // its own, numbered in its test's thread so that a replay meets the same numbers under
+    // nextest (a process per test) and `cargo test` (a thread per test) alike.
+    thread_local!(static CALLS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) });
     let config = Config {
         cases,
         failure_persistence: None,
@@ -66,7 +66,7 @@ where
             })
         }
     };
-    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    let call = CALLS.with(|calls| calls.replace(calls.get() + 1));
     let mut runner = TestRunner::new(Config {
         rng_seed: proptest::test_runner::RngSeed::Fixed(seed.wrapping_add(call)),
         ..config

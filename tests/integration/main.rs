@@ -31,6 +31,7 @@ mod otlp;
 mod otlp_grpc_retry;
 mod otlp_retry;
 mod otlp_tls;
+mod properties;
 mod rpc;
 mod sentry;
 mod stack;

@@ -195,7 +195,8 @@ pub(crate) fn parse_key_values(text: &str) -> Result<Vec<(String, String)>, Stri
         }
         let Some((key, value)) = item.split_once('=') else {
             return Err(format!(
-                "comma-separated `key=value` pairs; `{item}` has no `=`"
+                "comma-separated `key=value` pairs; `{}` has no `=`",
+                shown(item)
             ));
         };
         let key = key.trim();
@@ -217,7 +218,8 @@ fn percent_decode(s: &str) -> Result<String, String> {
                 .get(i + 1..i + 3)
                 .and_then(|h| std::str::from_utf8(h).ok())
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("percent-encoded values; `{s}` has a bad `%` escape"))?;
+                // The value is not quoted: it may be a header's secret.
+                .ok_or_else(|| "percent-encoded values; one has a bad `%` escape".to_string())?;
             out.push(hex);
             i += 3;
         } else {
@@ -225,7 +227,16 @@ fn percent_decode(s: &str) -> Result<String, String> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| format!("UTF-8 values; `{s}` decodes to invalid UTF-8"))
+    String::from_utf8(out).map_err(|_| "UTF-8 values; one decodes to invalid UTF-8".to_string())
+}
+
+/// `s` for an error message: at most 64 characters, control characters escaped.
+fn shown(s: &str) -> String {
+    let mut out: String = s.chars().take(64).flat_map(char::escape_debug).collect();
+    if s.chars().nth(64).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 #[cfg(test)]

@@ -134,10 +134,13 @@ where
         let header_entries = render_headers(&self.state, &parts.headers);
 
         let trace_input = self.state.traces.as_ref().map(|t| {
-            let parent = parts
-                .headers
-                .get(&TRACEPARENT)
-                .and_then(|v| parse_traceparent(v.as_bytes()));
+            // Several `traceparent` lines combine (RFC 9110 §5.3) into a value that is not a
+            // valid `traceparent`: the trace restarts, as W3C's test suite expects.
+            let mut lines = parts.headers.get_all(&TRACEPARENT).iter();
+            let parent = match (lines.next(), lines.next()) {
+                (Some(v), None) => parse_traceparent(v.as_bytes()),
+                _ => None,
+            };
             let forced = parts
                 .headers
                 .get(&t.forced_header)

@@ -71,7 +71,8 @@ pub(crate) fn parse_tracestate(values: GetAll<'_, HeaderValue>) -> Option<Arc<st
     let mut joined = String::new();
     for value in values {
         let text = value.to_str().ok()?;
-        if joined.len() + text.len() + 1 > MAX_TRACESTATE {
+        let separator = usize::from(!joined.is_empty());
+        if joined.len() + separator + text.len() > MAX_TRACESTATE {
             return None;
         }
         if !joined.is_empty() {

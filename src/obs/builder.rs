@@ -375,8 +375,9 @@ impl ObsBuilder {
         self
     }
 
-    /// The OTLP endpoint, as `OTEL_EXPORTER_OTLP_ENDPOINT` (for HTTP, `/v1/traces` is appended
-    /// unless the URL already has a path). Default: none, kept traces go to the in-memory ring.
+    /// The OTLP endpoint (for HTTP, `/v1/traces` is appended unless the URL already has a path;
+    /// the variable `OTEL_EXPORTER_OTLP_ENDPOINT` always gets it after its path, as the OTLP
+    /// specification says). Default: none, kept traces go to the in-memory ring.
     pub fn otlp_endpoint(mut self, url: impl Into<String>) -> Self {
         self.traces.otlp.endpoint = Some(url.into());
         self

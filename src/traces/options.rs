@@ -418,9 +418,12 @@ impl OtlpOptions {
                 setting(source, url, expected)
             });
         };
+        // The base `OTEL_EXPORTER_OTLP_ENDPOINT` always gets `v1/traces` after its path, as the
+        // OTLP exporter specification says (`http://gw/otlp` → `http://gw/otlp/v1/traces`); a
+        // URL given in code gets it only when it has no path of its own.
         let endpoint = if protocol == OtlpProtocol::HttpProtobuf && base {
             let path = parsed.path();
-            if path.is_empty() || path == "/" {
+            if path.is_empty() || path == "/" || source == env::OTEL_EXPORTER_OTLP_ENDPOINT {
                 format!("{}/v1/traces", url.trim_end_matches('/'))
             } else {
                 url.clone()

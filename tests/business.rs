@@ -58,7 +58,13 @@ fn every_macro_form_produces_the_expected_exposition() {
     .observe(49.0);
     mercenary_obs::histogram!("form_render_seconds").observe(0.02);
     let timer = mercenary_obs::histogram!("form_timed_seconds").start_timer();
+    // A known minimum: a timer that recorded 0 (or nothing) must not pass.
+    std::thread::sleep(std::time::Duration::from_millis(20));
     let elapsed = timer.stop_and_record();
+    assert!(
+        (0.02..10.0).contains(&elapsed),
+        "the timer returned {elapsed} s"
+    );
     // A run-time name.
     let name = format!("form_{}_total", "dynamic");
     mercenary_obs::counter!(name, "kind" => "a").inc();
@@ -130,7 +136,7 @@ fn every_macro_form_produces_the_expected_exposition() {
         samples(&text, "form_timed_seconds_count"),
         vec![(String::new(), 1.0)]
     );
-    // The timer observed exactly the seconds it returned.
+    // The timer observed exactly the seconds it returned (at least the 20 ms slept).
     assert_eq!(
         samples(&text, "form_timed_seconds_sum"),
         vec![(String::new(), elapsed)]

@@ -401,7 +401,10 @@ fn dashboards_have_datasource_and_service_variables_and_trace_links() {
             );
         }
     }
-    for (_, _, exprs) in prometheus_panels(&repo().join("monitoring")) {
+    let panels = prometheus_panels(&repo().join("monitoring"));
+    assert!(panels.len() >= 20, "{panels:#?}");
+    for (_, _, exprs) in panels {
+        assert!(!exprs.is_empty());
         for e in exprs {
             assert!(e.contains("job=\"$service\""), "{e} selects the service");
         }

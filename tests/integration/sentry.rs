@@ -288,7 +288,10 @@ async fn an_err_from_the_inner_service_is_reported() {
         .header("x-request-id", "req-err")
         .body(String::new())
         .unwrap();
-    assert!(svc.oneshot(req).await.is_err());
+    let err = svc.oneshot(req).await.expect_err("the inner error");
+    // It comes back unchanged: the same kind and message.
+    assert_eq!(err.kind(), std::io::ErrorKind::Other);
+    assert_eq!(err.to_string(), "connection reset");
     let got = events(&transport);
     assert_eq!(got.len(), 1);
     assert_eq!(tag(&got[0], "correlation_id"), "req-err");

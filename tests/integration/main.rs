@@ -20,6 +20,7 @@ mod client;
 mod correlation;
 mod demo;
 mod distributed;
+mod env_vars;
 mod exemplars;
 mod faults;
 mod grpc;

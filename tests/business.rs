@@ -224,6 +224,45 @@ fn the_series_cap_folds_new_label_sets_into_other_and_keeps_the_sum_exact() {
     );
 }
 
+/// Without `max_series:` or `series_cap`, a metric holds 1000 series: the macros on the default
+/// instance and an instance built with the default settings alike.
+#[test]
+fn the_default_cap_is_1000_series() {
+    let check = |text: &str, name: &str| {
+        let series = samples(text, name);
+        assert_eq!(series.len(), 1001, "1000 series plus _other");
+        assert!(
+            series.contains(&("{user=\"999\"}".into(), 1.0)),
+            "the first 1000 label sets keep their series"
+        );
+        assert!(!series.iter().any(|(l, _)| l == "{user=\"1000\"}"));
+        assert!(
+            series.contains(&("{user=\"_other\"}".into(), 200.0)),
+            "{series:?}"
+        );
+        assert_eq!(sum(&series), 1_200.0);
+        assert!(
+            samples(text, "mercenary_obs_metric_overflow_total")
+                .contains(&(format!("{{metric=\"{name}\"}}"), 200.0)),
+            "{text}"
+        );
+    };
+    for i in 0..1_200 {
+        mercenary_obs::counter!("default_capped_total", "user" => i).inc();
+    }
+    check(&exposition(), "default_capped_total");
+
+    let obs = Obs::builder()
+        .log_writer(std::io::sink())
+        .process_metrics(false)
+        .build()
+        .unwrap();
+    for i in 0..1_200 {
+        obs.counter("built_capped_total", &[("user", &i)]).inc();
+    }
+    check(&obs.render_metrics(), "built_capped_total");
+}
+
 #[test]
 fn hostile_label_values_do_not_blow_up_cardinality_or_the_exposition() {
     let nasty = [

@@ -515,3 +515,74 @@ fn span_fields_on_lines_inside_the_span() {
         assert_eq!(keys.iter().filter(|k| **k == "job_id").count(), 1);
     }
 }
+
+/// `ObsBuilder::redact_fields` replaces the sensitive words: fields and logged headers named
+/// with them are redacted, the default words (`password`) no longer are.
+#[tokio::test]
+async fn redact_fields_replaces_the_sensitive_words() {
+    let logs = Capture::default();
+    let obs = Obs::builder()
+        .service_name("logs-test")
+        .log_writer(logs.clone())
+        .audit_writer(logs.clone())
+        .process_metrics(false)
+        .redact_fields(["ssn", "session"])
+        .log_headers(["x-session-id", "authorization"])
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/lookup",
+            get(|| async {
+                tracing::info!(
+                    ssn = "078-05-1120",
+                    user_session = "S-789",
+                    password = "plain-now",
+                    "looked up"
+                );
+                mercenary_obs::audit!(
+                    actor = "user:1",
+                    action = "ssn.read",
+                    outcome = "success",
+                    ssn = "078-05-1120",
+                );
+                "ok"
+            }),
+        )
+        .layer(obs.layer());
+    let addr = serve(app).await;
+    let resp = http_get(
+        addr,
+        "/lookup",
+        &["x-session-id: S-456", "authorization: Bearer visible"],
+    )
+    .await;
+    assert_eq!(resp.status, 200);
+    assert!(obs.flush());
+    let text = logs.text();
+    for secret in ["078-05-1120", "S-789", "S-456"] {
+        assert!(!text.contains(secret), "`{secret}` leaked:\n{text}");
+    }
+    let lines = logs.json_lines();
+    let line = lines.iter().find(|l| l["message"] == "looked up").unwrap();
+    assert_eq!(line["ssn"], "[REDACTED]");
+    assert_eq!(
+        line["user_session"], "[REDACTED]",
+        "the word anywhere in the name"
+    );
+    assert_eq!(
+        line["password"], "plain-now",
+        "the default list is replaced"
+    );
+    let audit = lines.iter().find(|l| l["action"] == "ssn.read").unwrap();
+    assert_eq!(audit["ssn"], "[REDACTED]");
+    let access = lines
+        .iter()
+        .find(|l| l["message"] == "request completed")
+        .unwrap();
+    assert_eq!(access["http.request.header.x-session-id"], "[REDACTED]");
+    assert_eq!(
+        access["http.request.header.authorization"],
+        "Bearer visible"
+    );
+}

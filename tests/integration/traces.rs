@@ -432,12 +432,13 @@ async fn without_the_otlp_feature_kept_traces_stay_in_the_ring() {
     assert_eq!(kept[0]["reason"], "error");
     assert_complete(&kept[0]);
 
-    let err = Obs::builder()
+    let Err(err) = Obs::builder()
         .log_writer(std::io::sink())
         .from_vars([("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")])
         .build()
-        .err()
-        .expect("an endpoint without the otlp feature is an error");
+    else {
+        panic!("an endpoint without the otlp feature is an error");
+    };
     assert!(
         err.to_string().contains("OTEL_EXPORTER_OTLP_ENDPOINT"),
         "{err}"

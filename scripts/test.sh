@@ -2,9 +2,11 @@
 # The whole test suite, on a fresh machine with only Rust installed.
 # Installs what the tests need (Prometheus, promtool, amtool, the Python Prometheus client,
 # PyYAML), then
-# runs: rustfmt check, clippy with -D warnings, rustdoc with -D warnings, and every test (unit,
-# integration, doc), among them the tests against a real Prometheus server, promtool and the
-# Python client's parsers.
+# runs: rustfmt check, clippy with -D warnings (all features, and the library alone with the
+# feature sets users build), rustdoc with -D warnings, and every test (unit, integration, doc),
+# among them the tests against a real Prometheus server, promtool and the Python client's
+# parsers, with cargo-nextest when it is installed and `cargo test` otherwise, and the ring test
+# of a build without the `otlp` feature.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -65,6 +67,13 @@ cargo clippy --all-targets --all-features -- -D warnings
 echo "==> cargo clippy without default features"
 cargo clippy --lib --no-default-features -- -D warnings
 
+# The library as users build it: the default features, and the default plus each optional one
+# (the library only: tests, examples and benches are checked above, with every feature).
+for features in "" grpc sentry reqwest; do
+    echo "==> cargo clippy --lib, default features${features:+ + $features}"
+    cargo clippy --lib ${features:+--features "$features"} -- -D warnings
+done
+
 echo "==> cargo doc -D warnings"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features
 
@@ -77,5 +86,13 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test --all-features --no-fail-fast --lib --tests
 fi
+echo "==> without the otlp feature: kept traces stay in the ring"
+# Only the test that needs this build (its filter matching nothing would pass: check it ran).
+no_otlp=$(cargo test --no-default-features --features axum --test integration without_the_otlp_feature) \
+    || { echo "$no_otlp"; exit 1; }
+echo "$no_otlp"
+grep -q "without_the_otlp_feature_kept_traces_stay_in_the_ring ... ok" <<<"$no_otlp" \
+    || { echo "the test without the otlp feature did not run"; exit 1; }
+
 echo "==> doc tests"
 cargo test --all-features --doc

@@ -1,7 +1,10 @@
 //! `audit!` and `security_event!` through the global instance: the audit sink, never dropping,
 //! redaction, request context, `RUST_LOG` bypass, and the layer's `unauthorized` events.
 //!
-//! `init()` is once per process, so every test shares one instance (set up once).
+//! `init()` is once per process, and these tests load its queues on purpose (the flood fills the
+//! application queue): each test that uses the global instance runs in a process of its own
+//! (`common::isolated`), under `cargo test` as under nextest, so the flood never drops the lines
+//! another test waits for.
 
 mod common;
 
@@ -31,26 +34,35 @@ impl Write for Slow {
 struct Setup {
     app: Capture,
     audit: Capture,
+    /// Where audit lines go when the audit sink does not take them within `audit_max_wait`.
+    fallback: Capture,
     _guard: ObsGuard,
 }
 
+/// The global instance of this process (the test's own: see `common::isolated`).
 fn setup() -> &'static Setup {
     static SETUP: OnceLock<Setup> = OnceLock::new();
     SETUP.get_or_init(|| {
         let app = Capture::default();
         let audit = Capture::default();
+        let fallback = Capture::default();
         let guard = Obs::builder()
             .service_name("audit-test")
             // Only ERROR passes the filter: audit and security events must pass anyway.
             .log_filter("error")
             .log_writer(Slow(app.clone(), Duration::from_millis(2)))
             .audit_writer(Slow(audit.clone(), Duration::from_millis(1)))
+            .audit_fallback_writer(fallback.clone())
             .log_queue_bytes(16 * 1024)
+            // Rust's hook: a failed assertion's message goes to stderr, which the parent shows,
+            // not into the capture as a CRITICAL line.
+            .panic_hook(false)
             .init()
             .unwrap();
         Setup {
             app,
             audit,
+            fallback,
             _guard: guard,
         }
     })
@@ -63,6 +75,14 @@ fn audit_lines(s: &Setup) -> Vec<serde_json::Value> {
 
 #[test]
 fn audit_lines_survive_a_flood_that_makes_the_application_queue_drop() {
+    common::isolated::run(
+        module_path!(),
+        "audit_lines_survive_a_flood_that_makes_the_application_queue_drop",
+        flood,
+    );
+}
+
+fn flood() {
     let s = setup();
     let before = audit_lines(s).len();
     const THREADS: usize = 4;
@@ -95,15 +115,35 @@ fn audit_lines_survive_a_flood_that_makes_the_application_queue_drop() {
         obs.log_lines_dropped() > 0,
         "the flood was meant to overflow the application queue"
     );
-    let audits: Vec<_> = audit_lines(s)
+    let in_sink: Vec<_> = audit_lines(s)
         .into_iter()
         .skip(before)
         .filter(|l| l["action"] == "flood.test")
         .collect();
+    // A line the audit sink did not take within `audit_max_wait` (a machine so loaded that the
+    // 1 ms sink fell 2 s behind) went to the fallback, counted: it is not lost either.
+    let diverted: Vec<_> = s
+        .fallback
+        .json_lines()
+        .into_iter()
+        .filter(|l| l["action"] == "flood.test")
+        .collect();
+    let text = obs.render_metrics();
+    let failed = |outcome: &str| {
+        samples(&text, mercenary_obs::names::AUDIT_LINES_FAILED)
+            .into_iter()
+            .find(|(l, _)| *l == format!("{{outcome=\"{outcome}\"}}"))
+            .map_or(0.0, |(_, v)| v)
+    };
+    assert_eq!(failed("lost"), 0.0, "{text}");
+    assert_eq!(failed("diverted"), diverted.len() as f64, "{text}");
+    let audits: Vec<_> = in_sink.iter().chain(&diverted).collect();
     assert_eq!(
         audits.len(),
         THREADS * AUDITS,
-        "no audit line is ever dropped"
+        "no audit line is ever dropped ({} in the sink, {} diverted)",
+        in_sink.len(),
+        diverted.len()
     );
     for line in &audits {
         assert_eq!(line["audit"], true);
@@ -127,7 +167,6 @@ fn audit_lines_survive_a_flood_that_makes_the_application_queue_drop() {
     assert_eq!(seen.len(), THREADS * AUDITS);
     // Audit lines do not go to the application sink.
     assert!(!s.app.text().contains("flood.test"));
-    let text = obs.render_metrics();
     assert_eq!(
         samples(&text, "audit_events_total")
             .into_iter()
@@ -140,6 +179,14 @@ fn audit_lines_survive_a_flood_that_makes_the_application_queue_drop() {
 
 #[test]
 fn sensitive_audit_fields_are_redacted() {
+    common::isolated::run(
+        module_path!(),
+        "sensitive_audit_fields_are_redacted",
+        redaction,
+    );
+}
+
+fn redaction() {
     let s = setup();
     mercenary_obs::audit!(
         actor = "user:7",
@@ -163,8 +210,22 @@ fn sensitive_audit_fields_are_redacted() {
     assert!(!s.audit.text().contains("tok_123"));
 }
 
-#[tokio::test]
-async fn events_inside_requests_carry_the_request_ids_and_401_403_are_security_events() {
+#[test]
+fn events_inside_requests_carry_the_request_ids_and_401_403_are_security_events() {
+    common::isolated::run(
+        module_path!(),
+        "events_inside_requests_carry_the_request_ids_and_401_403_are_security_events",
+        || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(requests())
+        },
+    );
+}
+
+async fn requests() {
     let s = setup();
     let app = Router::new()
         .route(

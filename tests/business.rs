@@ -58,7 +58,13 @@ fn every_macro_form_produces_the_expected_exposition() {
     .observe(49.0);
     mercenary_obs::histogram!("form_render_seconds").observe(0.02);
     let timer = mercenary_obs::histogram!("form_timed_seconds").start_timer();
+    // A known minimum: a timer that recorded 0 (or nothing) must not pass.
+    std::thread::sleep(std::time::Duration::from_millis(20));
     let elapsed = timer.stop_and_record();
+    assert!(
+        (0.02..10.0).contains(&elapsed),
+        "the timer returned {elapsed} s"
+    );
     // A run-time name.
     let name = format!("form_{}_total", "dynamic");
     mercenary_obs::counter!(name, "kind" => "a").inc();
@@ -130,7 +136,7 @@ fn every_macro_form_produces_the_expected_exposition() {
         samples(&text, "form_timed_seconds_count"),
         vec![(String::new(), 1.0)]
     );
-    // The timer observed exactly the seconds it returned.
+    // The timer observed exactly the seconds it returned (at least the 20 ms slept).
     assert_eq!(
         samples(&text, "form_timed_seconds_sum"),
         vec![(String::new(), elapsed)]
@@ -216,6 +222,45 @@ fn the_series_cap_folds_new_label_sets_into_other_and_keeps_the_sum_exact() {
         samples(&text, "capped_logins_total").contains(&("{user=\"0\"}".into(), 2.0)),
         "{text}"
     );
+}
+
+/// Without `max_series:` or `series_cap`, a metric holds 1000 series: the macros on the default
+/// instance and an instance built with the default settings alike.
+#[test]
+fn the_default_cap_is_1000_series() {
+    let check = |text: &str, name: &str| {
+        let series = samples(text, name);
+        assert_eq!(series.len(), 1001, "1000 series plus _other");
+        assert!(
+            series.contains(&("{user=\"999\"}".into(), 1.0)),
+            "the first 1000 label sets keep their series"
+        );
+        assert!(!series.iter().any(|(l, _)| l == "{user=\"1000\"}"));
+        assert!(
+            series.contains(&("{user=\"_other\"}".into(), 200.0)),
+            "{series:?}"
+        );
+        assert_eq!(sum(&series), 1_200.0);
+        assert!(
+            samples(text, "mercenary_obs_metric_overflow_total")
+                .contains(&(format!("{{metric=\"{name}\"}}"), 200.0)),
+            "{text}"
+        );
+    };
+    for i in 0..1_200 {
+        mercenary_obs::counter!("default_capped_total", "user" => i).inc();
+    }
+    check(&exposition(), "default_capped_total");
+
+    let obs = Obs::builder()
+        .log_writer(std::io::sink())
+        .process_metrics(false)
+        .build()
+        .unwrap();
+    for i in 0..1_200 {
+        obs.counter("built_capped_total", &[("user", &i)]).inc();
+    }
+    check(&obs.render_metrics(), "built_capped_total");
 }
 
 #[test]

@@ -617,17 +617,38 @@ impl TailSampler {
 mod tests {
     use super::*;
 
+    /// The ratio rule decides as OpenTelemetry's own `TraceIdRatioBased` (the oracle, called
+    /// through `ShouldSample` for a root span), on spread-out trace IDs and on the IDs at the
+    /// bound, where an off-by-one would show.
     #[test]
     fn ratio_matches_trace_id_ratio_based() {
-        let b = ratio_bound(0.1);
-        // low 64 bits >> 1 below 0.1 * 2^63
-        assert!(in_ratio(0, b));
-        assert!(!in_ratio(u128::from(u64::MAX), b));
-        let kept = (0..100_000u64)
-            .filter(|i| in_ratio(u128::from(i.wrapping_mul(0x9E37_79B9_7F4A_7C15)), b))
-            .count();
-        assert!((9_000..11_000).contains(&kept), "{kept}");
-        assert!(in_ratio(u128::MAX, ratio_bound(1.0)));
-        assert!(!in_ratio(0, ratio_bound(0.0)));
+        use opentelemetry::trace::{SpanKind, TraceId};
+        use opentelemetry_sdk::trace::{Sampler, SamplingDecision, ShouldSample};
+        for ratio in [0.0, 0.001, 0.1, 0.25, 0.5, 0.9, 0.999, 1.0, 1.5, -1.0] {
+            let bound = ratio_bound(ratio);
+            let oracle = Sampler::TraceIdRatioBased(ratio);
+            let otel = |id: u128| {
+                oracle
+                    .should_sample(None, TraceId::from(id), "x", &SpanKind::Server, &[], &[])
+                    .decision
+                    == SamplingDecision::RecordAndSample
+            };
+            let at_bound = [
+                u128::from(bound.saturating_sub(1)) << 1,
+                u128::from(bound) << 1,
+                (u128::from(bound) << 1) | 1,
+            ];
+            let spread =
+                (0..20_000u128).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835));
+            let mut kept = 0;
+            for id in at_bound.into_iter().chain([0, u128::MAX]).chain(spread) {
+                let ours = in_ratio(id, bound);
+                assert_eq!(ours, otel(id), "ratio {ratio}, trace id {id:032x}");
+                kept += usize::from(ours);
+            }
+            if ratio == 0.1 {
+                assert!((1_800..2_200).contains(&kept), "{kept}");
+            }
+        }
     }
 }

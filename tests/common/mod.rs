@@ -2,6 +2,7 @@
 //! HTTP/1.1 client that can send bytes a well-behaved client would refuse to.
 #![allow(dead_code)]
 
+pub mod isolated;
 pub mod processes;
 
 use std::io::Write;

@@ -126,10 +126,18 @@ async fn the_detector_can_be_switched_off() {
         common::get(addr, "/nope", &["x-test-peer: 192.0.2.1"]).await;
     }
     assert!(obs.flush());
-    assert!(
-        logs.json_lines()
+    let lines = logs.json_lines();
+    // The 30 scans went through the layer (one access line each); none made an event.
+    assert_eq!(
+        lines
             .iter()
-            .all(|l| l["kind"] != "suspicious_usage"),
+            .filter(|l| l["message"] == "request completed" && l["url.path"] == "/nope")
+            .count(),
+        30,
+        "{lines:#?}"
+    );
+    assert!(
+        lines.iter().all(|l| l["kind"] != "suspicious_usage"),
         "off means off"
     );
 }

@@ -31,6 +31,8 @@ async fn access_line_and_handler_lines_follow_the_schema() {
         .route(
             "/signup",
             get(|| async {
+                // A known minimum duration for the access line's `duration_ms`.
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 tracing::info!(
                     plan = "pro",
                     password = "hunter2",
@@ -83,7 +85,21 @@ async fn access_line_and_handler_lines_follow_the_schema() {
     assert_eq!(access["http.route"], "/signup");
     assert_eq!(access["url.path"], "/signup", "no query string");
     assert_eq!(access["http.response.status_code"], 200);
-    assert!(access["duration_ms"].as_f64().unwrap() >= 0.0);
+    // The handler slept 20 ms: the request took at least that, and the access line says the
+    // same as the histogram (one measurement, to the microsecond).
+    let duration_ms = access["duration_ms"].as_f64().unwrap();
+    assert!(
+        (20.0..10_000.0).contains(&duration_ms),
+        "duration_ms {duration_ms}"
+    );
+    let exposition = obs.render_metrics();
+    let sum = common::samples(&exposition, "http_server_request_duration_seconds_sum");
+    assert_eq!(sum.len(), 1, "{sum:?}");
+    assert!(
+        (sum[0].1 * 1000.0 - duration_ms).abs() < 0.002,
+        "histogram {} s, access line {duration_ms} ms",
+        sum[0].1
+    );
     assert!(access.get("error.type").is_none());
     assert_eq!(access["http.request.header.user-agent"], "curl/8.0");
     assert_eq!(access["http.request.header.authorization"], "[REDACTED]");
@@ -219,13 +235,39 @@ async fn rust_log_filters_events_but_never_the_correlation_id() {
     let (obs, logs) = instance(&[("RUST_LOG", "info,mercenary_obs::access=off")]);
     let addr = serve(
         Router::new()
-            .route("/y", get(|| async { "y" }))
+            .route(
+                "/y",
+                get(|| async {
+                    tracing::info!("serving y");
+                    "y"
+                }),
+            )
             .layer(obs.layer()),
     )
     .await;
-    http_get(addr, "/y", &[]).await;
+    let resp = http_get(addr, "/y", &["x-request-id: quiet-1"]).await;
+    assert_eq!((resp.status, &resp.body[..]), (200, &b"y"[..]));
     assert!(obs.flush());
-    assert!(logs.text().is_empty(), "access lines can be switched off");
+    // The request went through the layer (measured, its handler's line written with its
+    // correlation ID); only its access line is switched off.
+    let exposition = obs.render_metrics();
+    assert_eq!(
+        common::samples(&exposition, "http_server_request_duration_seconds_count"),
+        vec![(
+            "{error_type=\"\",http_request_method=\"GET\",http_response_status_code=\"200\",http_route=\"/y\"}"
+                .to_string(),
+            1.0
+        )],
+        "{exposition}"
+    );
+    let lines = logs.json_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["message"], "serving y");
+    assert_eq!(lines[0]["correlation_id"], "quiet-1");
+    assert!(
+        lines.iter().all(|l| l["message"] != "request completed"),
+        "access lines can be switched off: {lines:?}"
+    );
 }
 
 /// Span directives (`[span]=level`) follow spans as they are entered: a DEBUG line inside the
@@ -472,4 +514,75 @@ fn span_fields_on_lines_inside_the_span() {
             .collect();
         assert_eq!(keys.iter().filter(|k| **k == "job_id").count(), 1);
     }
+}
+
+/// `ObsBuilder::redact_fields` replaces the sensitive words: fields and logged headers named
+/// with them are redacted, the default words (`password`) no longer are.
+#[tokio::test]
+async fn redact_fields_replaces_the_sensitive_words() {
+    let logs = Capture::default();
+    let obs = Obs::builder()
+        .service_name("logs-test")
+        .log_writer(logs.clone())
+        .audit_writer(logs.clone())
+        .process_metrics(false)
+        .redact_fields(["ssn", "session"])
+        .log_headers(["x-session-id", "authorization"])
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/lookup",
+            get(|| async {
+                tracing::info!(
+                    ssn = "078-05-1120",
+                    user_session = "S-789",
+                    password = "plain-now",
+                    "looked up"
+                );
+                mercenary_obs::audit!(
+                    actor = "user:1",
+                    action = "ssn.read",
+                    outcome = "success",
+                    ssn = "078-05-1120",
+                );
+                "ok"
+            }),
+        )
+        .layer(obs.layer());
+    let addr = serve(app).await;
+    let resp = http_get(
+        addr,
+        "/lookup",
+        &["x-session-id: S-456", "authorization: Bearer visible"],
+    )
+    .await;
+    assert_eq!(resp.status, 200);
+    assert!(obs.flush());
+    let text = logs.text();
+    for secret in ["078-05-1120", "S-789", "S-456"] {
+        assert!(!text.contains(secret), "`{secret}` leaked:\n{text}");
+    }
+    let lines = logs.json_lines();
+    let line = lines.iter().find(|l| l["message"] == "looked up").unwrap();
+    assert_eq!(line["ssn"], "[REDACTED]");
+    assert_eq!(
+        line["user_session"], "[REDACTED]",
+        "the word anywhere in the name"
+    );
+    assert_eq!(
+        line["password"], "plain-now",
+        "the default list is replaced"
+    );
+    let audit = lines.iter().find(|l| l["action"] == "ssn.read").unwrap();
+    assert_eq!(audit["ssn"], "[REDACTED]");
+    let access = lines
+        .iter()
+        .find(|l| l["message"] == "request completed")
+        .unwrap();
+    assert_eq!(access["http.request.header.x-session-id"], "[REDACTED]");
+    assert_eq!(
+        access["http.request.header.authorization"],
+        "Bearer visible"
+    );
 }

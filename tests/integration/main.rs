@@ -3,7 +3,9 @@
 //! a binary each: `tests/audit.rs`, `tests/global.rs`, `tests/global_conflict.rs`,
 //! `tests/sentry_global.rs`, `tests/shutdown.rs`; so do `tests/business.rs`, whose assertions
 //! read the process-wide default instance the macros use before `init()`, and the trybuild
-//! test.
+//! test. Where such a binary holds several tests that each need the global instance
+//! (`tests/audit.rs`), each one runs in a child process of its own (`common::isolated`), so they
+//! do not share it under `cargo test` either.
 //!
 //! Every test here builds its own instance with `Obs::builder().build()`, so they run side by
 //! side under `cargo test` (threads in one process) and under nextest (a process each) alike.
@@ -18,6 +20,7 @@ mod client;
 mod correlation;
 mod demo;
 mod distributed;
+mod env_vars;
 mod exemplars;
 mod faults;
 mod grpc;

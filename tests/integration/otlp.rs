@@ -105,10 +105,21 @@ enum Kind {
     Plain,
 }
 
-/// Whether the trace id falls in the 10% ratio, as `TraceIdRatioBased` computes it.
+/// Whether OpenTelemetry's own `TraceIdRatioBased(0.1)` samples this trace ID (no parent): the
+/// oracle, rather than a copy of the crate's formula.
 fn in_ratio(trace_id: &str) -> bool {
-    let low = u64::from_str_radix(&trace_id[16..], 16).unwrap();
-    (low >> 1) < (0.1 * (1u64 << 63) as f64) as u64
+    use opentelemetry::trace::{SpanKind, TraceId};
+    use opentelemetry_sdk::trace::{Sampler, SamplingDecision, ShouldSample};
+    let id = TraceId::from_hex(trace_id).unwrap();
+    let result = Sampler::TraceIdRatioBased(0.1).should_sample(
+        None,
+        id,
+        "GET /ok",
+        &SpanKind::Server,
+        &[],
+        &[],
+    );
+    result.decision == SamplingDecision::RecordAndSample
 }
 
 /// Sends the 2,000-request mix and returns (kind, trace id) per request.

@@ -288,7 +288,10 @@ async fn an_err_from_the_inner_service_is_reported() {
         .header("x-request-id", "req-err")
         .body(String::new())
         .unwrap();
-    assert!(svc.oneshot(req).await.is_err());
+    let err = svc.oneshot(req).await.expect_err("the inner error");
+    // It comes back unchanged: the same kind and message.
+    assert_eq!(err.kind(), std::io::ErrorKind::Other);
+    assert_eq!(err.to_string(), "connection reset");
     let got = events(&transport);
     assert_eq!(got.len(), 1);
     assert_eq!(tag(&got[0], "correlation_id"), "req-err");
@@ -422,6 +425,8 @@ enum Endpoint {
     Hangs,
     /// Answers 429 with `Retry-After: 60`.
     RateLimits,
+    /// Answers with this raw HTTP/1.1 response.
+    Answers(&'static [u8]),
 }
 
 /// Posts the endpoint received: (X-Sentry-Auth header, body).
@@ -454,6 +459,7 @@ async fn fake_sentry(mode: Endpoint) -> (SocketAddr, Received, Arc<AtomicUsize>)
                         Endpoint::RateLimits => {
                             b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 60\r\ncontent-length: 0\r\n\r\n"
                         }
+                        Endpoint::Answers(answer) => answer,
                         Endpoint::Hangs => {
                             tokio::time::sleep(Duration::from_secs(120)).await;
                             return;
@@ -654,4 +660,220 @@ async fn a_rate_limited_sentry_gets_nothing_before_the_retry_time() {
     let counters = dropped(&obs);
     assert_eq!(total(&counters), 1010.0, "{counters:?}");
     assert!(counters["{reason=\"rate_limited\"}"] >= 1.0);
+}
+
+/// `X-Sentry-Rate-Limits` on an accepted post: error events wait until the time it gives (3 s
+/// here); a limit on another category (transactions) holds nothing back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_sentry_rate_limits_holds_back_the_limited_category_until_its_time() {
+    let (addr, received, _) = fake_sentry(Endpoint::Answers(
+        b"HTTP/1.1 200 OK\r\nx-sentry-rate-limits: 3:error:organization\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
+    ))
+    .await;
+    let obs = http_instance(addr);
+    let started = Instant::now();
+    fail_many(&obs, 10).await;
+    assert!(obs.flush());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "too slow to stay within the limit"
+    );
+    assert_eq!(
+        received.lock().unwrap().len(),
+        1,
+        "the first event was posted, the nine after it were held back"
+    );
+    let counters = dropped(&obs);
+    assert_eq!(counters["{reason=\"rate_limited\"}"], 9.0, "{counters:?}");
+    assert_eq!(total(&counters), 9.0, "{counters:?}");
+    // Once the limit has passed, the next event is posted (and limited again).
+    tokio::time::sleep(
+        Duration::from_secs(3).saturating_sub(started.elapsed()) + Duration::from_millis(500),
+    )
+    .await;
+    fail_many(&obs, 2).await;
+    assert!(obs.flush());
+    assert_eq!(received.lock().unwrap().len(), 2);
+    assert_eq!(dropped(&obs)["{reason=\"rate_limited\"}"], 10.0);
+
+    // A limit on transactions only: every error event is posted.
+    let (addr, received, _) = fake_sentry(Endpoint::Answers(
+        b"HTTP/1.1 200 OK\r\nx-sentry-rate-limits: 60:transaction:organization\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
+    ))
+    .await;
+    let obs = http_instance(addr);
+    fail_many(&obs, 5).await;
+    assert!(obs.flush());
+    assert_eq!(received.lock().unwrap().len(), 5);
+    assert_eq!(total(&dropped(&obs)), 0.0);
+}
+
+/// On a 429, `X-Sentry-Rate-Limits` says what is limited, instead of everything for 60 s: with
+/// only transactions limited, each error event is still posted (and counted when refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_follows_its_x_sentry_rate_limits() {
+    let (addr, received, _) = fake_sentry(Endpoint::Answers(
+        b"HTTP/1.1 429 Too Many Requests\r\nx-sentry-rate-limits: 60:transaction:organization\r\ncontent-length: 0\r\n\r\n",
+    ))
+    .await;
+    let obs = http_instance(addr);
+    fail_many(&obs, 20).await;
+    assert!(obs.flush());
+    assert_eq!(received.lock().unwrap().len(), 20);
+    let counters = dropped(&obs);
+    assert_eq!(counters["{reason=\"rate_limited\"}"], 20.0, "{counters:?}");
+    assert_eq!(total(&counters), 20.0, "{counters:?}");
+}
+
+/// The event JSON of each envelope posted (the item line with an `event_id`).
+fn posted_events(received: &Received) -> Vec<Value> {
+    received
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|(_, body)| {
+            let mut lines = body.lines();
+            while let Some(line) = lines.next() {
+                let item: Value = serde_json::from_str(line).ok()?;
+                if item["type"] == "event" {
+                    return serde_json::from_str(lines.next()?).ok();
+                }
+            }
+            None
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentry_environment_and_release_come_from_the_environment() {
+    let (addr, received, _) = fake_sentry(Endpoint::Accepts).await;
+    let dsn = format!("http://public@{addr}/7");
+    let vars = |extra: &[(&'static str, &'static str)]| {
+        let mut v = vec![
+            ("SENTRY_DSN", dsn.clone()),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "deployment.environment.name=production,service.version=1.2.3".to_string(),
+            ),
+        ];
+        v.extend(extra.iter().map(|(k, x)| (*k, x.to_string())));
+        v
+    };
+    let build = |vars: Vec<(&'static str, String)>| {
+        Obs::builder()
+            .service_name("sentry-env-test")
+            .log_writer(std::io::sink())
+            .process_metrics(false)
+            .traces(false)
+            .from_vars(vars)
+            .build()
+            .unwrap()
+    };
+    // The variables win over what the resource says.
+    let obs = build(vars(&[
+        ("SENTRY_ENVIRONMENT", "staging-eu"),
+        ("SENTRY_RELEASE", "billing@2.0.1+abc"),
+    ]));
+    fail_many(&obs, 1).await;
+    assert!(obs.flush());
+    let events = posted_events(&received);
+    assert_eq!(events.len(), 1, "{:?}", received.lock().unwrap());
+    assert_eq!(events[0]["environment"], "staging-eu", "{:#}", events[0]);
+    assert_eq!(events[0]["release"], "billing@2.0.1+abc", "{:#}", events[0]);
+    drop(obs);
+
+    // Without them: the deployment environment, and `service@version`.
+    received.lock().unwrap().clear();
+    let obs = build(vars(&[]));
+    fail_many(&obs, 1).await;
+    assert!(obs.flush());
+    let events = posted_events(&received);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["environment"], "production", "{:#}", events[0]);
+    assert_eq!(
+        events[0]["release"], "sentry-env-test@1.2.3",
+        "{:#}",
+        events[0]
+    );
+}
+
+/// `ObsBuilder::redact_fields` replaces the list of sensitive words, for the log lines and for
+/// what reaches Sentry alike.
+#[tokio::test]
+async fn redact_fields_applies_to_log_lines_and_sentry() {
+    let (obs, transport, logs) = instance(|b| {
+        b.redact_fields(["ssn", "session"])
+            .log_headers(["x-session-id", "authorization"])
+    });
+    let app = Router::new()
+        .route(
+            "/lookup",
+            get(|| async {
+                tracing::info!(ssn = "078-05-1120", "looking up");
+                tracing::error!(
+                    ssn = "078-05-1120",
+                    password = "not-a-secret-now",
+                    user = "ann",
+                    "lookup failed"
+                );
+                StatusCode::INTERNAL_SERVER_ERROR
+            }),
+        )
+        .layer(obs.layer());
+    let addr = serve(app).await;
+    let resp = http_get(
+        addr,
+        "/lookup?session=S-123&page=2",
+        &["x-session-id: S-456", "authorization: Bearer visible"],
+    )
+    .await;
+    assert_eq!(resp.status, 500);
+
+    assert!(obs.flush());
+    let text = logs.text();
+    assert!(
+        !text.contains("078-05-1120") && !text.contains("S-456"),
+        "{text}"
+    );
+    let lines = logs.json_lines();
+    let failed = lines
+        .iter()
+        .find(|l| l["message"] == "lookup failed")
+        .unwrap();
+    assert_eq!(failed["ssn"], "[REDACTED]");
+    assert_eq!(failed["user"], "ann");
+    // The list is replaced, not extended: `password` is an ordinary word now.
+    assert_eq!(failed["password"], "not-a-secret-now");
+    let access = lines
+        .iter()
+        .find(|l| l["message"] == "request completed")
+        .unwrap();
+    assert_eq!(access["http.request.header.x-session-id"], "[REDACTED]");
+    assert_eq!(
+        access["http.request.header.authorization"],
+        "Bearer visible"
+    );
+
+    let got = events(&transport);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    let sent = serde_json::to_string(&got).unwrap();
+    for secret in ["078-05-1120", "S-123", "S-456"] {
+        assert!(!sent.contains(secret), "{secret} reached Sentry: {sent}");
+    }
+    let event = &got[0];
+    assert_eq!(
+        event["contexts"]["Rust Tracing Fields"]["ssn"],
+        "[REDACTED]"
+    );
+    assert_eq!(
+        event["contexts"]["Rust Tracing Fields"]["password"],
+        "not-a-secret-now"
+    );
+    assert_eq!(event["request"]["headers"]["x-session-id"], "[REDACTED]");
+    let crumbs = event["breadcrumbs"]["values"].as_array().unwrap();
+    let looking = crumbs
+        .iter()
+        .find(|c| c["message"] == "looking up")
+        .expect("the INFO line is a breadcrumb");
+    assert_eq!(looking["data"]["ssn"], "[REDACTED]");
 }

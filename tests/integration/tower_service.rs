@@ -32,11 +32,13 @@ fn routes(parts: &http::request::Parts) -> Option<Route> {
     }
 }
 
-#[derive(Debug)]
-struct StorageError;
+#[derive(Debug, PartialEq)]
+struct StorageError {
+    shard: u32,
+}
 impl std::fmt::Display for StorageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("storage unavailable")
+        write!(f, "storage unavailable on shard {}", self.shard)
     }
 }
 impl std::error::Error for StorageError {}
@@ -47,7 +49,7 @@ async fn any_http_service_with_a_route_extractor() {
     let inner = service_fn(|req: Request<Full<Bytes>>| async move {
         match req.uri().path() {
             "/orders/7" => Ok(Response::new(Full::new(Bytes::from_static(b"order")))),
-            "/orders/err" => Err(StorageError),
+            "/orders/err" => Err(StorageError { shard: 7 }),
             _ => {
                 let mut r = Response::new(Full::new(Bytes::new()));
                 *r.status_mut() = StatusCode::NOT_FOUND;
@@ -73,7 +75,13 @@ async fn any_http_service_with_a_route_extractor() {
         .clone()
         .oneshot(Request::get("/orders/err").body(Full::default()).unwrap())
         .await;
-    assert!(err.is_err(), "the inner error comes back unchanged");
+    let err = err.expect_err("the inner service's error");
+    assert_eq!(
+        err,
+        StorageError { shard: 7 },
+        "the inner error comes back unchanged"
+    );
+    assert_eq!(err.to_string(), "storage unavailable on shard 7");
 
     let resp = svc
         .clone()

@@ -361,3 +361,87 @@ fn buffer_and_root_timeout_bounds_are_counted() {
             .all(|t| t["spans"].as_array().unwrap().len() <= 2)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_traces_are_kept_with_reason_slow() {
+    let routes = |obs: &Obs| {
+        Router::new()
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                    common::two_children().await;
+                    "slow"
+                }),
+            )
+            .route("/fast", get(|| async { "fast" }))
+            .layer(obs.layer())
+    };
+    let (obs, _) = instance(|b| {
+        b.success_ratio(0.0)
+            .keep_slower_than(Duration::from_millis(100))
+    });
+    let addr = serve(routes(&obs)).await;
+    for _ in 0..3 {
+        assert_eq!(http_get(addr, "/slow", &[]).await.status, 200);
+    }
+    for _ in 0..10 {
+        assert_eq!(http_get(addr, "/fast", &[]).await.status, 200);
+    }
+    let kept = traces(&obs);
+    assert_eq!(kept.len(), 3, "the slow ones, whole: {kept:#?}");
+    for t in &kept {
+        assert_eq!(t["reason"], "slow");
+        let spans = t["spans"].as_array().unwrap();
+        assert_eq!(spans.len(), 3, "{t:#}");
+        let root = spans.iter().find(|s| s["kind"] == "Server").unwrap();
+        assert_eq!(root["name"], "GET /slow");
+        assert!(root["duration_ms"].as_f64().unwrap() >= 150.0, "{root}");
+    }
+    let counters = kept_counter(&obs.render_metrics());
+    assert_eq!(counters["{decision=\"kept\",reason=\"slow\"}"], 3.0);
+    assert_eq!(counters["{decision=\"dropped\",reason=\"none\"}"], 10.0);
+
+    // Off by default: the same slow requests are not kept.
+    let (obs, _) = instance(|b| b.success_ratio(0.0));
+    let addr = serve(routes(&obs)).await;
+    for _ in 0..3 {
+        assert_eq!(http_get(addr, "/slow", &[]).await.status, 200);
+    }
+    assert!(traces(&obs).is_empty());
+}
+
+/// A build without the `otlp` feature keeps traces in the ring (`/debug/traces`), and an OTLP
+/// endpoint is an error naming it rather than traces silently lost. `scripts/test.sh` runs it:
+/// `cargo test --no-default-features --features axum --test integration without_the_otlp_feature`.
+#[cfg(not(feature = "otlp"))]
+#[tokio::test]
+async fn without_the_otlp_feature_kept_traces_stay_in_the_ring() {
+    let (obs, _) = instance(|b| b.success_ratio(0.0));
+    let addr = serve(app(&obs)).await;
+    let failed = http_get(addr, "/fail", &[]).await;
+    assert_eq!(failed.status, 500);
+    let trace_id = failed.header("traceresponse").unwrap()[3..35].to_string();
+    http_get(addr, "/ok", &[]).await;
+    let resp = http_get(addr, "/debug/traces", &[]).await;
+    assert_eq!(resp.status, 200);
+    let body: Value = serde_json::from_slice(&resp.body).unwrap();
+    let kept = body["traces"].as_array().unwrap();
+    assert_eq!(kept.len(), 1, "{body:#}");
+    assert_eq!(kept[0]["trace_id"], trace_id.as_str());
+    assert_eq!(kept[0]["reason"], "error");
+    assert_complete(&kept[0]);
+
+    let Err(err) = Obs::builder()
+        .log_writer(std::io::sink())
+        .from_vars([("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")])
+        .build()
+    else {
+        panic!("an endpoint without the otlp feature is an error");
+    };
+    assert!(
+        err.to_string().contains("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("otlp"), "{err}");
+}

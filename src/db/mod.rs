@@ -48,6 +48,10 @@
 //!   pool label (`db_client_connection_pool_name`), and the gauges are exported only once a pool
 //!   has been recorded.
 
+#[cfg(feature = "sqlx")]
+#[allow(dead_code)] // used by the sqlx instrumentation (next commit)
+pub(crate) mod sql;
+
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, OnceLock};

@@ -168,7 +168,10 @@ impl<'a> Scanner<'a> {
         if rest.first() == Some(&b'$') {
             return Some(2);
         }
-        if !rest.first().is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_') {
+        if !rest
+            .first()
+            .is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_')
+        {
             return None;
         }
         let len = rest
@@ -462,12 +465,9 @@ impl<'a> Words<'a> {
         let text = self.scanner.text;
         let start = first.as_ptr() as usize - text.as_ptr() as usize;
         let mut end = start + first.len();
-        loop {
-            let Some(dot) = self.scanner.next() else {
-                break;
-            };
+        while let Some(dot) = self.scanner.next_token() {
             if dot.0 == Kind::Punct && &text[dot.1..dot.2] == "." {
-                match self.scanner.next() {
+                match self.scanner.next_token() {
                     Some((Kind::Word | Kind::Quoted, _, e)) => end = e,
                     other => {
                         self.pending = other;
@@ -493,8 +493,7 @@ fn unquote(ident: &str) -> Option<Cow<'_, str>> {
         return Some(Cow::Borrowed(ident));
     }
     let mut out = String::with_capacity(ident.len());
-    let mut scanner = Scanner::new(ident, false);
-    while let Some((kind, start, end)) = scanner.next() {
+    for (kind, start, end) in Scanner::new(ident, false) {
         let t = &ident[start..end];
         match kind {
             Kind::Quoted if t.len() >= 2 => {
@@ -518,8 +517,7 @@ pub(crate) fn sanitize(sql: &str, system: &str) -> String {
     // Where the current `IN (` list began in `out`, and whether it holds only values so far.
     let mut in_list: Option<(usize, bool)> = None;
     let mut last_word_in = false;
-    let mut scanner = Scanner::new(sql, mysql);
-    while let Some((kind, start, end)) = scanner.next() {
+    for (kind, start, end) in Scanner::new(sql, mysql) {
         let text = &sql[start..end];
         let piece = match kind {
             Kind::Space | Kind::Comment => {
@@ -583,27 +581,75 @@ mod tests {
     fn operations_and_collections() {
         let cases: &[(&str, &str, Option<&str>)] = &[
             ("SELECT * FROM users WHERE id = $1", "SELECT", Some("users")),
-            ("select id from public.users u join t on true", "SELECT", Some("public.users")),
+            (
+                "select id from public.users u join t on true",
+                "SELECT",
+                Some("public.users"),
+            ),
             ("SELECT 1", "SELECT", None),
             ("SELECT pg_sleep(0.2)", "SELECT", None),
-            ("SELECT EXTRACT(YEAR FROM ts) FROM events", "SELECT", Some("events")),
+            (
+                "SELECT EXTRACT(YEAR FROM ts) FROM events",
+                "SELECT",
+                Some("events"),
+            ),
             ("SELECT * FROM (SELECT * FROM t) s", "SELECT", None),
-            ("SELECT * FROM \"Order Items\" WHERE x = 1", "SELECT", Some("Order Items")),
-            ("SELECT * FROM \"public\".\"users\"", "SELECT", Some("public.users")),
+            (
+                "SELECT * FROM \"Order Items\" WHERE x = 1",
+                "SELECT",
+                Some("Order Items"),
+            ),
+            (
+                "SELECT * FROM \"public\".\"users\"",
+                "SELECT",
+                Some("public.users"),
+            ),
             ("SELECT * FROM `users`", "SELECT", Some("users")),
-            ("  /* hi */ -- c\n INSERT INTO users (email) VALUES (?)", "INSERT", Some("users")),
-            ("INSERT OR REPLACE INTO kv VALUES (1, 2)", "INSERT", Some("kv")),
+            (
+                "  /* hi */ -- c\n INSERT INTO users (email) VALUES (?)",
+                "INSERT",
+                Some("users"),
+            ),
+            (
+                "INSERT OR REPLACE INTO kv VALUES (1, 2)",
+                "INSERT",
+                Some("kv"),
+            ),
             ("REPLACE INTO kv VALUES (1, 2)", "REPLACE", Some("kv")),
-            ("UPDATE users SET name = 'x' WHERE id = 1", "UPDATE", Some("users")),
+            (
+                "UPDATE users SET name = 'x' WHERE id = 1",
+                "UPDATE",
+                Some("users"),
+            ),
             ("UPDATE OR IGNORE users SET a = 1", "UPDATE", Some("users")),
-            ("UPDATE ONLY app.users SET a = 1", "UPDATE", Some("app.users")),
-            ("DELETE FROM sessions WHERE expires < now()", "DELETE", Some("sessions")),
+            (
+                "UPDATE ONLY app.users SET a = 1",
+                "UPDATE",
+                Some("app.users"),
+            ),
+            (
+                "DELETE FROM sessions WHERE expires < now()",
+                "DELETE",
+                Some("sessions"),
+            ),
             ("delete from only sessions", "DELETE", Some("sessions")),
-            ("CREATE TABLE IF NOT EXISTS projects (id INTEGER)", "CREATE", Some("projects")),
-            ("CREATE TEMP TABLE scratch (id INT)", "CREATE", Some("scratch")),
+            (
+                "CREATE TABLE IF NOT EXISTS projects (id INTEGER)",
+                "CREATE",
+                Some("projects"),
+            ),
+            (
+                "CREATE TEMP TABLE scratch (id INT)",
+                "CREATE",
+                Some("scratch"),
+            ),
             ("CREATE INDEX users_email ON users (email)", "CREATE", None),
             ("DROP TABLE IF EXISTS projects", "DROP", Some("projects")),
-            ("ALTER TABLE ONLY users ADD COLUMN x INT", "ALTER", Some("users")),
+            (
+                "ALTER TABLE ONLY users ADD COLUMN x INT",
+                "ALTER",
+                Some("users"),
+            ),
             ("TRUNCATE TABLE logs", "TRUNCATE", Some("logs")),
             ("TRUNCATE logs", "TRUNCATE", Some("logs")),
             (
@@ -640,25 +686,64 @@ mod tests {
                 "SELECT * FROM users WHERE email = 'ada@example.com' AND password = 'hunter2'",
                 "SELECT * FROM users WHERE email = ? AND password = ?",
             ),
-            ("SELECT * FROM t WHERE id = $1 AND n = $2", "SELECT * FROM t WHERE id = $1 AND n = $2"),
-            ("SELECT * FROM t WHERE a = ? AND b = ?3", "SELECT * FROM t WHERE a = ? AND b = ?3"),
-            ("SELECT * FROM t WHERE a = :email OR b = @p1", "SELECT * FROM t WHERE a = :email OR b = @p1"),
-            ("SELECT 42, -1.5e3, .5, 1e-7, 0x1F, 1_000", "SELECT ?, -?, ?, ?, ?, ?"),
+            (
+                "SELECT * FROM t WHERE id = $1 AND n = $2",
+                "SELECT * FROM t WHERE id = $1 AND n = $2",
+            ),
+            (
+                "SELECT * FROM t WHERE a = ? AND b = ?3",
+                "SELECT * FROM t WHERE a = ? AND b = ?3",
+            ),
+            (
+                "SELECT * FROM t WHERE a = :email OR b = @p1",
+                "SELECT * FROM t WHERE a = :email OR b = @p1",
+            ),
+            (
+                "SELECT 42, -1.5e3, .5, 1e-7, 0x1F, 1_000",
+                "SELECT ?, -?, ?, ?, ?, ?",
+            ),
             ("SELECT t1.c2 FROM t1", "SELECT t1.c2 FROM t1"),
-            ("SELECT 'it''s', E'a\\'b', N'x', U&'d\\0061t', X'DEADBEEF', x'00', B'0101'", "SELECT ?, ?, ?, ?, ?, ?, ?"),
-            ("SELECT $$secret$$, $tag$ a $ b $tag$, $1", "SELECT ?, ?, $1"),
+            (
+                "SELECT 'it''s', E'a\\'b', N'x', U&'d\\0061t', X'DEADBEEF', x'00', B'0101'",
+                "SELECT ?, ?, ?, ?, ?, ?, ?",
+            ),
+            (
+                "SELECT $$secret$$, $tag$ a $ b $tag$, $1",
+                "SELECT ?, ?, $1",
+            ),
             ("SELECT 'unterminated secret", "SELECT ?"),
-            ("SELECT amount::numeric FROM p", "SELECT amount::numeric FROM p"),
-            ("SELECT * FROM t WHERE id IN (1, 2, 3)", "SELECT * FROM t WHERE id IN (?)"),
-            ("SELECT * FROM t WHERE id in ($1, $2, $3)", "SELECT * FROM t WHERE id in (?)"),
-            ("SELECT * FROM t WHERE s IN ('a','b')", "SELECT * FROM t WHERE s IN (?)"),
+            (
+                "SELECT amount::numeric FROM p",
+                "SELECT amount::numeric FROM p",
+            ),
+            (
+                "SELECT * FROM t WHERE id IN (1, 2, 3)",
+                "SELECT * FROM t WHERE id IN (?)",
+            ),
+            (
+                "SELECT * FROM t WHERE id in ($1, $2, $3)",
+                "SELECT * FROM t WHERE id in (?)",
+            ),
+            (
+                "SELECT * FROM t WHERE s IN ('a','b')",
+                "SELECT * FROM t WHERE s IN (?)",
+            ),
             (
                 "SELECT * FROM t WHERE id IN (SELECT id FROM u WHERE n = 5)",
                 "SELECT * FROM t WHERE id IN (SELECT id FROM u WHERE n = ?)",
             ),
-            ("SELECT *\n  FROM t\t-- the email: a@b.c\n  WHERE x = 1 /* 4111 1111 */", "SELECT * FROM t WHERE x = ?"),
-            ("INSERT INTO t (a, b) VALUES (1, 'x'), (2, 'y')", "INSERT INTO t (a, b) VALUES (?, ?), (?, ?)"),
-            ("SELECT `col` FROM `t` WHERE c = 0", "SELECT `col` FROM `t` WHERE c = ?"),
+            (
+                "SELECT *\n  FROM t\t-- the email: a@b.c\n  WHERE x = 1 /* 4111 1111 */",
+                "SELECT * FROM t WHERE x = ?",
+            ),
+            (
+                "INSERT INTO t (a, b) VALUES (1, 'x'), (2, 'y')",
+                "INSERT INTO t (a, b) VALUES (?, ?), (?, ?)",
+            ),
+            (
+                "SELECT `col` FROM `t` WHERE c = 0",
+                "SELECT `col` FROM `t` WHERE c = ?",
+            ),
         ];
         for (sql, want) in cases {
             assert_eq!(sanitize(sql, "postgresql"), *want, "sanitize({sql:?})");
@@ -711,13 +796,17 @@ mod tests {
                 .map(|_| char::from(alphabet[rng.usize(..alphabet.len())]))
                 .collect();
             let escaped = value.replace('\'', "''");
-            let sql = format!("SELECT a FROM t WHERE s = '{escaped}' AND n = 12345 AND m IN (9, 8)");
+            let sql =
+                format!("SELECT a FROM t WHERE s = '{escaped}' AND n = 12345 AND m IN (9, 8)");
             let out = sanitize(&sql, "sqlite");
             assert!(
                 !out.chars().any(|c| c.is_ascii_digit()),
                 "{sql:?} → {out:?}"
             );
-            assert!(out.starts_with("SELECT a FROM t WHERE s = ?"), "{sql:?} → {out:?}");
+            assert!(
+                out.starts_with("SELECT a FROM t WHERE s = ?"),
+                "{sql:?} → {out:?}"
+            );
         }
     }
 }

@@ -83,7 +83,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let app = Router::new().route(
             "/v1/traces",
             axum::routing::post(|_body: axum::body::Bytes| async {
-                ([("content-type", "application/x-protobuf")], Vec::<u8>::new())
+                (
+                    [("content-type", "application/x-protobuf")],
+                    Vec::<u8>::new(),
+                )
             }),
         );
         return rt.block_on(async move {

@@ -33,6 +33,7 @@ mod otlp_retry;
 mod otlp_tls;
 mod rpc;
 mod sentry;
+mod sqlx_demo;
 mod sqlx_postgres;
 mod sqlx_sqlite;
 mod sqlx_support;

@@ -8,6 +8,12 @@
 //! - one JSON log line per event on stdout, each request line carrying `correlation_id`;
 //!   handler logs, child spans (`db.query`, `payment.authorize`, ...) and the access line
 //!   (`"message":"request completed"`) of the same request share it;
+//! - a real database with no per-query instrumentation code: users, sign-ups, projects,
+//!   proposals, payments and prices live in an embedded SQLite database (in memory) reached
+//!   through sqlx (`demo/db.rs`); `mercenary_obs::db::sqlx::watch_pool` once, and every query
+//!   is a `db.query` span of its request (its text without literal values) and an observation
+//!   of `db_client_operation_duration_seconds` by operation and table, and the pool's gauges
+//!   feed the database dashboard;
 //! - redaction: `POST /signup` logs the password on purpose, and it comes out as `"[REDACTED]"`,
 //!   as does the `authorization` header on the access line;
 //! - RED metrics and business metrics (`counter!`, `gauge!`, `histogram!`) on `GET /metrics`;
@@ -127,12 +133,15 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use mercenary_obs::db::{DbPool, DbQuery, PoolStats};
 use mercenary_obs::{ClientService, CorrelationId, Obs, counter, gauge, histogram};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tower::{ServiceBuilder, ServiceExt};
 use tracing::Instrument;
+
+/// The database (SQLite through sqlx, instrumented by `mercenary_obs::db::sqlx`).
+#[path = "demo/db.rs"]
+mod db;
 
 /// The port used when `PORT` is not set.
 const DEFAULT_PORT: u16 = 3000;
@@ -476,11 +485,9 @@ async fn shutdown_signal() -> &'static str {
 // The application
 // ---------------------------------------------------------------------------------------------
 
-/// In-memory stand-ins for a database, and the pricing service's client.
+/// Signed-in sessions, and the pricing service's client.
 struct AppState {
     sessions: AtomicU64,
-    next_project_id: AtomicU64,
-    next_proposal_id: AtomicU64,
     pricing: Pricing,
 }
 
@@ -489,8 +496,8 @@ struct AppState {
 fn app(pricing: Pricing, serve_metrics: bool) -> Router {
     // Exported from the start (at 0) rather than appearing with the first signup.
     gauge!("active_sessions", help: "Signed-in sessions.").set(0.0);
-    // The pool gauges too: an idle pool, before the first query.
-    db().report();
+    // The database pool, watched from the start (its gauges before the first query).
+    db::open();
 
     let metrics = if serve_metrics {
         mercenary_obs::axum::metrics_router()
@@ -514,8 +521,6 @@ fn app(pricing: Pricing, serve_metrics: bool) -> Router {
         .fallback(not_found)
         .with_state(Arc::new(AppState {
             sessions: AtomicU64::new(0),
-            next_project_id: AtomicU64::new(0),
-            next_proposal_id: AtomicU64::new(0),
             pricing,
         }))
         // Outermost, so it sees every request: the routes above, the fallback, and rejections.
@@ -555,21 +560,24 @@ async fn get_user(Path(id): Path<String>) -> Response {
         return json_error(StatusCode::NOT_FOUND, "user not found");
     };
 
-    let user = load_user(id).await;
+    let user = match db::user(id).await {
+        Ok(Some((name, email, plan))) => User {
+            id,
+            name,
+            email,
+            plan: PLANS.iter().copied().find(|p| *p == plan).unwrap_or("free"),
+        },
+        Ok(None) => return json_error(StatusCode::NOT_FOUND, "user not found"),
+        Err(e) => return db_error(e),
+    };
     tracing::info!(user_id = id, plan = user.plan, "user loaded");
     Json(user).into_response()
 }
 
-/// A simulated `SELECT ... FROM users WHERE id = $1`.
-async fn load_user(id: u64) -> User {
-    db_query("SELECT", "users").await;
-    tracing::debug!(rows = 1, "query done");
-    User {
-        id,
-        name: format!("user-{id}"),
-        email: format!("user-{id}@example.com"),
-        plan: PLANS[(id % PLANS.len() as u64) as usize],
-    }
+/// A 500 for a database error (logged as an ERROR with the error, which names no value).
+fn db_error(e: sqlx::Error) -> Response {
+    tracing::error!(error = %e, "database error");
+    json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
 }
 
 #[derive(Deserialize)]
@@ -598,7 +606,9 @@ async fn signup(
         );
     };
 
-    db_query("INSERT", "users").await;
+    if let Err(e) = db::sign_up(&body.email, &body.password, plan).await {
+        return db_error(e);
+    }
 
     // The password is logged on purpose: the field name is sensitive, so the line says
     // "password":"[REDACTED]". Only the domain of the email goes to the logs.
@@ -626,15 +636,14 @@ struct NewProject {
     name: String,
 }
 
-async fn create_project(
-    State(state): State<Arc<AppState>>,
-    Json(body): Json<NewProject>,
-) -> Response {
+async fn create_project(Json(body): Json<NewProject>) -> Response {
     if body.name.trim().is_empty() {
         return json_error(StatusCode::UNPROCESSABLE_ENTITY, "name must not be empty");
     }
-    let id = state.next_project_id.fetch_add(1, Ordering::Relaxed) + 1;
-    db_query("INSERT", "projects").await;
+    let id = match db::create_project(&body.name).await {
+        Ok(id) => id,
+        Err(e) => return db_error(e),
+    };
     tracing::info!(
         project_id = id,
         name_len = body.name.len(),
@@ -654,12 +663,11 @@ struct NewProposal {
     project_id: u64,
 }
 
-async fn submit_proposal(
-    State(state): State<Arc<AppState>>,
-    Json(body): Json<NewProposal>,
-) -> Response {
-    let id = state.next_proposal_id.fetch_add(1, Ordering::Relaxed) + 1;
-    db_query("INSERT", "proposals").await;
+async fn submit_proposal(Json(body): Json<NewProposal>) -> Response {
+    let id = match db::submit_proposal(body.project_id).await {
+        Ok(id) => id,
+        Err(e) => return db_error(e),
+    };
     tracing::info!(
         proposal_id = id,
         project_id = body.project_id,
@@ -702,7 +710,7 @@ async fn create_payment(Json(body): Json<Payment>) -> Response {
         .await;
     if !approved {
         tracing::warn!(amount, currency, limit = PAYMENT_LIMIT, "payment declined");
-        record_payment(currency, amount, "declined");
+        record_payment(currency, amount, "declined").await;
         return json_error(
             StatusCode::PAYMENT_REQUIRED,
             "payment declined: amount over the limit",
@@ -710,7 +718,7 @@ async fn create_payment(Json(body): Json<Payment>) -> Response {
     }
 
     tracing::info!(amount, currency, "payment accepted");
-    record_payment(currency, amount, "ok");
+    record_payment(currency, amount, "ok").await;
     histogram!(
         "payment_amount_dollars",
         "currency" => currency,
@@ -722,8 +730,12 @@ async fn create_payment(Json(body): Json<Payment>) -> Response {
     Json(json!({ "status": "ok", "amount": amount, "currency": currency })).into_response()
 }
 
-/// Counts a payment attempt and writes its audit line; `outcome` is `ok` or `declined`.
-fn record_payment(currency: &'static str, amount: f64, outcome: &'static str) {
+/// Stores and counts a payment attempt and writes its audit line; `outcome` is `ok` or
+/// `declined`.
+async fn record_payment(currency: &'static str, amount: f64, outcome: &'static str) {
+    if let Err(e) = db::record_payment(currency, amount, outcome).await {
+        tracing::error!(error = %e, "payment not stored");
+    }
     counter!("payments_total", "currency" => currency, "outcome" => outcome, help: PAYMENTS_HELP)
         .inc();
     mercenary_obs::audit!(
@@ -752,8 +764,11 @@ const DEMO_PASSWORD: &str = "correct horse battery staple";
 /// answered 401, the layer records an `unauthorized` one).
 async fn login(State(state): State<Arc<AppState>>, Json(body): Json<Login>) -> Response {
     let actor = email_hash(&body.email);
-    db_query("SELECT", "users").await;
-    if body.email != DEMO_EMAIL || body.password != DEMO_PASSWORD {
+    let valid = match db::login(&body.email, &body.password).await {
+        Ok(valid) => valid,
+        Err(e) => return db_error(e),
+    };
+    if !valid {
         // `password` is a sensitive field name: written as "[REDACTED]".
         mercenary_obs::security_event!(kind = "failed_login", actor = actor.as_str(), password = %body.password);
         mercenary_obs::audit!(
@@ -907,11 +922,6 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// The list price of an item (the pricing service's answer).
-fn list_price(id: u64) -> f64 {
-    5.0 + (id % 200) as f64 * 0.25
-}
-
 /// `GET /quote/{id}`: the price from the pricing service; when it fails, the fallback price
 /// with `"degraded": true` and a WARNING line (the quote recovered, so not an ERROR). Always
 /// 200 for a numeric id.
@@ -944,7 +954,10 @@ async fn get_price(Path(id): Path<String>) -> Response {
     let Ok(id) = id.parse::<u64>() else {
         return json_error(StatusCode::NOT_FOUND, "no such item");
     };
-    db_query("SELECT", "prices").await;
+    let price = match db::price(id).await {
+        Ok(price) => price,
+        Err(e) => return db_error(e),
+    };
     if id % 10 == 0 {
         tracing::error!(
             item_id = id,
@@ -953,65 +966,5 @@ async fn get_price(Path(id): Path<String>) -> Response {
         );
         return json_error(StatusCode::INTERNAL_SERVER_ERROR, "pricing failed");
     }
-    Json(json!({ "id": id, "price": list_price(id) })).into_response()
-}
-
-// ---------------------------------------------------------------------------------------------
-// The simulated database: a connection pool whose gauges feed `mercenary_obs::db::DbPool`, and
-// queries timed and traced by `mercenary_obs::db::DbQuery` (`db_client_*` metrics, `db.query`
-// spans with the OpenTelemetry database attributes).
-// ---------------------------------------------------------------------------------------------
-
-/// Connections of the simulated pool.
-const DB_POOL_SIZE: u64 = 10;
-/// How long a simulated query holds its connection.
-const DB_QUERY_TIME: Duration = Duration::from_millis(1);
-
-/// A stand-in for a real pool (sqlx, deadpool, bb8): a semaphore of connections.
-struct DemoDb {
-    connections: tokio::sync::Semaphore,
-    waiting: AtomicU64,
-    gauges: DbPool,
-}
-
-/// The pool, made on first use (after `init()`, so its gauges are on the global instance).
-fn db() -> &'static DemoDb {
-    static DB: std::sync::OnceLock<DemoDb> = std::sync::OnceLock::new();
-    DB.get_or_init(|| DemoDb {
-        connections: tokio::sync::Semaphore::new(DB_POOL_SIZE as usize),
-        waiting: AtomicU64::new(0),
-        gauges: DbPool::new("main"),
-    })
-}
-
-impl DemoDb {
-    /// Feeds the pool's state to its gauges, as an application does from its pool's stats.
-    fn report(&self) {
-        self.gauges.record(PoolStats {
-            size: DB_POOL_SIZE,
-            idle: self.connections.available_permits() as u64,
-            max: DB_POOL_SIZE,
-            waiting: self.waiting.load(Ordering::Relaxed),
-        });
-    }
-}
-
-/// A simulated query on `table`: waits for a connection, holds it briefly, in a `db.query` span
-/// recorded in `db_client_operation_duration_seconds`.
-async fn db_query(operation: &str, table: &str) {
-    let db = db();
-    DbQuery::new("postgresql", operation)
-        .collection(table)
-        .namespace("mercenary")
-        .time(async {
-            db.waiting.fetch_add(1, Ordering::Relaxed);
-            db.report();
-            let connection = db.connections.acquire().await;
-            db.waiting.fetch_sub(1, Ordering::Relaxed);
-            db.report();
-            tokio::time::sleep(DB_QUERY_TIME).await;
-            drop(connection);
-            db.report();
-        })
-        .await;
+    Json(json!({ "id": id, "price": price })).into_response()
 }

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine with only Rust installed.
-# Installs what the tests need (Prometheus, promtool, amtool, the Python Prometheus client,
-# PyYAML), then
+# Installs what the tests need (Prometheus, promtool, amtool, PostgreSQL, the Python Prometheus
+# client, PyYAML), then
 # runs: rustfmt check, clippy with -D warnings (all features, and the library alone with the
 # feature sets users build), rustdoc with -D warnings, and every test (unit, integration, doc),
-# among them the tests against a real Prometheus server, promtool and the Python client's
-# parsers, with cargo-nextest when it is installed and `cargo test` otherwise, and the ring test
-# of a build without the `otlp` feature.
+# among them the tests against a real Prometheus server, a PostgreSQL server, promtool and the
+# Python client's parsers, with cargo-nextest when it is installed and `cargo test` otherwise,
+# and the ring test of a build without the `otlp` feature.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +21,16 @@ if [ ${#need_install[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
     # Debian's package may start a server on :9090; the tests start their own on free ports.
     if pgrep -x prometheus >/dev/null 2>&1; then $SUDO pkill -x prometheus || true; fi
+fi
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+    echo "==> installing PostgreSQL (the sqlx tests initdb and start a server of their own)"
+    SUDO=""
+    if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+    # Debian's package may start a cluster on :5432; the tests start their own on free ports
+    # (as the `postgres` user the package creates, when they run as root).
+    $SUDO service postgresql stop >/dev/null 2>&1 || true
 fi
 if ! command -v amtool >/dev/null 2>&1; then
     echo "==> installing Alertmanager (amtool) for the monitoring tests"
@@ -51,6 +61,8 @@ if ! python3 -c 'import yaml' >/dev/null 2>&1; then
         || python3 -m pip install --quiet --break-system-packages "pyyaml==6.0.2"
 fi
 promtool --version | head -1
+PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
+"${PG_BIN:-$(dirname "$(command -v initdb)")}/postgres" --version
 prometheus --version 2>&1 | head -1
 amtool --version 2>&1 | head -1
 python3 -c 'import importlib.metadata as m; print("prometheus_client", m.version("prometheus_client"))'

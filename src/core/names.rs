@@ -165,6 +165,10 @@ pub const METRICS_TARGET: &str = "mercenary_obs::metrics";
 pub const DB_TARGET: &str = "mercenary_obs::db";
 /// The target of the line the panic hook writes for a panic (`"level":"CRITICAL"`).
 pub const PANIC_TARGET: &str = "mercenary_obs::panic";
+/// The target of the events sqlx logs for every statement (`summary`, `db.statement`,
+/// `rows_returned`, `elapsed_secs`), which the `sqlx` feature turns into spans and
+/// observations.
+pub const SQLX_QUERY_TARGET: &str = "sqlx::query";
 
 // ---------------------------------------------------------------------------------------------
 // Fields and attributes

@@ -32,6 +32,10 @@
 //! # let _ = rows; Ok(()) }
 //! ```
 //!
+//! With feature `sqlx`, [`sqlx`](crate::db::sqlx) feeds both from sqlx itself: every query a
+//! sqlx connection runs is timed and traced with no code at the call site, and a watched pool's
+//! gauges are read from the pool when `/metrics` is scraped.
+//!
 //! Decisions where the conventions leave room:
 //!
 //! - Label values are meant to be low-cardinality: an operation name (`SELECT`, `findAndModify`)
@@ -48,10 +52,18 @@
 //!   pool label (`db_client_connection_pool_name`), and the gauges are exported only once a pool
 //!   has been recorded.
 
+#[cfg(feature = "sqlx")]
+pub(crate) mod sql;
+#[cfg(feature = "sqlx")]
+pub mod sqlx;
+
+use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
+
+use prometheus::Registry;
 
 use crate::core::names::{
     DB_COLLECTION_LABEL as COLLECTION_LABEL, DB_CONNECTION_MAX as CONNECTION_MAX,
@@ -89,16 +101,22 @@ static DURATION: Desc = Desc::new(
 .with_buckets(DB_DURATION_BUCKETS)
 .with_max_series(MAX_SERIES);
 
+/// The HELP texts of the pool gauges (shared by [`DbPool`]'s families and the gauges of the
+/// pools watched through sqlx, which are rendered into the same families).
+const COUNT_HELP: &str = "Connections of a database client pool, by state (idle, used).";
+const MAX_HELP: &str = "The most connections a database client pool may open.";
+const PENDING_HELP: &str = "Requests waiting for a connection from a database client pool.";
+
 static COUNT: Desc = Desc::new(Kind::Gauge, CONNECTION_COUNT, &[POOL_LABEL, STATE_LABEL])
-    .with_help("Connections of a database client pool, by state (idle, used).")
+    .with_help(COUNT_HELP)
     .with_max_series(MAX_SERIES);
 
 static MAX: Desc = Desc::new(Kind::Gauge, CONNECTION_MAX, &[POOL_LABEL])
-    .with_help("The most connections a database client pool may open.")
+    .with_help(MAX_HELP)
     .with_max_series(MAX_SERIES);
 
 static PENDING: Desc = Desc::new(Kind::Gauge, PENDING_REQUESTS, &[POOL_LABEL])
-    .with_help("Requests waiting for a connection from a database client pool.")
+    .with_help(PENDING_HELP)
     .with_max_series(MAX_SERIES);
 
 /// The database metric families of one instance: business-metric families in the instance's
@@ -108,6 +126,13 @@ pub(crate) struct DbMetrics {
     business: Arc<BusinessMetrics>,
     duration: OnceLock<Option<Arc<Family<HistogramKind>>>>,
     pools: OnceLock<PoolFamilies>,
+    /// The instance's registry, where collectors reading pools at scrape time go (`None` only
+    /// for the lazily made global metrics of an instance installed without them).
+    #[cfg_attr(not(feature = "sqlx"), allow(dead_code))]
+    registry: Option<Registry>,
+    /// The sqlx pools this instance watches.
+    #[cfg(feature = "sqlx")]
+    sqlx: sqlx::SqlxState,
 }
 
 /// The three gauge families of the connection pools. `None`: the name conflicts with another
@@ -125,12 +150,16 @@ impl fmt::Debug for DbMetrics {
 }
 
 impl DbMetrics {
-    /// The database metrics of the instance whose business-metric families are `business`.
-    pub(crate) fn new(business: &Arc<BusinessMetrics>) -> Self {
+    /// The database metrics of the instance whose business-metric families are `business`,
+    /// registered in `registry`.
+    pub(crate) fn new(business: &Arc<BusinessMetrics>, registry: Option<&Registry>) -> Self {
         Self {
             business: business.clone(),
             duration: OnceLock::new(),
             pools: OnceLock::new(),
+            registry: registry.cloned(),
+            #[cfg(feature = "sqlx")]
+            sqlx: sqlx::SqlxState::default(),
         }
     }
 
@@ -142,6 +171,27 @@ impl DbMetrics {
                     .family::<HistogramKind>(&DURATION, OPERATION_DURATION)
             })
             .as_deref()
+    }
+
+    /// The duration series of these labels (a no-op when the family could not be made),
+    /// found without allocating when it exists.
+    pub(crate) fn histogram_for(
+        &self,
+        system: &str,
+        operation: &str,
+        collection: &str,
+        error_type: &str,
+    ) -> &Histogram {
+        let values = [
+            LabelRef::Str(system),
+            LabelRef::Str(operation),
+            LabelRef::Str(collection),
+            LabelRef::Str(error_type),
+        ];
+        let noop: &Histogram = HistogramKind::noop();
+        self.duration()
+            .and_then(|f| f.series_ref(&values))
+            .unwrap_or(noop)
     }
 
     fn pools(&self) -> &PoolFamilies {
@@ -212,14 +262,23 @@ impl DbPool {
 #[must_use = "a DbQuery does nothing until it runs a query"]
 pub struct DbQuery {
     metrics: Arc<DbMetrics>,
-    system: String,
-    operation: String,
+    system: Cow<'static, str>,
+    operation: Cow<'static, str>,
     collection: Option<String>,
     namespace: Option<String>,
+    /// `db.query.text`, already sanitised (set by the sqlx instrumentation only).
+    text: Option<String>,
+}
+
+/// How a failed operation is recorded: `error.type` (the metric label and the span attribute)
+/// and, when the database answered with one, `db.response.status_code`.
+pub(crate) struct Failure<'a> {
+    pub(crate) error_type: &'a str,
+    pub(crate) status_code: Option<&'a str>,
 }
 
 /// Records the observation once: at completion, or as `cancelled` when dropped before.
-struct Recording<'q> {
+pub(crate) struct Recording<'q> {
     histogram: &'q Histogram,
     cancelled: Option<&'q Histogram>,
     start: Instant,
@@ -227,18 +286,38 @@ struct Recording<'q> {
 }
 
 impl Recording<'_> {
-    fn finish<E>(mut self, result: Result<(), &E>, obs: &DbQuery) {
+    fn finish<E>(self, result: Result<(), &E>, obs: &DbQuery) {
+        let failure = result.err().map(|_| Failure {
+            error_type: std::any::type_name::<E>(),
+            status_code: None,
+        });
+        self.finish_with(failure, obs);
+    }
+
+    /// Records the outcome: success, or `failure`.
+    pub(crate) fn finish_with(mut self, failure: Option<Failure<'_>>, obs: &DbQuery) {
         let elapsed = self.start.elapsed().as_secs_f64();
-        match result {
-            Ok(()) => self.histogram.observe(elapsed),
-            Err(_) => {
-                let error_type = std::any::type_name::<E>();
-                self.span.record("error.type", error_type);
+        let histogram = match failure {
+            None => self.histogram,
+            Some(f) => {
+                self.span.record("error.type", f.error_type);
+                if let Some(code) = f.status_code {
+                    self.span.record("db.response.status_code", code);
+                }
                 self.span.record("otel.status_code", "ERROR");
-                obs.histogram(error_type).observe(elapsed);
+                obs.histogram(f.error_type)
             }
-        }
+        };
+        // The exemplar names the span the operation was called from (its own span's ID is
+        // the span context layer's).
+        histogram.observe_with_exemplar(elapsed);
         self.cancelled = None;
+    }
+
+    /// The `db.query` span the operation runs in.
+    #[cfg(feature = "sqlx")]
+    pub(crate) fn span(&self) -> &tracing::Span {
+        &self.span
     }
 }
 
@@ -261,13 +340,34 @@ impl DbQuery {
 
     /// An operation recorded in `metrics` (what [`crate::Obs::db_query`] makes).
     pub(crate) fn on(metrics: Arc<DbMetrics>, system: &str, operation: &str) -> DbQuery {
+        DbQuery::on_static(
+            metrics,
+            Cow::Owned(system.to_string()),
+            Cow::Owned(operation.to_string()),
+        )
+    }
+
+    /// Like [`DbQuery::on`], without copying names known at compile time.
+    pub(crate) fn on_static(
+        metrics: Arc<DbMetrics>,
+        system: Cow<'static, str>,
+        operation: Cow<'static, str>,
+    ) -> DbQuery {
         DbQuery {
             metrics,
-            system: system.to_string(),
-            operation: operation.to_string(),
+            system,
+            operation,
             collection: None,
             namespace: None,
+            text: None,
         }
+    }
+
+    /// Sets `db.query.text` on the span: `text` must be sanitised already.
+    #[cfg(feature = "sqlx")]
+    pub(crate) fn sanitized_text(mut self, text: String) -> Self {
+        self.text = Some(text);
+        self
     }
 
     /// Sets `db.collection.name`: the table or collection (low-cardinality; not the query).
@@ -285,23 +385,18 @@ impl DbQuery {
     /// The series of this operation with `error_type` (empty: success), found without
     /// allocating when it exists.
     fn histogram(&self, error_type: &str) -> &Histogram {
-        let values = [
-            LabelRef::Str(&self.system),
-            LabelRef::Str(&self.operation),
-            LabelRef::Str(self.collection.as_deref().unwrap_or_default()),
-            LabelRef::Str(error_type),
-        ];
-        let noop: &Histogram = HistogramKind::noop();
-        self.metrics
-            .duration()
-            .and_then(|f| f.series_ref(&values))
-            .unwrap_or(noop)
+        self.metrics.histogram_for(
+            &self.system,
+            &self.operation,
+            self.collection.as_deref().unwrap_or_default(),
+            error_type,
+        )
     }
 
-    fn start(&self) -> Recording<'_> {
+    pub(crate) fn start(&self) -> Recording<'_> {
         let name = match &self.collection {
             Some(c) => format!("{} {c}", self.operation),
-            None => self.operation.clone(),
+            None => self.operation.to_string(),
         };
         let span = tracing::info_span!(
             target: crate::core::names::DB_TARGET,
@@ -312,6 +407,9 @@ impl DbQuery {
             db.operation.name = %self.operation,
             db.collection.name = tracing::field::Empty,
             db.namespace = tracing::field::Empty,
+            db.query.text = tracing::field::Empty,
+            db.response.status_code = tracing::field::Empty,
+            db.response.returned_rows = tracing::field::Empty,
             error.type = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
         );
@@ -320,6 +418,9 @@ impl DbQuery {
         }
         if let Some(n) = &self.namespace {
             span.record("db.namespace", n.as_str());
+        }
+        if let Some(t) = &self.text {
+            span.record("db.query.text", t.as_str());
         }
         Recording {
             histogram: self.histogram(""),
@@ -370,13 +471,35 @@ static SLOTS: [OnceLock<Arc<DbMetrics>>; 2] = [OnceLock::new(), OnceLock::new()]
 impl DbMetrics {
     /// The metrics of the global instance, or of the default one before `init()`.
     pub(crate) fn current() -> &'static Arc<DbMetrics> {
-        let (slot, business) = business::target_shared();
-        SLOTS[slot].get_or_init(|| Arc::new(DbMetrics::new(business)))
+        match business::target_shared() {
+            (0, _) => DbMetrics::default_metrics(),
+            (slot, business) => {
+                SLOTS[slot].get_or_init(|| Arc::new(DbMetrics::new(business, None)))
+            }
+        }
     }
 
     /// The default instance's metrics, over [`business::default_metrics`].
     pub(crate) fn default_metrics() -> &'static Arc<DbMetrics> {
-        SLOTS[0].get_or_init(|| Arc::new(DbMetrics::new(business::default_metrics())))
+        SLOTS[0].get_or_init(|| {
+            Arc::new(DbMetrics::new(
+                business::default_metrics(),
+                Some(&crate::metrics::default_handle().registry),
+            ))
+        })
+    }
+
+    /// Whether these are the global instance's metrics (the instance installed by `init()`).
+    #[cfg(feature = "sqlx")]
+    pub(crate) fn is_global(self: &Arc<Self>) -> bool {
+        SLOTS[1].get().is_some_and(|g| Arc::ptr_eq(g, self))
+    }
+
+    /// Makes `metrics` (the instance being installed by `init()`) the global instance's
+    /// database metrics. Called before the business metrics are made global, so
+    /// [`DbMetrics::current`] never makes a second set for the global instance.
+    pub(crate) fn install_global(metrics: Arc<DbMetrics>) {
+        let _ = SLOTS[1].set(metrics);
     }
 
     /// The gauges of the connection pool `name`.
@@ -410,8 +533,6 @@ mod tests {
     use std::future::Future;
     use std::task::{Context, Waker};
 
-    use prometheus::Registry;
-
     use super::*;
     use crate::metrics::business::DEFAULT_SERIES_CAP;
     use crate::metrics::exposition::render;
@@ -421,7 +542,10 @@ mod tests {
         let registry = Registry::new();
         let business =
             Arc::new(BusinessMetrics::new(&registry, default_cap, HashMap::new()).unwrap());
-        (registry, Arc::new(DbMetrics::new(&business)))
+        (
+            registry.clone(),
+            Arc::new(DbMetrics::new(&business, Some(&registry))),
+        )
     }
 
     fn count_lines(text: &str) -> usize {

@@ -217,6 +217,18 @@ impl Obs {
     pub fn db_query(&self, system: &str, operation: &str) -> DbQuery {
         DbQuery::on(self.inner.db.clone(), system, operation)
     }
+
+    /// [`crate::db::sqlx::watch_pool`] on this instance: the pool's gauges in this instance's
+    /// registry, and a handle whose queries are recorded by it.
+    #[cfg(feature = "sqlx")]
+    #[must_use = "queries run on the returned handle count their waits for a connection"]
+    pub fn watch_sqlx_pool<DB: ::sqlx::Database>(
+        &self,
+        name: &str,
+        pool: &::sqlx::Pool<DB>,
+    ) -> crate::db::sqlx::WatchedPool<DB> {
+        crate::db::sqlx::watch_pool_on(&self.inner.db, name, pool)
+    }
 }
 
 impl ObsLayer {
@@ -276,6 +288,7 @@ pub(crate) fn install_global(obs: Obs) -> Result<ObsGuard, Error> {
     if GLOBAL.set(obs.clone()).is_err() {
         return Err(Error::AlreadyInitialized);
     }
+    crate::db::DbMetrics::install_global(obs.inner.db.clone());
     crate::metrics::business::install_global(obs.inner.metrics.business.clone());
     #[cfg(feature = "sentry")]
     if let Some(sentry) = &obs.inner.pipelines.sentry {

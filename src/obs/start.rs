@@ -40,7 +40,7 @@ pub(crate) struct Config {
 pub(crate) fn from_config(config: Config, global: bool) -> Result<Obs, Error> {
     let resource = config.resource;
     let metrics = crate::metrics::start(config.metrics, &resource)?;
-    let db = Arc::new(DbMetrics::new(&metrics.business));
+    let db = Arc::new(DbMetrics::new(&metrics.business, Some(&metrics.registry)));
 
     // The exporter's warnings go through this instance's log pipeline, made below.
     let log_dispatch: Arc<OnceLock<WeakDispatch>> = Arc::new(OnceLock::new());
@@ -97,6 +97,17 @@ pub(crate) fn from_config(config: Config, global: bool) -> Result<Obs, Error> {
     let with_sentry = sentry.is_some();
     #[cfg(not(feature = "sentry"))]
     let with_sentry = false;
+    // With feature `sqlx`, the filter lets sqlx's query events through to the database
+    // metrics and spans (and on to the log lines only when it enables them itself).
+    #[cfg(feature = "sqlx")]
+    let filter = crate::db::sqlx::WithQueries::new(
+        filter,
+        crate::db::sqlx::QueryEvents {
+            metrics: db.clone(),
+            sampler: traces.as_ref().map(|t| t.sampler.clone()),
+            hooks: sqlx_hooks::HOOKS,
+        },
+    );
     let dispatch = subscriber::compose(
         &logs,
         filter,
@@ -179,5 +190,39 @@ pub(crate) fn metrics_only() -> Obs {
             client: Arc::new(client),
             service_name: Resource::unknown().service_name,
         }),
+    }
+}
+
+/// What the sqlx instrumentation (in `db`, below the span context layer) reads from the span
+/// context layer: a span's trace context, and its local root for exemplars.
+#[cfg(feature = "sqlx")]
+mod sqlx_hooks {
+    use tracing_subscriber::Registry;
+    use tracing_subscriber::registry::SpanRef;
+
+    use crate::context::current::mark_root;
+    use crate::context::layer::SpanContext;
+    use crate::core::exemplar::PendingExemplar;
+    use crate::db::sqlx::{SpanParent, TraceHooks};
+
+    pub(super) const HOOKS: TraceHooks = TraceHooks {
+        context,
+        add_exemplar,
+    };
+
+    fn context(span: &SpanRef<'_, Registry>) -> Option<SpanParent> {
+        let ext = span.extensions();
+        let c = ext.get::<SpanContext>()?;
+        Some(SpanParent {
+            trace_id: c.trace_id,
+            span_id: c.span_id,
+            local_root: c.local_root,
+        })
+    }
+
+    fn add_exemplar(span: &SpanRef<'_, Registry>, p: PendingExemplar) {
+        if p.is_some() {
+            mark_root(span, |root| root.exemplars.push(p));
+        }
     }
 }

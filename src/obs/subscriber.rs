@@ -6,17 +6,18 @@
 //! sees events the formatter has already written.
 
 use tracing_core::Dispatch;
+use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 
 use crate::context::layer::ContextLayer;
 use crate::logging::events::EventsLayer;
-use crate::logging::filter::ObsFilter;
 use crate::logging::{LogFormat, LogPipeline};
 
-/// Stacks the layers into a dispatcher.
+/// Stacks the layers into a dispatcher. `filter` is the log pipeline's `ObsFilter` (wrapped, with
+/// feature `sqlx`, to let sqlx's query events through to the database instrumentation).
 pub(super) fn compose(
     logs: &LogPipeline,
-    filter: ObsFilter,
+    filter: impl Layer<tracing_subscriber::Registry> + Send + Sync + 'static,
     context: ContextLayer,
     events: EventsLayer,
     sentry: bool,

@@ -369,7 +369,7 @@ async fn slow_traces_are_kept_with_reason_slow() {
             .route(
                 "/slow",
                 get(|| async {
-                    tokio::time::sleep(Duration::from_millis(150)).await;
+                    tokio::time::sleep(Duration::from_millis(350)).await;
                     common::two_children().await;
                     "slow"
                 }),
@@ -379,7 +379,7 @@ async fn slow_traces_are_kept_with_reason_slow() {
     };
     let (obs, _) = instance(|b| {
         b.success_ratio(0.0)
-            .keep_slower_than(Duration::from_millis(100))
+            .keep_slower_than(Duration::from_millis(250))
     });
     let addr = serve(routes(&obs)).await;
     for _ in 0..3 {
@@ -396,7 +396,7 @@ async fn slow_traces_are_kept_with_reason_slow() {
         assert_eq!(spans.len(), 3, "{t:#}");
         let root = spans.iter().find(|s| s["kind"] == "Server").unwrap();
         assert_eq!(root["name"], "GET /slow");
-        assert!(root["duration_ms"].as_f64().unwrap() >= 150.0, "{root}");
+        assert!(root["duration_ms"].as_f64().unwrap() >= 350.0, "{root}");
     }
     let counters = kept_counter(&obs.render_metrics());
     assert_eq!(counters["{decision=\"kept\",reason=\"slow\"}"], 3.0);

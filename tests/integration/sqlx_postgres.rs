@@ -261,6 +261,12 @@ async fn pool_gauges_are_read_from_the_pool_at_scrape_time() {
             pool_gauge(text, "db_client_connection_pending_requests", "main", None),
         )
     };
+    // Once the setup's connections are back in the pool (a connection is returned by a task
+    // of its own), the pool holds still: what a scrape reads is what the pool says.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while pool.num_idle() != pool.size() as usize && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let idle = pool.num_idle() as f64;
     let size = f64::from(pool.size());
     assert_eq!(
@@ -327,6 +333,7 @@ async fn query_events_reach_the_instrumentation_but_are_logged_only_when_asked()
     for (filter, logged) in [(None, false), (Some("info,sqlx::query=debug"), true)] {
         let (obs, capture) = instance(filter);
         let pool = within(&obs, connect(&server, 2)).await;
+        // Before any pool is watched, a query read from sqlx's event has no known system.
         in_request(&obs, false, {
             let pool = pool.clone();
             move || async move {
@@ -338,18 +345,37 @@ async fn query_events_reach_the_instrumentation_but_are_logged_only_when_asked()
             }
         })
         .await;
+        // A watched query is recorded once, by its span, whether or not sqlx logs it.
+        let watched = obs.watch_sqlx_pool("main", &pool);
+        in_request(&obs, false, move || async move {
+            sqlx::query("SELECT 2 AS two")
+                .fetch_one(&watched)
+                .await
+                .unwrap();
+            String::new()
+        })
+        .await;
         pool.close().await;
+        let text = obs.render_metrics();
         assert_eq!(
-            query_count(&obs.render_metrics(), "other_sql", "SELECT", "", ""),
+            query_count(&text, "other_sql", "SELECT", "", ""),
             1.0,
-            "{}",
-            obs.render_metrics()
+            "{text}"
+        );
+        assert_eq!(
+            query_count(&text, "postgresql", "SELECT", "", ""),
+            1.0,
+            "{text}"
         );
         obs.flush();
         let lines = capture.json_lines();
+        let logged_lines = lines
+            .iter()
+            .filter(|l| l["target"] == "sqlx::query")
+            .count();
         assert_eq!(
-            lines.iter().any(|l| l["target"] == "sqlx::query"),
-            logged,
+            logged_lines,
+            if logged { 2 } else { 0 },
             "filter {filter:?}: {lines:#?}"
         );
     }

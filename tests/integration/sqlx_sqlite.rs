@@ -216,6 +216,12 @@ async fn errors_are_classified_by_result_code_and_keep_the_trace() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_gauges_are_read_from_the_pool_at_scrape_time() {
     let (db, obs, watched) = setup(4).await;
+    // Once the setup's connections are back in the pool (a connection is returned by a task
+    // of its own), the pool holds still: what a scrape reads is what the pool says.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while db.pool.num_idle() != db.pool.size() as usize && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let text = obs.render_metrics();
     let used = pool_gauge(&text, "db_client_connections_usage", "main", Some("used"));
     let idle = pool_gauge(&text, "db_client_connections_usage", "main", Some("idle"));
@@ -280,4 +286,46 @@ async fn a_pool_saturated_by_busy_queries_has_waiting_requests_and_fires_the_ale
     assert_eq!((before, during, after), (0.0, 2.0, 0.0));
     assert!(pool_alert_fires(before, during));
     assert!(!pool_alert_fires(before, after));
+}
+
+/// sqlx holds the current span of each SQLite command on the connection's own thread: were a
+/// watched query's span entered there on a `build()` instance, a request whose span that
+/// thread released last would never end (`tracing` releases the parent through the thread's
+/// default subscriber). A hundred requests, and every trace is decided.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_trace_ends_after_its_sqlite_queries() {
+    let (_db, obs, watched) = setup(2).await;
+    for i in 0..100_i64 {
+        in_request(&obs, false, {
+            let watched = watched.clone();
+            move || async move {
+                for _ in 0..2 {
+                    sqlx::query("SELECT plan FROM users WHERE id = ?")
+                        .bind(i)
+                        .fetch_optional(&watched)
+                        .await
+                        .unwrap();
+                    sqlx::query("UPDATE users SET plan = plan WHERE id = ?")
+                        .bind(i)
+                        .execute(&watched)
+                        .await
+                        .unwrap();
+                }
+                String::new()
+            }
+        })
+        .await;
+    }
+    let buffered =
+        || crate::common::samples(&obs.render_metrics(), "mercenary_obs_trace_buffer_traces")[0].1;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while buffered() > 0.0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(buffered(), 0.0, "{}", obs.render_metrics());
+    let decided: f64 = crate::common::samples(&obs.render_metrics(), "mercenary_obs_traces_total")
+        .iter()
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(decided, 100.0);
 }

@@ -8,7 +8,8 @@
 //! - every query run with the watched pool is a `db.query` span in its request's trace and an
 //!   observation of `db_client_operation_duration_seconds{db_operation_name,
 //!   db_collection_name}`, its text without literal values; a sign-up runs in a transaction,
-//!   whose statements are read from sqlx's own query events.
+//!   whose statements are read from sqlx's own query events;
+//! - the schema is created at start on the bare pool, outside any request: counted, not traced.
 //!
 //! Values always travel as bind parameters (`?`): no email, password or amount is ever part of a
 //! statement, and the password is stored as a (demo-grade) salted hash, never as sent.
@@ -20,8 +21,7 @@ use std::time::Duration;
 use mercenary_obs::db::sqlx::WatchedPool;
 use sqlx::Sqlite;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
-use tokio::sync::OnceCell;
-use tracing::Instrument;
+use tokio::sync::SetOnce;
 
 /// Connections of the pool.
 const POOL_SIZE: u32 = 5;
@@ -46,10 +46,10 @@ CREATE TABLE payments (
 CREATE TABLE prices (id INTEGER PRIMARY KEY, price REAL NOT NULL);
 ";
 
-/// The pool, and whether the schema is in place.
+/// The pool, and whether the schema is in place (or why not).
 pub struct Db {
     pool: WatchedPool<Sqlite>,
-    ready: OnceCell<()>,
+    ready: SetOnce<Result<(), String>>,
 }
 
 static DB: OnceLock<Db> = OnceLock::new();
@@ -72,61 +72,62 @@ pub fn open() {
             .connect_lazy_with(options);
         Db {
             pool: mercenary_obs::db::sqlx::watch_pool("main", &pool),
-            ready: OnceCell::new(),
+            ready: SetOnce::new(),
         }
     });
+    // In a task of its own, so that no request's trace holds the setup.
     tokio::spawn(async {
-        if let Err(e) = db.ready().await {
+        let result = db.create().await.map_err(|e| e.to_string());
+        if let Err(e) = &result {
             tracing::error!(error = %e, "cannot create the demo database");
         }
+        let _ = db.ready.set(result);
     });
 }
 
 /// The pool, once the schema is in place.
 async fn pool() -> Result<&'static WatchedPool<Sqlite>, sqlx::Error> {
     let db = DB.get().expect("db::open() is called in app()");
-    db.ready().await?;
-    Ok(&db.pool)
+    match db.ready.wait().await {
+        Ok(()) => Ok(&db.pool),
+        Err(e) => Err(sqlx::Error::Protocol(format!(
+            "the demo database is missing: {e}"
+        ))),
+    }
 }
 
 impl Db {
-    /// Creates and seeds the tables, once, in a `db.setup` trace of its own.
-    async fn ready(&self) -> Result<(), sqlx::Error> {
-        self.ready
-            .get_or_try_init(|| {
-                async {
-                    sqlx::raw_sql(SEED_SQL).execute(&self.pool).await?;
-                    // Users 1..=MAX_USER_ID, in one statement.
-                    sqlx::query(
-                        "INSERT INTO users (id, name, email, plan)
-                         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
-                         SELECT i, 'user-' || i, 'user-' || i || '@example.com',
-                                CASE i % 3 WHEN 0 THEN 'free' WHEN 1 THEN 'pro' ELSE 'team' END
-                         FROM n",
-                    )
-                    .bind(super::MAX_USER_ID as i64)
-                    .execute(&self.pool)
-                    .await?;
-                    // The demo's one account with a password (see `POST /login`).
-                    sqlx::query("UPDATE users SET email = ?, password_hash = ? WHERE id = 1")
-                        .bind(super::DEMO_EMAIL)
-                        .bind(password_hash(super::DEMO_EMAIL, super::DEMO_PASSWORD))
-                        .execute(&self.pool)
-                        .await?;
-                    // The list price of item `i` is 5 + (i mod 200) / 4.
-                    sqlx::query(
-                        "INSERT INTO prices (id, price)
-                         WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 199)
-                         SELECT i, 5.0 + i * 0.25 FROM n",
-                    )
-                    .execute(&self.pool)
-                    .await
-                    .map(|_| ())
-                }
-                .instrument(tracing::info_span!("db.setup"))
-            })
-            .await
-            .map(|_| ())
+    /// Creates and seeds the tables, on the bare pool: outside any request, its statements
+    /// are counted from sqlx's events but not traced.
+    async fn create(&self) -> Result<(), sqlx::Error> {
+        let pool = self.pool.pool();
+        sqlx::raw_sql(SEED_SQL).execute(pool).await?;
+        // Users 1..=MAX_USER_ID, in one statement.
+        sqlx::query(
+            "INSERT INTO users (id, name, email, plan)
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
+             SELECT i, 'user-' || i, 'user-' || i || '@example.com',
+                    CASE i % 3 WHEN 0 THEN 'free' WHEN 1 THEN 'pro' ELSE 'team' END
+             FROM n",
+        )
+        .bind(super::MAX_USER_ID as i64)
+        .execute(pool)
+        .await?;
+        // The demo's one account with a password (see `POST /login`).
+        sqlx::query("UPDATE users SET email = ?, password_hash = ? WHERE id = 1")
+            .bind(super::DEMO_EMAIL)
+            .bind(password_hash(super::DEMO_EMAIL, super::DEMO_PASSWORD))
+            .execute(pool)
+            .await?;
+        // The list price of item `i` is 5 + (i mod 200) / 4.
+        sqlx::query(
+            "INSERT INTO prices (id, price)
+             WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 199)
+             SELECT i, 5.0 + i * 0.25 FROM n",
+        )
+        .execute(pool)
+        .await
+        .map(|_| ())
     }
 }
 

@@ -32,7 +32,7 @@
 //! # let _ = rows; Ok(()) }
 //! ```
 //!
-//! With feature `sqlx`, [`sqlx`] feeds both from sqlx itself: every query a
+//! With feature `sqlx`, `mercenary_obs::db::sqlx` feeds both from sqlx itself: every query a
 //! sqlx connection runs is timed and traced with no code at the call site, and a watched pool's
 //! gauges are read from the pool when `/metrics` is scraped.
 //!

@@ -26,12 +26,12 @@ use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::SpanRef;
 
 use crate::core::exemplar::PendingExemplar;
-use crate::core::ids::{new_span_id, new_trace_id};
+use crate::core::ids::new_span_id;
 use crate::core::names::{DB_TARGET, SQLX_QUERY_TARGET};
 use crate::db::DbMetrics;
 use crate::db::sql::{sanitize, statement};
 use crate::traces::record::{FinishedSpan, LazyName};
-use crate::traces::sampler::{RootInfo, TailSampler};
+use crate::traces::sampler::TailSampler;
 
 /// The name of the spans of [`crate::db::DbQuery`] (and so of watched queries).
 pub(crate) const DB_SPAN_NAME: &str = "db.query";
@@ -234,10 +234,15 @@ impl QueryEvents {
             .metrics
             .histogram_for(system, st.operation, collection, "")
             .observe_pending(elapsed);
-        let Some(sampler) = &self.sampler else {
+        // Outside any span of ours the query is only counted: sqlx runs statements of its own
+        // outside any span (connection setup, pool maintenance), each of which would else be a
+        // trace.
+        let (Some(sampler), Some(span)) = (&self.sampler, span) else {
             return;
         };
-        let parent = span.and_then(|s| (self.hooks.context)(s));
+        let Some(parent) = (self.hooks.context)(span) else {
+            return;
+        };
         let end = SystemTime::now();
         let start = end
             .checked_sub(Duration::from_secs_f64(elapsed))
@@ -263,11 +268,10 @@ impl QueryEvents {
             (op, "") => Cow::Borrowed(op),
             (op, c) => Cow::Owned(format!("{op} {c}")),
         };
-        let pending = PendingExemplar { span_id, ..pending };
-        let mut finished = FinishedSpan {
-            trace_id: 0,
+        let finished = FinishedSpan {
+            trace_id: parent.trace_id,
             span_id,
-            parent_span_id: 0,
+            parent_span_id: parent.span_id,
             parent_is_remote: false,
             name,
             kind: SpanKind::Client,
@@ -280,24 +284,7 @@ impl QueryEvents {
             status_message: None,
             lazy_name: LazyName::No,
         };
-        match (parent, span) {
-            (Some(parent), Some(span)) => {
-                finished.trace_id = parent.trace_id;
-                finished.parent_span_id = parent.span_id;
-                (self.hooks.add_exemplar)(span, pending);
-                sampler.on_span_end(finished, parent.local_root, None);
-            }
-            _ => {
-                // Outside any span of ours: the root of a trace of its own, like an outgoing
-                // call made outside a request.
-                finished.trace_id = new_trace_id();
-                let mut root = RootInfo::default();
-                if pending.is_some() {
-                    root.exemplars.push(pending);
-                }
-                let duration = end.duration_since(start).unwrap_or_default();
-                sampler.on_span_end(finished, span_id, Some((root, duration)));
-            }
-        }
+        (self.hooks.add_exemplar)(span, PendingExemplar { span_id, ..pending });
+        sampler.on_span_end(finished, parent.local_root, None);
     }
 }

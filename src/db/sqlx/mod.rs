@@ -40,7 +40,8 @@
 //! **Queries**, two ways:
 //!
 //! - Run with a [`WatchedPool`] as the executor, a query runs in a `db.query` span (CLIENT
-//!   kind, a child of the current span, or the root of a trace of its own outside any span),
+//!   kind, a child of the current span, or the root of a trace of its own outside any span, as
+//!   a [`DbQuery`](crate::db::DbQuery) is),
 //!   timed from the call to the last row (waiting for a connection included) and classified:
 //!   an error sets `error.type` to the database's code (`SQLSTATE` for PostgreSQL, `23505`;
 //!   SQLite's extended result code, `2067`), or to the kind of failure (`pool_timed_out`,
@@ -49,9 +50,10 @@
 //!   `cancelled`.
 //! - Any other query (on a bare `Pool`, a connection, a transaction: `.execute(&mut *tx)`)
 //!   is read from the event sqlx logs when it finishes (target `sqlx::query`, DEBUG, or WARN
-//!   past the slow threshold): a CLIENT span ending now and starting `elapsed` earlier
-//!   (sqlx's own measure of the statement, without waiting for a connection), and the
-//!   observation. **sqlx does not log failures**, so these queries cannot be classified: a
+//!   past the slow threshold): the observation, and, inside a span, a CLIENT span child of it,
+//!   ending now and starting `elapsed` earlier (sqlx's own measure of the statement, without
+//!   waiting for a connection). Outside any span such a query is only counted: sqlx runs
+//!   statements of its own there (connection setup, pool maintenance). **sqlx does not log failures**, so these queries cannot be classified: a
 //!   failed one is recorded like a successful one. Its `db.system.name` is `sqlite` on
 //!   sqlx's SQLite worker threads, else the system of the watched pools when there is only
 //!   one, else `other_sql`. A connection with `disable_statement_logging()` reports nothing.

@@ -192,6 +192,12 @@ pub fn samples(exposition: &str, name: &str) -> Vec<(String, f64)> {
 
 /// Runs `promtool check metrics` on an exposition; fails the test with promtool's output.
 pub fn promtool_check(exposition: &str) {
+    let (status, report) = run_promtool_check(exposition);
+    assert!(status.success(), "promtool check metrics failed:\n{report}");
+}
+
+/// `promtool check metrics` on `exposition`: its exit status and its whole output.
+fn run_promtool_check(exposition: &str) -> (std::process::ExitStatus, String) {
     use std::io::Write;
     use std::process::{Command, Stdio};
     let mut child = Command::new("promtool")
@@ -213,12 +219,12 @@ pub fn promtool_check(exposition: &str) {
         .write_all(exposition.as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}",
+    let report = format!(
+        "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    (out.status, report)
 }
 
 /// A handler's work: two child spans (a `db.query` that logs, and a `cache.get`).
@@ -374,40 +380,15 @@ print(json.dumps(out))
 /// output, such as `x counter metrics should have "_total" suffix` for a user's counter named
 /// so on purpose) do not fail the test. A parse error, or any other finding, still does.
 pub fn promtool_check_allowing(exposition: &str, allowed: &[&str]) {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "promtool is needed for this test ({e}); install it with `apt-get install -y \
-                 prometheus` or run the README's test command, which does"
-            )
-        });
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(exposition.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (status, report) = run_promtool_check(exposition);
     // promtool exits 3 when it only has lint findings, 1 when the exposition does not parse.
-    let only_allowed = out.status.code() == Some(3)
+    let only_allowed = status.code() == Some(3)
         && report
             .lines()
             .filter(|l| !l.trim().is_empty())
             .all(|l| allowed.contains(&l.trim()));
     assert!(
-        out.status.success() || only_allowed,
+        status.success() || only_allowed,
         "promtool check metrics failed:\n{report}"
     );
 }

@@ -220,3 +220,16 @@ pub(crate) fn root_keeps(span: &tracing::Span) -> bool {
     })
     .unwrap_or(false)
 }
+
+/// Runs `f` with `span`'s own [`SpanContext`] (not an ancestor's), read-locked, and whether the
+/// span has a parent.
+pub(crate) fn with_span_context<R>(
+    span: &tracing::Span,
+    f: impl FnOnce(&SpanContext, bool) -> Option<R>,
+) -> Option<R> {
+    with_registry_span(span, |s| {
+        let has_parent = s.parent().is_some();
+        let ext = s.extensions();
+        f(ext.get::<SpanContext>()?, has_parent)
+    })
+}

@@ -79,13 +79,38 @@ static FLAGGED: [bool; 256] = {
     t
 };
 
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Whether any of the 8 bytes of `w` may need escaping: a C0 control, `"`, `\\`, or a byte at
+/// or above DEL (the multi-byte cases get the byte-wise look). It can answer yes for a clean
+/// word (a carry from a byte above DEL), never no for a word to escape.
+#[inline]
+fn word_flagged(w: u64) -> bool {
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let control = w.wrapping_sub(ONES * 0x20) & !w & HIGHS;
+    let quote = has_zero(w ^ (ONES * u64::from(b'"')));
+    let backslash = has_zero(w ^ (ONES * u64::from(b'\\')));
+    let high = (w | w.wrapping_add(ONES)) & HIGHS;
+    (control | quote | backslash | high) != 0
+}
+
 /// Appends `s` JSON-escaped (no quotes, no cap).
 pub(crate) fn escape_into(out: &mut String, s: &str) {
     let bytes = s.as_bytes();
     let mut start = 0;
     let mut i = 0;
     while i < bytes.len() {
-        let b = bytes[i];
+        // Clean text (most values) goes eight bytes at a time.
+        while let Some(word) = bytes.get(i..i + 8) {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(word);
+            if word_flagged(u64::from_le_bytes(w)) {
+                break;
+            }
+            i += 8;
+        }
+        let Some(&b) = bytes.get(i) else { break };
         if !FLAGGED[b as usize] {
             i += 1;
             continue;
@@ -243,6 +268,36 @@ mod tests {
         for s in ["\x1b[31mred\u{2028}", "a\"\\\n\u{85}z", "plain"] {
             let parsed: String = serde_json::from_str(&esc(s)).unwrap();
             assert_eq!(parsed, s);
+        }
+    }
+
+    #[test]
+    fn the_word_scan_never_misses_a_byte_to_escape() {
+        // Every byte value at every position of a clean word, and after a byte above DEL
+        // (whose carry must not hide it).
+        for b in 0..=255u8 {
+            for p in 0..8 {
+                for filler in [b'a', 0xff, 0x7e] {
+                    let mut w = [filler; 8];
+                    w[p] = b;
+                    let needs_look = w.iter().any(|&x| FLAGGED[x as usize] || x >= 0x7f);
+                    if needs_look {
+                        assert!(word_flagged(u64::from_le_bytes(w)), "{w:?}");
+                    }
+                }
+            }
+        }
+        assert!(!word_flagged(u64::from_le_bytes(*b"abcdefgh")));
+        // Long values with something to escape at every offset agree with serde_json.
+        for at in 0..40 {
+            for special in [
+                "\"", "\\", "\n", "\u{1b}", "\u{9b}", "\u{2028}", "é", "\u{7f}",
+            ] {
+                let s = format!("{}{special}{}", "x".repeat(at), "y".repeat(40 - at));
+                let parsed: String = serde_json::from_str(&esc(&s)).unwrap();
+                assert_eq!(parsed, s);
+                assert!(!esc(&s).contains('\n') && !esc(&s).contains('\u{1b}'));
+            }
         }
     }
 

@@ -17,8 +17,9 @@ use super::{ResponseBody, Route};
 use crate::context::handoff::with_access_extra;
 use crate::core::grpc::{GrpcCode, rpc_method};
 use crate::core::http::status_str;
-use crate::core::names::{ACCESS_TARGET, SECURITY_TARGET};
+use crate::core::names::{ACCESS_TARGET, CORRELATION_FIELD, SECURITY_TARGET};
 use crate::core::outcome::{Outcome, Severity};
+use crate::logging::access::{ACCESS_KEYS, AccessFields};
 
 /// Keeps `http_server_active_requests{http_request_method}` raised while alive.
 pub(crate) struct InFlight {
@@ -183,7 +184,9 @@ impl RequestRecord {
                 self.span.record("otel.status_message", message);
             }
         }
-        self.in_span(|| self.log_access(outcome, elapsed, panic_message, rpc));
+        if !self.write_access_line(outcome, elapsed, rpc.is_some()) {
+            self.in_span(|| self.log_access(outcome, elapsed, panic_message, rpc));
+        }
         if let Some(status) = status
             && (status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN)
             && self.state.unauthorized_events
@@ -279,6 +282,68 @@ impl RequestRecord {
             },
             "security event"
         );
+    }
+
+    /// Writes an INFO access line without a `tracing` event (see `logging::access`), exactly
+    /// as the formatter would write the event. `false` when the event must be emitted instead:
+    /// a WARNING or ERROR line, a gRPC call, no direct writer (`pretty`, span directives), or
+    /// a request span whose context the line cannot copy as is.
+    fn write_access_line(&self, outcome: Outcome, elapsed: Duration, rpc: bool) -> bool {
+        let Some(lines) = &self.state.access else {
+            return false;
+        };
+        if rpc || outcome.severity() != Severity::Info {
+            return false;
+        }
+        if !self
+            .state
+            .in_scope(|| tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO))
+        {
+            // Filtered out: the event would write nothing either.
+            return true;
+        }
+        let status = outcome.status().map(|s| s.as_u16());
+        let fields = AccessFields {
+            method: self.method,
+            route: self.route.as_str(),
+            path: self.uri.path(),
+            status,
+            duration_ms: elapsed.as_micros() as f64 / 1000.0,
+            headers: &self.header_entries,
+        };
+        // The keys the line writes: span fields under the same keys are left out.
+        let in_line =
+            |key: &str| ACCESS_KEYS.contains(&key) && (status.is_some() || key != ACCESS_KEYS[3]);
+        crate::context::current::with_span_context(&self.span, |sc, has_parent| {
+            let ids = sc.ids();
+            if ids.is_empty() {
+                return None;
+            }
+            if sc.rendered {
+                let text = sc.fields();
+                let entries = sc.keys.iter().filter(|(k, _, _)| !in_line(k));
+                lines.write(
+                    &fields,
+                    ids,
+                    entries.map(|&(_, start, end)| &text[start as usize..end as usize]),
+                );
+                return Some(());
+            }
+            // Not rendered yet: the formatter renders it unless the line shadows every field
+            // of a local root; only that case is written here.
+            let shadowed = !has_parent
+                && sc.record.as_ref().is_some_and(|r| {
+                    r.names
+                        .iter()
+                        .all(|n| *n == CORRELATION_FIELD || in_line(n))
+                });
+            if !shadowed {
+                return None;
+            }
+            lines.write(&fields, ids, std::iter::empty());
+            Some(())
+        })
+        .is_some()
     }
 
     fn log_access(

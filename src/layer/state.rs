@@ -36,6 +36,8 @@ pub(crate) struct RequestState {
     /// Where the admin listener serves, when one is configured (served by the `axum` feature).
     #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     pub(crate) admin_addr: Option<std::net::SocketAddr>,
+    /// Writes INFO access lines without a `tracing` event (JSON logs only).
+    pub(crate) access: Option<crate::logging::access::AccessLines>,
     /// `None` when traces are off.
     pub(crate) traces: Option<Arc<TracesHandle>>,
     /// `None` when no Sentry DSN is set.
@@ -97,6 +99,7 @@ impl RequestState {
                 .suspicious_usage_threshold
                 .map(super::abuse::AbuseDetector::new),
             admin_addr: config.admin_addr,
+            access: None,
             traces,
             #[cfg(feature = "sentry")]
             sentry: None,

@@ -6,6 +6,7 @@
 //! `tracing` layers; the composition root stacks them with the span context layer (and Sentry's)
 //! into the instance's subscriber.
 
+pub(crate) mod access;
 pub(crate) mod audit;
 pub(crate) mod events;
 pub(crate) mod filter;
@@ -47,6 +48,8 @@ pub(crate) struct LogPipeline {
     pub(crate) settings: Arc<RenderSettings>,
     pub(crate) format: LogFormat,
     sink_is_terminal: bool,
+    /// Whether `RUST_LOG` has span directives (filtering then depends on the entered spans).
+    span_directives: bool,
     service: String,
     /// `Some(chain)` when `init()` is to install the panic hook.
     panic_hook: Option<bool>,
@@ -99,6 +102,7 @@ pub(crate) fn start(
         settings,
         format: config.format,
         sink_is_terminal: config.sink_is_terminal,
+        span_directives: config.span_directives,
         service: service.to_string(),
         panic_hook: config.panic_hook.then_some(config.chain_panic_hook),
     };
@@ -127,6 +131,14 @@ impl LogPipeline {
             },
             audit_only,
         )
+    }
+
+    /// The writer of INFO access lines, when lines are JSON and the filter does not depend on
+    /// the entered spans (see [`access`]).
+    pub(crate) fn access_lines(&self) -> Option<access::AccessLines> {
+        (self.format == LogFormat::Json && !self.span_directives).then(|| {
+            access::AccessLines::new(self.settings.clone(), &self.service, self.writer.clone())
+        })
     }
 
     /// The human-readable formatter (`pretty` mode), without audit lines.

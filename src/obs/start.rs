@@ -125,6 +125,7 @@ pub(crate) fn from_config(config: Config, global: bool) -> Result<Obs, Error> {
         Some(logs.settings.clone()),
         traces.clone(),
     );
+    request.access = logs.access_lines();
     #[cfg(feature = "sentry")]
     {
         request.sentry = sentry.clone();

@@ -14,6 +14,7 @@
 mod common;
 
 mod abuse;
+mod access_line;
 mod admin;
 mod audit_stall;
 mod client;

@@ -221,15 +221,47 @@ pub(crate) fn root_keeps(span: &tracing::Span) -> bool {
     .unwrap_or(false)
 }
 
-/// Runs `f` with `span`'s own [`SpanContext`] (not an ancestor's), read-locked, and whether the
-/// span has a parent.
-pub(crate) fn with_span_context<R>(
+/// The end of a request, in one look at its span: attaches the request's exemplar to its local
+/// root (see [`add_exemplar`]), tells whether that root already keeps its trace (see
+/// [`root_keeps`]), and runs `f` with the span's own context and whether it has a parent.
+pub(crate) fn end_request<R>(
     span: &tracing::Span,
+    mut exemplar: PendingExemplar,
     f: impl FnOnce(&SpanContext, bool) -> Option<R>,
-) -> Option<R> {
+) -> (bool, Option<R>) {
     with_registry_span(span, |s| {
+        let mut keeps = None;
+        {
+            let mut ext = s.extensions_mut();
+            let c = ext.get_mut::<SpanContext>()?;
+            if exemplar.is_some() && exemplar.span_id == 0 {
+                exemplar.span_id = c.span_id;
+            }
+            if let Some(root) = c.root.as_mut() {
+                if exemplar.is_some() {
+                    root.exemplars.push(exemplar);
+                }
+                keeps = Some(root.downstream || root.error_seen);
+            }
+        }
+        let keeps = keeps.unwrap_or_else(|| {
+            let mut keeps = false;
+            for a in s.scope().skip(1) {
+                let mut ext = a.extensions_mut();
+                if let Some(root) = ext.get_mut::<SpanContext>().and_then(|c| c.root.as_mut()) {
+                    if exemplar.is_some() {
+                        root.exemplars.push(exemplar);
+                    }
+                    keeps = root.downstream || root.error_seen;
+                    break;
+                }
+            }
+            keeps
+        });
         let has_parent = s.parent().is_some();
         let ext = s.extensions();
-        f(ext.get::<SpanContext>()?, has_parent)
+        let out = ext.get::<SpanContext>().and_then(|c| f(c, has_parent));
+        Some((keeps, out))
     })
+    .unwrap_or((false, None))
 }

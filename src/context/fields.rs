@@ -57,6 +57,14 @@ pub(crate) fn ensure_rendered<S>(
             return;
         }
     }
+    if span.parent().is_none() {
+        // A local root (the request span): no ancestor to render first.
+        let mut ext = span.extensions_mut();
+        if let Some(data) = ext.get_mut::<SpanContext>() {
+            render_from_record(settings, data, None);
+        }
+        return;
+    }
     let chain: Vec<_> = span
         .scope()
         .take_while(|s| {
@@ -76,6 +84,11 @@ pub(crate) fn ensure_rendered<S>(
     }
 }
 
+thread_local! {
+    /// Where a lazily recorded span's fields are rendered before they go in front of its IDs.
+    static FIELDS: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
 /// Writes a lazily recorded span's fields (and its parent's) in front of its IDs.
 fn render_from_record(
     settings: &RenderSettings,
@@ -85,39 +98,57 @@ fn render_from_record(
     if data.rendered {
         return;
     }
-    let ids = data.fields_json.split_off(data.ids_start as usize);
-    data.fields_json.clear();
-    data.keys.clear();
-    if let Some(record) = &data.record {
-        for (name, kv) in record.names.iter().zip(&record.attributes) {
-            if *name == CORRELATION_FIELD {
-                continue;
+    let mut spare = String::new();
+    FIELDS.with(|cell| {
+        let mut guard = cell.try_borrow_mut();
+        let out = match guard.as_mut() {
+            Ok(out) => &mut **out,
+            Err(_) => &mut spare,
+        };
+        out.clear();
+        // The IDs stay where they are (`ids_start` is 0 for a span not rendered yet, or past
+        // nothing but them): only the fields before them are rebuilt.
+        data.fields_json.drain(..data.ids_start as usize);
+        data.keys.clear();
+        if let Some(record) = &data.record {
+            for (name, kv) in record.names.iter().zip(&record.attributes) {
+                if *name == CORRELATION_FIELD {
+                    continue;
+                }
+                let start = out.len() as u32;
+                out.push(',');
+                push_json_str(out, name, settings.value_cap);
+                out.push(':');
+                match &kv.value {
+                    opentelemetry::Value::Bool(b) => {
+                        out.push_str(if *b { "true" } else { "false" })
+                    }
+                    opentelemetry::Value::I64(i) => push_i64(out, *i),
+                    opentelemetry::Value::F64(f) if f.is_finite() => push_f64(out, *f),
+                    // Strings were capped (and redacted) when recorded.
+                    other => push_json_str(out, &other.as_str(), usize::MAX),
+                }
+                data.keys.push((name, start, out.len() as u32));
             }
-            let start = data.fields_json.len() as u32;
-            let out = &mut data.fields_json;
-            out.push(',');
-            push_json_str(out, name, settings.value_cap);
-            out.push(':');
-            match &kv.value {
-                opentelemetry::Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-                opentelemetry::Value::I64(i) => push_i64(out, *i),
-                opentelemetry::Value::F64(f) if f.is_finite() => push_f64(out, *f),
-                // Strings were capped (and redacted) when recorded.
-                other => push_json_str(out, &other.as_str(), usize::MAX),
-            }
-            data.keys.push((name, start, data.fields_json.len() as u32));
         }
-    }
-    if let Some(parent) = parent.filter(|p| p.rendered) {
-        inherit_fields(data, parent);
-    }
-    data.ids_start = data.fields_json.len() as u32;
-    if ids.is_empty() {
-        // A child whose IDs were deferred when it was opened.
-        render_ids(data, settings.value_cap);
-    } else {
-        data.fields_json.push_str(&ids);
-    }
+        if let Some(parent) = parent.filter(|p| p.rendered) {
+            for &(key, start, end) in &parent.keys {
+                if data.keys.iter().any(|(k, _, _)| *k == key) {
+                    continue;
+                }
+                let from = out.len() as u32;
+                out.push_str(&parent.fields()[start as usize..end as usize]);
+                data.keys.push((key, from, out.len() as u32));
+            }
+        }
+        let deferred_ids = data.fields_json.is_empty();
+        data.fields_json.insert_str(0, out);
+        data.ids_start = out.len() as u32;
+        if deferred_ids {
+            // A child whose IDs were deferred when it was opened.
+            render_ids(data, settings.value_cap);
+        }
+    });
     data.rendered = true;
 }
 

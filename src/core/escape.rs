@@ -101,14 +101,17 @@ pub(crate) fn escape_into(out: &mut String, s: &str) {
     let mut start = 0;
     let mut i = 0;
     while i < bytes.len() {
-        // Clean text (most values) goes eight bytes at a time.
-        while let Some(word) = bytes.get(i..i + 8) {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(word);
+        // Clean text (most values) goes eight bytes at a time; the last few bytes, padded
+        // with a clean byte, in one more step.
+        while i < bytes.len() {
+            let rest = &bytes[i..];
+            let take = rest.len().min(8);
+            let mut w = [b'a'; 8];
+            w[..take].copy_from_slice(&rest[..take]);
             if word_flagged(u64::from_le_bytes(w)) {
                 break;
             }
-            i += 8;
+            i += take;
         }
         let Some(&b) = bytes.get(i) else { break };
         if !FLAGGED[b as usize] {
@@ -193,6 +196,32 @@ pub(crate) fn push_f64(out: &mut String, v: f64) {
     let _ = write!(out, "{v}");
 }
 
+/// Appends `micros / 1000` as [`push_f64`] writes `micros as f64 / 1000.0` (a duration in
+/// milliseconds with whole microseconds), without floating point.
+pub(crate) fn push_millis(out: &mut String, micros: u64) {
+    if micros >= 1 << 53 {
+        push_f64(out, micros as f64 / 1000.0);
+        return;
+    }
+    push_u64(out, micros / 1000);
+    let frac = micros % 1000;
+    if frac != 0 {
+        let digits = [
+            b'.',
+            b'0' + (frac / 100) as u8,
+            b'0' + (frac / 10 % 10) as u8,
+            b'0' + (frac % 10) as u8,
+        ];
+        let mut len = 4;
+        while digits[len - 1] == b'0' {
+            len -= 1;
+        }
+        for &d in &digits[..len] {
+            out.push(char::from(d));
+        }
+    }
+}
+
 /// Appends an unsigned integer.
 pub(crate) fn push_u64(out: &mut String, mut v: u64) {
     let mut buf = [0u8; 20];
@@ -217,11 +246,16 @@ pub(crate) fn push_i64(out: &mut String, v: i64) {
 }
 
 /// Appends `"s"` JSON-escaped and capped.
+#[inline]
 pub(crate) fn push_json_str(out: &mut String, s: &str, cap: usize) {
     out.push('"');
-    let mut w = JsonStr::new(out, cap);
-    let _ = w.write_str(s);
-    w.finish();
+    if s.len() <= cap {
+        escape_into(out, s);
+    } else {
+        let mut w = JsonStr::new(out, cap);
+        let _ = w.write_str(s);
+        w.finish();
+    }
     out.push('"');
 }
 
@@ -322,6 +356,22 @@ mod tests {
         push_u64(&mut s, u64::MAX);
         push_i64(&mut s, i64::MIN);
         assert_eq!(s, format!("{}{}", u64::MAX, i64::MIN));
+    }
+
+    #[test]
+    fn millis_from_micros_read_as_the_float_does() {
+        let f = |micros: u64| {
+            let (mut a, mut b) = (String::new(), String::new());
+            push_millis(&mut a, micros);
+            push_f64(&mut b, micros as f64 / 1000.0);
+            assert_eq!(a, b, "{micros}");
+        };
+        for micros in (0..5000).chain([10_000, 123_450, 999_999, 1 << 40, u64::MAX]) {
+            f(micros);
+        }
+        for _ in 0..10_000 {
+            f(fastrand::u64(..1 << 50));
+        }
     }
 
     #[test]

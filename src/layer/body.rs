@@ -31,7 +31,7 @@ pin_project! {
     impl<B> PinnedDrop for ResponseBody<B> {
         fn drop(this: Pin<&mut Self>) {
             if let Some(pending) = this.project().pending.take() {
-                drop(pending.0.finish(Outcome::Cancelled, None));
+                drop(pending.0.finish(Outcome::Cancelled, None, None));
             }
         }
     }
@@ -81,7 +81,7 @@ fn settle(
 ) {
     if let Some(pending) = pending.take() {
         let (record, status) = *pending;
-        *in_flight = Some(record.finish(outcome(status), None));
+        *in_flight = Some(record.finish(outcome(status), None, None));
     }
 }
 

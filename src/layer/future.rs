@@ -15,11 +15,23 @@ use super::abuse::{ClientKey, Reason, Report};
 use super::state::RequestState;
 use super::{ResponseBody, Route};
 use crate::context::handoff::with_access_extra;
+use crate::context::layer::SpanContext;
 use crate::core::grpc::{GrpcCode, rpc_method};
 use crate::core::http::status_str;
 use crate::core::names::{ACCESS_TARGET, CORRELATION_FIELD, SECURITY_TARGET};
 use crate::core::outcome::{Outcome, Severity};
-use crate::logging::access::{ACCESS_KEYS, AccessFields};
+use crate::logging::access::{ACCESS_KEYS, AccessFields, AccessLines};
+
+/// How a request's access line is written (see [`RequestRecord::finish`]).
+#[derive(Clone, Copy)]
+enum Access<'a> {
+    /// As a `tracing` event.
+    Event,
+    /// Directly, by the instance's writer.
+    Direct(&'a AccessLines),
+    /// Not at all: the filter leaves it out.
+    Filtered,
+}
 
 /// Keeps `http_server_active_requests{http_request_method}` raised while alive.
 pub(crate) struct InFlight {
@@ -147,7 +159,15 @@ impl RequestRecord {
 
     /// Records the outcome everywhere (histogram, span, access line) and hands back the
     /// in-flight guard, which the response body keeps.
-    pub(super) fn finish(self, outcome: Outcome, panic_message: Option<&str>) -> InFlight {
+    ///
+    /// With `headers` (the response's), it also writes the response headers (see
+    /// [`RequestRecord::decorate`]), from the same look at the request span.
+    pub(super) fn finish(
+        self,
+        outcome: Outcome,
+        panic_message: Option<&str>,
+        headers: Option<&mut http::HeaderMap>,
+    ) -> InFlight {
         let elapsed = self.start.elapsed();
         let status = outcome.status();
         let status_label = status.map_or("", status_str);
@@ -168,9 +188,6 @@ impl RequestRecord {
                 self.state.traces.is_some(),
             ),
         };
-        // Published with the request's trace if it is kept (and exported).
-        crate::context::current::add_exemplar(&self.span, exemplar);
-
         if let Some(status) = status {
             self.span
                 .record("http.response.status_code", status.as_u16());
@@ -184,7 +201,24 @@ impl RequestRecord {
                 self.span.record("otel.status_message", message);
             }
         }
-        if !self.write_access_line(outcome, elapsed, rpc.is_some()) {
+        // One look at the request span: the exemplar goes to its local root (published with
+        // the trace if it is kept and exported), the root says whether it keeps the trace
+        // already (for `traceresponse`), and an INFO access line is written from its context.
+        let access = self.access_path(outcome, rpc.is_some());
+        let (keeps, written) = crate::context::current::end_request(
+            &self.span,
+            exemplar,
+            |sc, has_parent| match access {
+                Access::Direct(lines) => {
+                    self.write_access_line(lines, outcome, elapsed, sc, has_parent)
+                }
+                Access::Event | Access::Filtered => None,
+            },
+        );
+        if let Some(headers) = headers {
+            self.decorate_headers(headers, outcome, keeps);
+        }
+        if written.is_none() && !matches!(access, Access::Filtered) {
             self.in_span(|| self.log_access(outcome, elapsed, panic_message, rpc));
         }
         if let Some(status) = status
@@ -284,66 +318,76 @@ impl RequestRecord {
         );
     }
 
-    /// Writes an INFO access line without a `tracing` event (see `logging::access`), exactly
-    /// as the formatter would write the event. `false` when the event must be emitted instead:
-    /// a WARNING or ERROR line, a gRPC call, no direct writer (`pretty`, span directives), or
-    /// a request span whose context the line cannot copy as is.
-    fn write_access_line(&self, outcome: Outcome, elapsed: Duration, rpc: bool) -> bool {
+    /// How the access line is written: without a `tracing` event (see `logging::access`) for
+    /// an INFO line when the instance has a direct writer, else as an event (a WARNING or
+    /// ERROR line, a gRPC call, the `pretty` format, span directives in the filter).
+    fn access_path(&self, outcome: Outcome, rpc: bool) -> Access<'_> {
         let Some(lines) = &self.state.access else {
-            return false;
+            return Access::Event;
         };
         if rpc || outcome.severity() != Severity::Info {
-            return false;
+            return Access::Event;
         }
-        if !self
+        if self
             .state
             .in_scope(|| tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO))
         {
-            // Filtered out: the event would write nothing either.
-            return true;
+            Access::Direct(lines)
+        } else {
+            Access::Filtered
         }
+    }
+
+    /// Writes an INFO access line from the request span's context `sc`, exactly as the
+    /// formatter would write the event; `None` when the span's context cannot be copied as is
+    /// (the event is emitted then).
+    fn write_access_line(
+        &self,
+        lines: &AccessLines,
+        outcome: Outcome,
+        elapsed: Duration,
+        sc: &SpanContext,
+        has_parent: bool,
+    ) -> Option<()> {
         let status = outcome.status().map(|s| s.as_u16());
         let fields = AccessFields {
             method: self.method,
             route: self.route.as_str(),
             path: self.uri.path(),
             status,
-            duration_ms: elapsed.as_micros() as f64 / 1000.0,
+            duration_micros: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             headers: &self.header_entries,
         };
         // The keys the line writes: span fields under the same keys are left out.
         let in_line =
             |key: &str| ACCESS_KEYS.contains(&key) && (status.is_some() || key != ACCESS_KEYS[3]);
-        crate::context::current::with_span_context(&self.span, |sc, has_parent| {
-            let ids = sc.ids();
-            if ids.is_empty() {
-                return None;
-            }
-            if sc.rendered {
-                let text = sc.fields();
-                let entries = sc.keys.iter().filter(|(k, _, _)| !in_line(k));
-                lines.write(
-                    &fields,
-                    ids,
-                    entries.map(|&(_, start, end)| &text[start as usize..end as usize]),
-                );
-                return Some(());
-            }
-            // Not rendered yet: the formatter renders it unless the line shadows every field
-            // of a local root; only that case is written here.
-            let shadowed = !has_parent
-                && sc.record.as_ref().is_some_and(|r| {
-                    r.names
-                        .iter()
-                        .all(|n| *n == CORRELATION_FIELD || in_line(n))
-                });
-            if !shadowed {
-                return None;
-            }
-            lines.write(&fields, ids, std::iter::empty());
-            Some(())
-        })
-        .is_some()
+        let ids = sc.ids();
+        if ids.is_empty() {
+            return None;
+        }
+        if sc.rendered {
+            let text = sc.fields();
+            let entries = sc.keys.iter().filter(|(k, _, _)| !in_line(k));
+            lines.write(
+                &fields,
+                ids,
+                entries.map(|&(_, start, end)| &text[start as usize..end as usize]),
+            );
+            return Some(());
+        }
+        // Not rendered yet: the formatter renders it unless the line shadows every field of a
+        // local root; only that case is written here.
+        let shadowed = !has_parent
+            && sc.record.as_ref().is_some_and(|r| {
+                r.names
+                    .iter()
+                    .all(|n| *n == CORRELATION_FIELD || in_line(n))
+            });
+        if !shadowed {
+            return None;
+        }
+        lines.write(&fields, ids, std::iter::empty());
+        Some(())
     }
 
     fn log_access(
@@ -415,8 +459,16 @@ impl RequestRecord {
         });
     }
 
+    /// Writes the response headers of a request that goes on (a gRPC call classified at its
+    /// trailers); the others get theirs from [`RequestRecord::finish`].
     fn decorate<B>(&self, response: &mut Response<B>, outcome: Outcome) {
-        let headers = response.headers_mut();
+        let keeps = crate::context::current::root_keeps(&self.span);
+        self.decorate_headers(response.headers_mut(), outcome, keeps);
+    }
+
+    /// The correlation ID echoed, and `traceresponse`; `root_keeps`: what the local root learnt
+    /// while it ran keeps its trace.
+    fn decorate_headers(&self, headers: &mut http::HeaderMap, outcome: Outcome, root_keeps: bool) {
         headers.insert(
             self.state.request_id_header.clone(),
             self.header_value.clone(),
@@ -424,9 +476,7 @@ impl RequestRecord {
         if let Some(t) = self.trace {
             // Kept for sure: decided up front, failed, or learnt while running (a downstream
             // kept the trace, an ERROR was logged); only a slow request is not known yet.
-            let sampled = t.sampled_hint
-                || outcome.is_error()
-                || crate::context::current::root_keeps(&self.span);
+            let sampled = t.sampled_hint || outcome.is_error() || root_keeps;
             headers.insert(
                 TRACERESPONSE.clone(),
                 crate::traces::propagation::format_context(t.trace_id, t.span_id, sampled),
@@ -460,7 +510,7 @@ pin_project! {
     impl<F> PinnedDrop for ResponseFuture<F> {
         fn drop(this: Pin<&mut Self>) {
             if let Some(record) = this.project().record.take() {
-                drop(record.finish(Outcome::Cancelled, None));
+                drop(record.finish(Outcome::Cancelled, None, None));
             }
         }
     }
@@ -535,8 +585,11 @@ where
                                 match code {
                                     Some(code) => {
                                         let outcome = Outcome::Grpc(status, code);
-                                        record.decorate(&mut response, outcome);
-                                        let in_flight = record.finish(outcome, None);
+                                        let in_flight = record.finish(
+                                            outcome,
+                                            None,
+                                            Some(response.headers_mut()),
+                                        );
                                         Ok(response.map(|b| ResponseBody::new(b, in_flight)))
                                     }
                                     None => {
@@ -552,13 +605,13 @@ where
                                 let mut record = record;
                                 record.note_response_client(response.extensions());
                                 let outcome = Outcome::from_status(response.status());
-                                record.decorate(&mut response, outcome);
-                                let in_flight = record.finish(outcome, None);
+                                let in_flight =
+                                    record.finish(outcome, None, Some(response.headers_mut()));
                                 Ok(response.map(|b| ResponseBody::new(b, in_flight)))
                             }
                             Err(err) => {
                                 let outcome = Outcome::Failed(std::any::type_name::<E>());
-                                drop(record.finish(outcome, None));
+                                drop(record.finish(outcome, None, None));
                                 Err(err)
                             }
                         });
@@ -582,8 +635,11 @@ where
         response
             .headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-        record.decorate(&mut response, Outcome::Panicked);
-        let in_flight = record.finish(Outcome::Panicked, Some(panic_text(&*payload)));
+        let in_flight = record.finish(
+            Outcome::Panicked,
+            Some(panic_text(&*payload)),
+            Some(response.headers_mut()),
+        );
         if !catch {
             drop(in_flight);
             std::panic::resume_unwind(payload);

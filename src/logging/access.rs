@@ -12,7 +12,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use super::writer::LineWriter;
-use crate::core::escape::{push_f64, push_json_str, push_u64};
+use crate::core::escape::{push_json_str, push_millis, push_u64};
 use crate::core::names::{ACCESS_TARGET, REDACTED};
 use crate::core::render::RenderSettings;
 use crate::core::time::push_now;
@@ -32,7 +32,8 @@ pub(crate) struct AccessFields<'a> {
     pub(crate) route: &'a str,
     pub(crate) path: &'a str,
     pub(crate) status: Option<u16>,
-    pub(crate) duration_ms: f64,
+    /// The duration in whole microseconds (written in milliseconds).
+    pub(crate) duration_micros: u64,
     /// The logged request headers, pre-rendered (`,"http.request.header.…":"…"`).
     pub(crate) headers: &'a str,
 }
@@ -117,10 +118,8 @@ impl AccessLines {
             line.push_str(prefix);
             if *redacted {
                 push_redacted(line);
-            } else if fields.duration_ms.is_finite() {
-                push_f64(line, fields.duration_ms);
             } else {
-                push_json_str(line, &fields.duration_ms.to_string(), cap);
+                push_millis(line, fields.duration_micros);
             }
             line.push_str(fields.headers);
             for entry in span_fields {

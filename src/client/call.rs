@@ -324,7 +324,7 @@ impl ClientCall {
         let root = span
             .root
             .map(|r| (r, end.duration_since(span.start).unwrap_or_default()));
-        sampler.on_span_end(finished, span.local_root, root);
+        sampler.on_span_end(finished, span.local_root, root, None);
     }
 }
 

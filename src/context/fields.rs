@@ -11,8 +11,9 @@ use tracing_subscriber::registry::LookupSpan;
 use super::entries::JsonEntries;
 use super::layer::SpanContext;
 use crate::core::escape::{push_f64, push_hex, push_i64, push_json_str};
-use crate::core::names::CORRELATION_FIELD;
+use crate::core::names::{CORRELATION_FIELD, REDACTED};
 use crate::core::render::RenderSettings;
+use crate::traces::record::RequestAttrs;
 
 /// Appends the entries of `parent` whose keys `child` does not have.
 #[inline]
@@ -49,9 +50,8 @@ pub(crate) fn ensure_rendered<S>(
             return;
         }
         let shadowed = data.record.as_ref().is_some_and(|r| {
-            r.names
-                .iter()
-                .all(|n| *n == CORRELATION_FIELD || event_keys.iter().any(|(k, _, _)| k == n))
+            r.field_names()
+                .all(|n| n == CORRELATION_FIELD || event_keys.iter().any(|(k, _, _)| *k == n))
         });
         if shadowed && span.parent().is_none() {
             return;
@@ -111,6 +111,9 @@ fn render_from_record(
         data.fields_json.drain(..data.ids_start as usize);
         data.keys.clear();
         if let Some(record) = &data.record {
+            if let Some(attrs) = &record.request {
+                render_request_fields(out, &mut data.keys, attrs, settings.value_cap);
+            }
             for (name, kv) in record.names.iter().zip(&record.attributes) {
                 if *name == CORRELATION_FIELD {
                     continue;
@@ -150,6 +153,29 @@ fn render_from_record(
         }
     });
     data.rendered = true;
+}
+
+/// Renders a request span's own fields as the entry writer renders them as `tracing` fields.
+pub(crate) fn render_request_fields(
+    out: &mut String,
+    keys: &mut Vec<(&'static str, u32, u32)>,
+    attrs: &RequestAttrs,
+    cap: usize,
+) {
+    for (name, value, redacted) in attrs.line_entries() {
+        let start = out.len() as u32;
+        out.push(',');
+        push_json_str(out, name, cap);
+        out.push(':');
+        if redacted {
+            out.push('"');
+            out.push_str(REDACTED);
+            out.push('"');
+        } else {
+            push_json_str(out, value, cap);
+        }
+        keys.push((name, start, out.len() as u32));
+    }
 }
 
 impl SpanContext {

@@ -9,6 +9,7 @@
 //! | what | set by | around | read by |
 //! |---|---|---|---|
 //! | [`RequestTrace`]: the trace ID, span ID, remote parent and `trace: true` decided from the request headers | the layer ([`with_request_trace`]) | `info_span!` of the request span | the context layer's `on_new_span` ([`take_request_trace`]), for spans with the request target only |
+//! | [`HandedFields`]: the request's correlation ID, method, route and path, for a request span opened without them as fields | the layer ([`with_request_fields`]) | the same `info_span!` | the context layer's `on_new_span` ([`take_request_fields`]), for spans with the request target only |
 //! | the (trace ID, span ID) the request span got | the context layer ([`set_opened`]) | the same `info_span!` | the layer, right after it ([`take_opened`]), for `traceresponse` |
 //! | extra access-line entries (the logged request headers, pre-rendered JSON) | the layer ([`with_access_extra`]) | the access-line event | the JSON formatter ([`push_access_extra`]), for events with the access target only |
 //!
@@ -18,6 +19,7 @@
 use std::cell::{Cell, RefCell};
 
 use crate::traces::propagation::RemoteParent;
+use crate::traces::record::RequestFields;
 
 /// What the tower layer decided about a request's trace before opening its span.
 #[derive(Clone, Debug)]
@@ -30,9 +32,18 @@ pub(crate) struct RequestTrace {
     pub(crate) tracestate: Option<std::sync::Arc<str>>,
 }
 
+/// The request's own fields, handed to the context layer instead of being recorded as
+/// `tracing` fields (see [`crate::traces::record::RequestFields`]).
+pub(crate) struct HandedFields {
+    pub(crate) correlation_id: std::sync::Arc<str>,
+    pub(crate) fields: std::sync::Arc<dyn RequestFields>,
+}
+
 thread_local! {
     /// Layer → context layer, across `info_span!` of the request span.
     static NEXT_REQUEST: Cell<Option<RequestTrace>> = const { Cell::new(None) };
+    /// Layer → context layer, across `info_span!` of a request span opened without fields.
+    static NEXT_FIELDS: Cell<Option<HandedFields>> = const { Cell::new(None) };
     /// Context layer → layer: the IDs the request span got.
     static OPENED: Cell<Option<(u128, u64)>> = const { Cell::new(None) };
     /// Layer → JSON formatter, across the access-line event.
@@ -52,6 +63,23 @@ pub(crate) fn with_request_trace<R>(trace: RequestTrace, open: impl FnOnce() -> 
 #[inline]
 pub(crate) fn take_request_trace() -> Option<RequestTrace> {
     NEXT_REQUEST.with(Cell::take)
+}
+
+/// Runs `open` (which opens a request span declared without its own fields) with `fields`
+/// handed to the span layer.
+#[inline]
+pub(crate) fn with_request_fields<R>(fields: HandedFields, open: impl FnOnce() -> R) -> R {
+    NEXT_FIELDS.with(|c| c.set(Some(fields)));
+    let out = open();
+    NEXT_FIELDS.with(|c| drop(c.take()));
+    out
+}
+
+/// Takes the request fields the tower layer handed over (called by the span layer for request
+/// spans).
+#[inline]
+pub(crate) fn take_request_fields() -> Option<HandedFields> {
+    NEXT_FIELDS.with(Cell::take)
 }
 
 /// Records the IDs the request span just got (called by the span layer).

@@ -18,13 +18,18 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 use super::current::ForeignCode;
-use super::fields::{FieldRenderer, SPAN_ID_SUFFIX, inherit_fields, render_ids, same_ids_prefix};
-use super::handoff::{set_opened, take_request_trace};
+use super::fields::{
+    FieldRenderer, SPAN_ID_SUFFIX, inherit_fields, render_ids, render_request_fields,
+    same_ids_prefix,
+};
+use super::handoff::{set_opened, take_request_fields, take_request_trace};
 use crate::core::escape::push_hex;
 use crate::core::ids::{new_span_id, new_trace_id};
 use crate::core::names::{CORRELATION_FIELD, REQUEST_TARGET};
 use crate::core::render::RenderSettings;
-use crate::traces::record::{AttributeVisitor, EventVisitor, FinishedSpan, LazyName, SpanRecord};
+use crate::traces::record::{
+    AttributeVisitor, EventVisitor, FinishedSpan, LazyName, RequestAttrs, SpanRecord,
+};
 use crate::traces::sampler::{RootInfo, TailSampler};
 
 /// What every span knows about its place in the request.
@@ -87,7 +92,29 @@ where
                 .keys
                 .reserve(declared + parent_ctx.map_or(0, |p| p.keys.len()));
         }
+        let is_request = meta.target() == REQUEST_TARGET;
+        // A request span opened without its own fields: the layer handed them over.
+        let handed_fields = if is_request {
+            take_request_fields()
+        } else {
+            None
+        };
+        let request_attrs = handed_fields
+            .as_ref()
+            .map(|h| RequestAttrs::new(h.correlation_id.clone(), h.fields.clone(), &self.settings));
+        if let Some(attrs) = &request_attrs
+            && self.settings.json
+            && !lazy
+        {
+            render_request_fields(
+                &mut visitor.out,
+                &mut visitor.keys,
+                attrs,
+                self.settings.value_cap,
+            );
+        }
         let mut record = self.sampler.as_ref().map(|_| SpanRecord {
+            request: None,
             name: meta.name(),
             start: SystemTime::now(),
             kind: match meta.target() {
@@ -113,7 +140,15 @@ where
             }),
         });
         drop(foreign);
-        let is_request = meta.target() == REQUEST_TARGET;
+        if let (Some(attrs), Some(record)) = (request_attrs, record.as_mut()) {
+            if parent_ctx.is_none() {
+                // A local root: its fields stay as they are until its trace is decided.
+                record.request = Some(attrs);
+            } else {
+                // Buffered like any child: recorded now.
+                attrs.record_into(record);
+            }
+        }
 
         let handed = if is_request {
             take_request_trace()
@@ -124,6 +159,7 @@ where
         let correlation_id = visitor
             .correlation_id
             .take()
+            .or_else(|| handed_fields.map(|h| h.correlation_id))
             .or_else(|| parent_ctx.and_then(|p| p.correlation_id.clone()));
         let (trace_id, parent_span_id, parent_is_remote, root) = match (parent_ctx, &handed) {
             (Some(p), _) => (p.trace_id, p.span_id, false, None),
@@ -310,7 +346,10 @@ where
         let Some(data) = span.extensions_mut().remove::<SpanContext>() else {
             return;
         };
-        let Some(record) = data.record else { return };
+        let Some(mut record) = data.record else {
+            return;
+        };
+        let request = record.request.take();
         if record.error && data.root.is_none() {
             // A child ended as an error (a failed query, say): its trace is kept, and the
             // local root's `traceresponse` should say so.
@@ -344,7 +383,12 @@ where
             .end
             .duration_since(finished.start)
             .unwrap_or_default();
-        sampler.on_span_end(finished, data.local_root, data.root.map(|r| (r, duration)));
+        sampler.on_span_end(
+            finished,
+            data.local_root,
+            data.root.map(|r| (r, duration)),
+            request,
+        );
     }
 }
 

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use http::{HeaderValue, Response, StatusCode, Uri, header};
+use http::{HeaderValue, Response, StatusCode, header};
 use pin_project_lite::pin_project;
 
 use super::abuse::{ClientKey, Reason, Report};
 use super::state::RequestState;
-use super::{ResponseBody, Route};
+use super::{RequestInfo, ResponseBody};
 use crate::context::handoff::with_access_extra;
 use crate::context::layer::SpanContext;
 use crate::core::grpc::{GrpcCode, rpc_method};
@@ -68,9 +68,8 @@ pub(crate) struct RequestRecord {
     state: Arc<RequestState>,
     start: Instant,
     header_value: HeaderValue,
-    method: &'static str,
-    route: Route,
-    uri: Uri,
+    /// The method, route and path, shared with the request span's record.
+    info: Arc<RequestInfo>,
     header_entries: String,
     span: tracing::Span,
     trace: Option<TraceIds>,
@@ -90,10 +89,8 @@ impl RequestRecord {
         state: Arc<RequestState>,
         start: Instant,
         header_value: HeaderValue,
-        method: &'static str,
+        info: Arc<RequestInfo>,
         method_idx: usize,
-        route: Route,
-        uri: Uri,
         header_entries: String,
         span: tracing::Span,
         trace: Option<TraceIds>,
@@ -104,9 +101,7 @@ impl RequestRecord {
             state,
             start,
             header_value,
-            method,
-            route,
-            uri,
+            info,
             header_entries,
             span,
             trace,
@@ -136,9 +131,9 @@ impl RequestRecord {
             sentry,
             crate::sentry::RequestInfo {
                 headers,
-                uri: &self.uri,
-                method: self.method,
-                route: self.route.as_str(),
+                uri: &self.info.uri,
+                method: self.info.method,
+                route: self.info.route.as_str(),
                 correlation_id,
                 ids,
             },
@@ -183,7 +178,12 @@ impl RequestRecord {
                 )
             }
             None => self.state.red.observe_duration(
-                [self.method, self.route.as_str(), status_label, error_type],
+                [
+                    self.info.method,
+                    self.info.route.as_str(),
+                    status_label,
+                    error_type,
+                ],
                 elapsed.as_secs_f64(),
                 self.state.traces.is_some(),
             ),
@@ -235,7 +235,12 @@ impl RequestRecord {
             match rpc {
                 // A gRPC call is named by its method: `gRPC package.Service/Method`.
                 Some((method, _)) => sentry.finish(outcome, panic_message, "gRPC", method),
-                None => sentry.finish(outcome, panic_message, self.method, self.route.as_str()),
+                None => sentry.finish(
+                    outcome,
+                    panic_message,
+                    self.info.method,
+                    self.info.route.as_str(),
+                ),
             }
         }
         let RequestRecord {
@@ -259,7 +264,7 @@ impl RequestRecord {
                 GrpcCode::from_http(s)
             }
         };
-        let method = match rpc_method(self.uri.path()) {
+        let method = match rpc_method(self.info.uri.path()) {
             Some(m) if code != GrpcCode::UNIMPLEMENTED => m,
             _ => "_OTHER",
         };
@@ -291,7 +296,7 @@ impl RequestRecord {
         };
         let reason = if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             Reason::Unauthorized
-        } else if status == StatusCode::NOT_FOUND && self.route.as_str().is_empty() {
+        } else if status == StatusCode::NOT_FOUND && self.info.route.as_str().is_empty() {
             Reason::UnmatchedRoute
         } else {
             return;
@@ -309,9 +314,9 @@ impl RequestRecord {
             tracing::Level::WARN,
             {
                 kind = "unauthorized",
-                "http.request.method" = self.method,
-                "http.route" = self.route.as_str(),
-                "url.path" = self.uri.path(),
+                "http.request.method" = self.info.method,
+                "http.route" = self.info.route.as_str(),
+                "url.path" = self.info.uri.path(),
                 "http.response.status_code" = status.as_u16(),
             },
             "security event"
@@ -351,9 +356,9 @@ impl RequestRecord {
     ) -> Option<()> {
         let status = outcome.status().map(|s| s.as_u16());
         let fields = AccessFields {
-            method: self.method,
-            route: self.route.as_str(),
-            path: self.uri.path(),
+            method: self.info.method,
+            route: self.info.route.as_str(),
+            path: self.info.uri.path(),
             status,
             duration_micros: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             headers: &self.header_entries,
@@ -379,9 +384,8 @@ impl RequestRecord {
         // local root; only that case is written here.
         let shadowed = !has_parent
             && sc.record.as_ref().is_some_and(|r| {
-                r.names
-                    .iter()
-                    .all(|n| *n == CORRELATION_FIELD || in_line(n))
+                r.field_names()
+                    .all(|n| n == CORRELATION_FIELD || in_line(n))
             });
         if !shadowed {
             return None;
@@ -400,9 +404,9 @@ impl RequestRecord {
         let rpc_system = rpc.map(|_| "grpc");
         let rpc_method = rpc.map(|(m, _)| m);
         let rpc_status = rpc.map(|(_, c)| c.name());
-        let method = self.method;
-        let route = self.route.as_str();
-        let path = self.uri.path();
+        let method = self.info.method;
+        let route = self.info.route.as_str();
+        let path = self.info.uri.path();
         let status = outcome.status().map(|s| s.as_u16());
         let error_type = Some(outcome.error_type()).filter(|e| !e.is_empty());
         // Whole microseconds, so the number prints short.

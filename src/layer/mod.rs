@@ -21,6 +21,30 @@ pub use self::future::ResponseFuture;
 pub use self::service::ObsService;
 
 use self::state::RequestState;
+use crate::traces::record::RequestFields;
+
+/// What the request span says of its request: its method label, route and URI. One per
+/// request, shared by the [`future::RequestRecord`] and (as [`RequestFields`]) the span's
+/// record, which makes them attributes or JSON only when needed.
+pub(crate) struct RequestInfo {
+    pub(crate) method: &'static str,
+    pub(crate) route: Route,
+    pub(crate) uri: http::Uri,
+}
+
+impl RequestFields for RequestInfo {
+    fn method(&self) -> &'static str {
+        self.method
+    }
+
+    fn route(&self) -> &str {
+        self.route.as_str()
+    }
+
+    fn path(&self) -> &str {
+        self.uri.path()
+    }
+}
 
 /// The route template of a request (`/users/{id}`), never the raw path.
 ///

@@ -10,8 +10,10 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 
 use super::future::{RequestRecord, ResponseFuture, TraceIds};
 use super::state::RequestState;
-use super::{Route, RouteExtractor};
-use crate::context::handoff::{RequestTrace, take_opened, with_request_trace};
+use super::{RequestInfo, Route, RouteExtractor};
+use crate::context::handoff::{
+    HandedFields, RequestTrace, take_opened, with_request_fields, with_request_trace,
+};
 use crate::core::escape::push_json_str;
 use crate::core::grpc::is_grpc;
 use crate::core::http::method_label;
@@ -163,14 +165,44 @@ where
         });
         // gRPC calls are POSTs: other methods skip the header lookup.
         let grpc = parts.method == http::Method::POST && is_grpc(&parts.headers);
+        let info = Arc::new(RequestInfo {
+            method,
+            route,
+            uri: parts.uri.clone(),
+        });
+        // Under the instance's own JSON subscriber, the request's fields are handed to it as
+        // they are (see `traces::record::RequestFields`); other subscribers (`pretty`, span
+        // directives in the filter, a user's own) get them as `tracing` fields.
+        let handed = self.state.hands_request_fields().then(|| HandedFields {
+            correlation_id: correlation_id.0.clone(),
+            fields: info.clone(),
+        });
+        let lean = handed.is_some();
         let open_span = || {
+            if lean {
+                let span = tracing::info_span!(
+                    target: REQUEST_TARGET,
+                    "request",
+                    "http.response.status_code" = tracing::field::Empty,
+                    "error.type" = tracing::field::Empty,
+                    "otel.status_code" = tracing::field::Empty,
+                    "otel.status_message" = tracing::field::Empty,
+                    "rpc.system.name" = tracing::field::Empty,
+                    "rpc.method" = tracing::field::Empty,
+                    "rpc.response.status_code" = tracing::field::Empty,
+                );
+                if grpc {
+                    span.record("rpc.system.name", "grpc");
+                }
+                return span;
+            }
             let span = tracing::info_span!(
                 target: REQUEST_TARGET,
                 "request",
                 correlation_id = correlation_id.as_str(),
                 "http.request.method" = method,
-                "http.route" = route.as_str(),
-                "url.path" = parts.uri.path(),
+                "http.route" = info.route.as_str(),
+                "url.path" = info.uri.path(),
                 "http.response.status_code" = tracing::field::Empty,
                 "error.type" = tracing::field::Empty,
                 "otel.status_code" = tracing::field::Empty,
@@ -186,12 +218,16 @@ where
             }
             span
         };
-        let (span, opened) = self.state.in_scope(|| match &trace_input {
+        let open = || match &trace_input {
             Some(input) => {
                 let span = with_request_trace(input.clone(), open_span);
                 (span, take_opened())
             }
             None => (open_span(), None),
+        };
+        let (span, opened) = self.state.in_scope(|| match handed {
+            Some(fields) => with_request_fields(fields, open),
+            None => open(),
         });
         // The sampled flag a caller sees in `traceresponse`: what is known at the start
         // (an error at the end sets it too).
@@ -207,16 +243,13 @@ where
             }),
             _ => None,
         };
-        let path = parts.uri.clone();
         parts.extensions.insert(correlation_id);
         let record = RequestRecord::new(
             self.state.clone(),
             start,
             header_value,
-            method,
+            info,
             method_idx,
-            route,
-            path,
             header_entries,
             span,
             trace,

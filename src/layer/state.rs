@@ -107,6 +107,14 @@ impl RequestState {
         }
     }
 
+    /// Whether the request span is opened without its own fields, which are handed to the span
+    /// context layer instead: when the instance's JSON subscriber, whose filter has no span
+    /// directives, is the one that sees it (the same condition as the direct access line).
+    #[inline]
+    pub(crate) fn hands_request_fields(&self) -> bool {
+        self.access.is_some()
+    }
+
     /// Runs `f` with the instance's subscriber current (a no-op for the global one).
     #[inline]
     pub(crate) fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R {

@@ -19,8 +19,110 @@ use crate::core::names::SAMPLING_REASON;
 use crate::core::redact::REDACTED;
 use crate::core::render::RenderSettings;
 
+/// The request span's own fields as the request layer holds them (method, route, path): turned
+/// into attributes only when the trace is kept, and into JSON only when a line logged inside
+/// the request needs them. Recording them as `tracing` fields would copy the route and the path
+/// for every request, most of whose traces are dropped unread.
+pub(crate) trait RequestFields: Send + Sync {
+    /// `http.request.method` (a fixed label: `GET`, …, `_OTHER`).
+    fn method(&self) -> &'static str;
+    /// `http.route`.
+    fn route(&self) -> &str;
+    /// `url.path`.
+    fn path(&self) -> &str;
+}
+
+/// The names of a request span's own fields, in the span's order: its correlation ID, then
+/// [`RequestFields`].
+pub(crate) const REQUEST_FIELD_NAMES: [&str; 4] = [
+    crate::core::names::CORRELATION_FIELD,
+    "http.request.method",
+    "http.route",
+    "url.path",
+];
+
+/// A request span's own fields (its correlation ID and [`RequestFields`]), with what the
+/// instance's settings say of them.
+#[derive(Clone)]
+pub(crate) struct RequestAttrs {
+    correlation_id: std::sync::Arc<str>,
+    fields: std::sync::Arc<dyn RequestFields>,
+    /// Whether each of [`REQUEST_FIELD_NAMES`] is redacted.
+    redacted: [bool; 4],
+    cap: usize,
+}
+
+impl RequestAttrs {
+    pub(crate) fn new(
+        correlation_id: std::sync::Arc<str>,
+        fields: std::sync::Arc<dyn RequestFields>,
+        settings: &RenderSettings,
+    ) -> Self {
+        Self {
+            correlation_id,
+            fields,
+            redacted: REQUEST_FIELD_NAMES.map(|n| settings.redactor.is_sensitive_static(n)),
+            cap: settings.value_cap,
+        }
+    }
+
+    /// (name, value, redacted) of the fields a log line shows (the correlation ID is among the
+    /// line's IDs instead), in order.
+    pub(crate) fn line_entries(&self) -> [(&'static str, &str, bool); 3] {
+        [
+            (
+                REQUEST_FIELD_NAMES[1],
+                self.fields.method(),
+                self.redacted[1],
+            ),
+            (
+                REQUEST_FIELD_NAMES[2],
+                self.fields.route(),
+                self.redacted[2],
+            ),
+            (REQUEST_FIELD_NAMES[3], self.fields.path(), self.redacted[3]),
+        ]
+    }
+
+    /// The fields as the attribute visitor records them: the correlation ID shared, the method
+    /// a fixed string, the route and path capped; redacted where the settings say so.
+    pub(crate) fn key_values(&self) -> [KeyValue; 4] {
+        let values = [
+            Value::String(self.correlation_id.clone().into()),
+            Value::from(self.fields.method()),
+            Value::from(cap_to(self.cap, self.fields.route())),
+            Value::from(cap_to(self.cap, self.fields.path())),
+        ];
+        let mut i = 0;
+        values.map(|value| {
+            let name = REQUEST_FIELD_NAMES[i];
+            let redacted = self.redacted[i];
+            i += 1;
+            if redacted {
+                KeyValue::new(name, REDACTED)
+            } else {
+                KeyValue::new(name, value)
+            }
+        })
+    }
+
+    /// Adds the fields in front of `record`'s attributes (a request span that is not a local
+    /// root: it is buffered like any child, with its attributes).
+    pub(crate) fn record_into(&self, record: &mut SpanRecord) {
+        record.attributes.splice(0..0, self.key_values());
+        record.names.splice(0..0, REQUEST_FIELD_NAMES);
+    }
+
+    /// Adds the fields in front of a kept root's attributes.
+    pub(crate) fn finish_into(&self, span: &mut FinishedSpan) {
+        span.attributes.splice(0..0, self.key_values());
+    }
+}
+
 /// An open span's recorded data.
 pub(crate) struct SpanRecord {
+    /// The request span's own fields, kept as they are (see [`RequestFields`]).
+    pub(crate) request: Option<RequestAttrs>,
     pub(crate) name: &'static str,
     pub(crate) start: SystemTime,
     pub(crate) kind: SpanKind,
@@ -35,6 +137,19 @@ pub(crate) struct SpanRecord {
     pub(crate) status_message: Option<String>,
     /// `otel.name`, when the span set one.
     pub(crate) otel_name: Option<String>,
+}
+
+impl SpanRecord {
+    /// The names of the span's fields: the request fields (if kept as they are), then the
+    /// recorded ones.
+    pub(crate) fn field_names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        let request: &[&'static str] = if self.request.is_some() {
+            &REQUEST_FIELD_NAMES
+        } else {
+            &[]
+        };
+        request.iter().chain(&self.names).copied()
+    }
 }
 
 /// A span that has ended, waiting for its trace's decision.
@@ -224,10 +339,14 @@ pub(crate) struct AttributeVisitor<'a> {
 }
 
 fn cap(settings: &RenderSettings, s: &str) -> String {
-    if s.len() <= settings.value_cap {
+    cap_to(settings.value_cap, s)
+}
+
+fn cap_to(value_cap: usize, s: &str) -> String {
+    if s.len() <= value_cap {
         return s.to_string();
     }
-    let mut end = settings.value_cap;
+    let mut end = value_cap;
     while !s.is_char_boundary(end) {
         end -= 1;
     }

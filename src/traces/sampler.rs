@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
-use super::record::FinishedSpan;
+use super::record::{FinishedSpan, RequestAttrs};
 use super::ring::TraceRing;
 use crate::core::error::Error;
 use crate::core::exemplar::{Exemplars, RootExemplars};
@@ -363,18 +363,21 @@ impl TailSampler {
     }
 
     /// A span ended. `local_root` is the span ID of its local root (its own for a root);
-    /// `root` is `Some` when it is that local root.
+    /// `root` is `Some` when it is that local root; `request`, a request span's own fields kept
+    /// as they are, which become its first attributes if its trace is kept.
     pub(crate) fn on_span_end(
         &self,
-        span: FinishedSpan,
+        mut span: FinishedSpan,
         local_root: u64,
         root: Option<(RootInfo, Duration)>,
+        request: Option<RequestAttrs>,
     ) {
         let trace_id = span.trace_id;
         let key = buffer_key(trace_id, local_root);
         let mut emit: Vec<(Option<&'static str>, Vec<FinishedSpan>)> = Vec::new();
         let now = Instant::now();
-        // The root's exemplars go with the emission of the root span (the last one below).
+        // The root's exemplars go with the emission of the root span, if its trace is kept.
+        let mut root_emission = None;
         let exemplars = root
             .as_ref()
             .map(|(info, _)| info.exemplars)
@@ -393,6 +396,12 @@ impl TailSampler {
             if let Some(decision) = Self::recall(&state, key) {
                 // A late span follows its trace's decision.
                 if decision.is_some() {
+                    if let Some(r) = &request {
+                        r.finish_into(&mut span);
+                    }
+                    if root.is_some() {
+                        root_emission = Some(emit.len());
+                    }
                     emit.push((decision, vec![span]));
                 }
             } else if root.is_some() && !state.pending.contains_key(&key) {
@@ -400,7 +409,14 @@ impl TailSampler {
                 let error = self.is_error(&span);
                 let decision = self.decide(trace_id, error, root);
                 Self::remember(&mut state, key, decision);
-                emit.push((decision, vec![span]));
+                // A dropped root's span is dropped here: no emission to make.
+                if decision.is_some() {
+                    if let Some(r) = &request {
+                        r.finish_into(&mut span);
+                    }
+                    root_emission = Some(emit.len());
+                    emit.push((decision, vec![span]));
+                }
             } else {
                 if !state.pending.contains_key(&key) {
                     while state.pending.len() >= self.config.max_traces {
@@ -435,19 +451,30 @@ impl TailSampler {
                     state.spans = state
                         .spans
                         .saturating_sub(pending.as_ref().map_or(0, |p| p.spans.len()));
-                    let (error, spans) =
+                    let (error, mut spans) =
                         pending.map_or((false, Vec::new()), |p| (p.error, p.spans));
                     let decision = self.decide(trace_id, error, Some((info, duration)));
+                    if decision.is_some()
+                        && let Some(r) = &request
+                        && let Some(root_span) = spans.iter_mut().find(|s| s.span_id == local_root)
+                    {
+                        r.finish_into(root_span);
+                    }
                     Self::remember(&mut state, key, decision);
+                    root_emission = Some(emit.len());
                     emit.push((decision, spans));
                 }
             }
             self.metrics.buffered_traces.set(state.pending.len() as i64);
             self.metrics.buffered_spans.set(state.spans as i64);
         }
-        let last = emit.len().saturating_sub(1);
         for (i, (decision, spans)) in emit.into_iter().enumerate() {
-            self.emit(decision, spans, if i == last { exemplars } else { None });
+            let exemplars = if root_emission == Some(i) {
+                exemplars
+            } else {
+                None
+            };
+            self.emit(decision, spans, exemplars);
         }
     }
 

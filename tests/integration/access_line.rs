@@ -1,8 +1,10 @@
-//! The INFO access line is written without a `tracing` event (the request path's fast path).
-//! Its oracle is the line the `tracing` event gives: an instance whose `RUST_LOG` has a span
-//! directive keeps the event (the filter then depends on the entered spans), and everything
-//! else being equal, both instances must write the same line byte for byte, but for the
-//! timestamp, the trace and span IDs and the duration.
+//! The request path's fast paths: the INFO access line written without a `tracing` event, and
+//! the request span opened without its own fields (handed to the span context layer as they
+//! are, made attributes or JSON only when needed). Their oracle is the slow path: an instance
+//! whose `RUST_LOG` has a span directive takes it (the filter then depends on the entered
+//! spans and their fields). Everything else being equal, both instances must write the same
+//! lines byte for byte, but for the timestamp, the trace and span IDs and the duration, and
+//! export the same attributes, in the same order, for the request span of a kept trace.
 
 use crate::common;
 
@@ -37,7 +39,9 @@ fn instance(setup: &Setup, filter: &str) -> (Obs, Capture) {
         .log_writer(capture.clone())
         .log_filter(filter)
         .process_metrics(false)
-        .traces(setup.traces);
+        .traces(setup.traces)
+        // Every trace kept, to compare what is exported (an outer span's too).
+        .success_ratio(1.0);
     if !setup.redact.is_empty() {
         builder = builder.redact_fields(setup.redact.iter().copied());
     }
@@ -88,9 +92,31 @@ fn normalize(line: &str) -> String {
     out
 }
 
-/// The access line each instance writes for `path`, normalized.
-async fn access_lines(setup: &Setup, path: &str) -> (String, String) {
-    let mut lines = Vec::new();
+/// What an instance wrote and kept for one request.
+#[derive(Debug, PartialEq)]
+struct Seen {
+    /// Every line, normalized.
+    lines: Vec<String>,
+    /// The access line, normalized.
+    access: String,
+    /// The kept request span's name and attributes (`"name":…` and `"attributes":{…}`).
+    span: String,
+}
+
+/// The request span's name and attributes in a `recent_traces_json` answer.
+fn server_span(traces: &str) -> String {
+    let at = traces
+        .find(r#""kind":"Server""#)
+        .unwrap_or_else(|| panic!("a SERVER span: {traces}"));
+    let name = traces[..at].rfind(r#""name":"#).unwrap();
+    let attrs = at + traces[at..].find(r#""attributes":{"#).unwrap();
+    let end = attrs + traces[attrs..].find(r#"},"events""#).unwrap();
+    format!("{} {}", &traces[name..at], &traces[attrs..=end])
+}
+
+/// What each instance (fast path, then event path) writes and keeps for `path`.
+async fn access_lines(setup: &Setup, path: &str) -> (Seen, Seen) {
+    let mut seen = Vec::new();
     for filter in ["info", EVENT_PATH_FILTER] {
         let (obs, logs) = instance(setup, filter);
         let headers = [
@@ -134,10 +160,19 @@ async fn access_lines(setup: &Setup, path: &str) -> (String, String) {
             .collect();
         assert_eq!(access.len(), 1, "one access line:\n{text}");
         assert!(!text.contains("secret-token"), "{text}");
-        lines.push(normalize(access[0]));
+        let span = if setup.traces {
+            server_span(&obs.recent_traces_json().unwrap())
+        } else {
+            String::new()
+        };
+        seen.push(Seen {
+            lines: text.lines().map(normalize).collect(),
+            access: normalize(access[0]),
+            span,
+        });
     }
-    let slow = lines.pop().unwrap();
-    let fast = lines.pop().unwrap();
+    let slow = seen.pop().unwrap();
+    let fast = seen.pop().unwrap();
     (fast, slow)
 }
 
@@ -184,12 +219,23 @@ async fn the_written_line_is_the_line_of_the_tracing_event() {
     ];
     for (name, setup, path) in cases {
         let (fast, slow) = access_lines(&setup, path).await;
-        assert_eq!(fast, slow, "{name}");
+        assert_eq!(fast.access, slow.access, "{name}");
+        assert_eq!(fast.lines, slow.lines, "{name}");
+        assert_eq!(fast.span, slow.span, "{name}");
         if setup.outer_span {
             // The outer span's own fields are on the line.
             assert!(
-                fast.contains(r#""uri":"/logs/5","version":"HTTP/1.1""#),
-                "{fast}"
+                fast.access
+                    .contains(r#""uri":"/logs/5","version":"HTTP/1.1""#),
+                "{}",
+                fast.access
+            );
+        }
+        if setup.traces {
+            assert!(
+                fast.span.contains(r#""correlation_id":"req-0123456789""#),
+                "{}",
+                fast.span
             );
         }
     }
@@ -205,8 +251,12 @@ async fn an_outer_span_with_traces_on_keeps_the_event() {
     };
     let (fast, slow) = access_lines(&setup, "/quiet/6").await;
     assert_eq!(fast, slow);
-    assert!(fast.contains(r#""uri":"/quiet/6""#), "{fast}");
-    let line: serde_json::Value = serde_json::from_str(&fast).unwrap();
+    assert!(
+        fast.access.contains(r#""uri":"/quiet/6""#),
+        "{}",
+        fast.access
+    );
+    let line: serde_json::Value = serde_json::from_str(&fast.access).unwrap();
     assert_eq!(line["correlation_id"], "req-0123456789");
     assert_eq!(line["http.route"], "/quiet/{id}");
     assert_eq!(line["url.path"], "/quiet/6");

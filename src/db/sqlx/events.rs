@@ -285,6 +285,6 @@ impl QueryEvents {
             lazy_name: LazyName::No,
         };
         (self.hooks.add_exemplar)(span, PendingExemplar { span_id, ..pending });
-        sampler.on_span_end(finished, parent.local_root, None);
+        sampler.on_span_end(finished, parent.local_root, None, None);
     }
 }

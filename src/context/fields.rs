@@ -155,18 +155,32 @@ fn render_from_record(
     data.rendered = true;
 }
 
+/// `,"name":` of each field a line shows of a request span (its names need no escaping).
+pub(crate) const REQUEST_FIELD_PREFIXES: [&str; 3] = [
+    ",\"http.request.method\":",
+    ",\"http.route\":",
+    ",\"url.path\":",
+];
+
 /// Renders a request span's own fields as the entry writer renders them as `tracing` fields.
+#[inline]
 pub(crate) fn render_request_fields(
     out: &mut String,
     keys: &mut Vec<(&'static str, u32, u32)>,
     attrs: &RequestAttrs,
     cap: usize,
 ) {
-    for (name, value, redacted) in attrs.line_entries() {
+    for ((name, value, redacted), prefix) in
+        attrs.line_entries().into_iter().zip(REQUEST_FIELD_PREFIXES)
+    {
         let start = out.len() as u32;
-        out.push(',');
-        push_json_str(out, name, cap);
-        out.push(':');
+        if name.len() <= cap {
+            out.push_str(prefix);
+        } else {
+            out.push(',');
+            push_json_str(out, name, cap);
+            out.push(':');
+        }
         if redacted {
             out.push('"');
             out.push_str(REDACTED);

@@ -265,3 +265,17 @@ fn pretty_mode_keeps_ids_but_renders_no_json() {
         assert!(fields.is_empty() && ids.is_empty());
     });
 }
+
+#[test]
+fn request_field_prefixes_are_the_rendered_names() {
+    for (i, prefix) in super::fields::REQUEST_FIELD_PREFIXES.iter().enumerate() {
+        let mut rendered = String::from(",");
+        crate::core::escape::push_json_str(
+            &mut rendered,
+            crate::traces::record::REQUEST_FIELD_NAMES[i + 1],
+            usize::MAX,
+        );
+        rendered.push(':');
+        assert_eq!(*prefix, rendered);
+    }
+}

@@ -103,15 +103,20 @@ pub(crate) fn escape_into(out: &mut String, s: &str) {
     while i < bytes.len() {
         // Clean text (most values) goes eight bytes at a time; the last few bytes, padded
         // with a clean byte, in one more step.
-        while i < bytes.len() {
-            let rest = &bytes[i..];
-            let take = rest.len().min(8);
-            let mut w = [b'a'; 8];
-            w[..take].copy_from_slice(&rest[..take]);
-            if word_flagged(u64::from_le_bytes(w)) {
+        while let Some(word) = bytes[i..].first_chunk::<8>() {
+            if word_flagged(u64::from_le_bytes(*word)) {
                 break;
             }
-            i += take;
+            i += 8;
+        }
+        if bytes.len() - i < 8 && i < bytes.len() {
+            let mut w = [b'a'; 8];
+            for (slot, &b) in w.iter_mut().zip(&bytes[i..]) {
+                *slot = b;
+            }
+            if !word_flagged(u64::from_le_bytes(w)) {
+                break;
+            }
         }
         let Some(&b) = bytes.get(i) else { break };
         if !FLAGGED[b as usize] {

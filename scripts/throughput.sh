@@ -58,12 +58,17 @@ run_one() {
 }
 
 declare -A results
+ratios=""
 for round in $(seq 1 "$ROUNDS"); do
     for stack in bare mercenary off-the-shelf; do
         rps=$(run_one "$stack")
         echo "round $round: $stack $rps req/s"
         results[$stack]="${results[$stack]:-} $rps"
+        eval "last_${stack//-/_}=$rps"
     done
+    # The round's own ratio: the three runs of a round are seconds apart, so a neighbour's
+    # burst of load that slows a whole round cancels out of it.
+    ratios="$ratios $(awk -v b="$last_bare" -v o="$last_mercenary" 'BEGIN { printf "%.3f", o/b }')"
 done
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -75,3 +80,4 @@ echo "medians over $ROUNDS rounds, $WORKERS worker(s) (req/s): bare $bare, merce
 awk -v b="$bare" -v o="$ours" -v t="$ots" 'BEGIN {
     printf "mercenary_obs keeps %.0f%% of bare (budget >= 60%%, aim 75%%); off-the-shelf keeps %.0f%%\n", 100*o/b, 100*t/b
 }'
+echo "mercenary_obs / bare per round:$ratios (median $(echo "$ratios" | median))"

@@ -65,6 +65,48 @@ async fn init_installs_once_and_the_guard_flushes_on_drop() {
     ), "{body}");
     common::promtool_check(&body);
 
+    // A subscriber of the application's own made current around a request (not the global
+    // one this crate installed) sees the request span with its fields: the layer hands them to
+    // its own subscriber only.
+    let foreign = Capture::default();
+    let writer = foreign.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_current_span(true)
+        .with_writer(move || writer.clone())
+        .finish();
+    {
+        use tower::ServiceExt;
+        use tracing::instrument::WithSubscriber;
+        let app = Router::new()
+            .route(
+                "/foreign/{id}",
+                get(|| async {
+                    tracing::info!("inside");
+                    "ok"
+                }),
+            )
+            .layer(mercenary_obs::layer());
+        let request = axum::http::Request::get("/foreign/7")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = app
+            .oneshot(request)
+            .with_subscriber(tracing::Dispatch::new(subscriber))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let inside = foreign
+        .json_lines()
+        .into_iter()
+        .find(|l| l["fields"]["message"] == "inside")
+        .unwrap_or_else(|| panic!("the handler's line: {}", foreign.text()));
+    assert_eq!(inside["span"]["http.route"], "/foreign/{id}", "{inside}");
+    assert_eq!(inside["span"]["url.path"], "/foreign/7", "{inside}");
+    assert_eq!(inside["span"]["http.request.method"], "GET", "{inside}");
+    assert!(inside["span"]["correlation_id"].is_string(), "{inside}");
+
     // Lines logged right before the guard drops are written, on this current-thread runtime.
     for i in 0..500 {
         tracing::info!(i, "last words");

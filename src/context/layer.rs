@@ -67,6 +67,10 @@ const MAX_EVENTS_PER_SPAN: usize = 128;
 pub(crate) struct ContextLayer {
     pub(crate) settings: Arc<RenderSettings>,
     pub(crate) sampler: Option<Arc<TailSampler>>,
+    /// Whether a request span may be opened without its own fields, handed over instead (see
+    /// [`crate::traces::record::RequestFields`]): when nothing in this subscriber reads span
+    /// fields but this layer (JSON lines, no span directives in the filter).
+    pub(crate) takes_request_fields: bool,
 }
 
 impl<S> tracing_subscriber::Layer<S> for ContextLayer

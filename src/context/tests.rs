@@ -54,6 +54,7 @@ fn with_layer<R>(json: bool, sampler: Option<Arc<TailSampler>>, f: impl FnOnce()
     let layer = ContextLayer {
         settings: settings(json),
         sampler,
+        takes_request_fields: json,
     };
     let subscriber = tracing_subscriber::registry().with(layer);
     tracing::subscriber::with_default(subscriber, f)

@@ -75,6 +75,9 @@ pub(crate) struct RequestRecord {
     trace: Option<TraceIds>,
     /// A gRPC call: recorded in the RPC histogram, classified by `grpc-status`.
     grpc: bool,
+    /// The request is seen by the instance's own JSON subscriber
+    /// (`RequestState::own_json_subscriber`): its INFO access line may be written directly.
+    own: bool,
     in_flight: InFlight,
     /// The request's Sentry hub, when Sentry is on.
     #[cfg(feature = "sentry")]
@@ -95,6 +98,7 @@ impl RequestRecord {
         span: tracing::Span,
         trace: Option<TraceIds>,
         grpc: bool,
+        own: bool,
     ) -> Self {
         let in_flight = InFlight::start(state.clone(), method_idx);
         Self {
@@ -106,6 +110,7 @@ impl RequestRecord {
             span,
             trace,
             grpc,
+            own,
             in_flight,
             #[cfg(feature = "sentry")]
             sentry: None,
@@ -330,7 +335,7 @@ impl RequestRecord {
         let Some(lines) = &self.state.access else {
             return Access::Event;
         };
-        if rpc || outcome.severity() != Severity::Info {
+        if !self.own || rpc || outcome.severity() != Severity::Info {
             return Access::Event;
         }
         if self

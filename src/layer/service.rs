@@ -173,7 +173,8 @@ where
         // Under the instance's own JSON subscriber, the request's fields are handed to it as
         // they are (see `traces::record::RequestFields`); other subscribers (`pretty`, span
         // directives in the filter, a user's own) get them as `tracing` fields.
-        let handed = self.state.hands_request_fields().then(|| HandedFields {
+        let own = self.state.own_json_subscriber();
+        let handed = own.then(|| HandedFields {
             correlation_id: correlation_id.0.clone(),
             fields: info.clone(),
         });
@@ -254,6 +255,7 @@ where
             span,
             trace,
             grpc,
+            own,
         );
         let record = record.with_client(&parts.extensions);
         #[cfg(feature = "sentry")]

@@ -107,12 +107,22 @@ impl RequestState {
         }
     }
 
-    /// Whether the request span is opened without its own fields, which are handed to the span
-    /// context layer instead: when the instance's JSON subscriber, whose filter has no span
-    /// directives, is the one that sees it (the same condition as the direct access line).
+    /// Whether the subscriber that sees the request (the instance's, or whatever is current for
+    /// the global instance) is this instance's own, with JSON lines and no span directives in
+    /// its filter. Then the request span is opened without its own fields (handed to the span
+    /// context layer instead) and the INFO access line is written directly; a subscriber of
+    /// anyone else's gets the fields and the event.
     #[inline]
-    pub(crate) fn hands_request_fields(&self) -> bool {
-        self.access.is_some()
+    pub(crate) fn own_json_subscriber(&self) -> bool {
+        let (Some(_), Some(render)) = (&self.access, &self.render) else {
+            return false;
+        };
+        self.in_scope(|| {
+            tracing_core::dispatcher::get_default(|d| {
+                d.downcast_ref::<crate::context::layer::ContextLayer>()
+                    .is_some_and(|c| c.takes_request_fields && Arc::ptr_eq(&c.settings, render))
+            })
+        })
     }
 
     /// Runs `f` with the instance's subscriber current (a no-op for the global one).

@@ -136,9 +136,16 @@ impl LogPipeline {
     /// The writer of INFO access lines, when lines are JSON and the filter does not depend on
     /// the entered spans (see [`access`]).
     pub(crate) fn access_lines(&self) -> Option<access::AccessLines> {
-        (self.format == LogFormat::Json && !self.span_directives).then(|| {
+        self.access_lines_enabled().then(|| {
             access::AccessLines::new(self.settings.clone(), &self.service, self.writer.clone())
         })
+    }
+
+    /// Whether nothing in the instance's subscriber but the span context layer and the JSON
+    /// formatter reads what spans and access events carry: JSON lines, and no span directives
+    /// in the filter (whose answer depends on the entered spans and their fields).
+    pub(crate) fn access_lines_enabled(&self) -> bool {
+        self.format == LogFormat::Json && !self.span_directives
     }
 
     /// The human-readable formatter (`pretty` mode), without audit lines.

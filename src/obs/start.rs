@@ -92,6 +92,7 @@ pub(crate) fn from_config(config: Config, global: bool) -> Result<Obs, Error> {
     let context = ContextLayer {
         settings: logs.settings.clone(),
         sampler: traces.as_ref().map(|t| t.sampler.clone()),
+        takes_request_fields: logs.access_lines_enabled(),
     };
     #[cfg(feature = "sentry")]
     let with_sentry = sentry.is_some();

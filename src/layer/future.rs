@@ -76,7 +76,7 @@ pub(crate) struct RequestRecord {
     /// A gRPC call: recorded in the RPC histogram, classified by `grpc-status`.
     grpc: bool,
     /// The request is seen by the instance's own JSON subscriber
-    /// (`RequestState::own_json_subscriber`): its INFO access line may be written directly.
+    /// (`RequestState::current_is_own_json`): its INFO access line may be written directly.
     own: bool,
     in_flight: InFlight,
     /// The request's Sentry hub, when Sentry is on.

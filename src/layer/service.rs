@@ -173,13 +173,7 @@ where
         // Under the instance's own JSON subscriber, the request's fields are handed to it as
         // they are (see `traces::record::RequestFields`); other subscribers (`pretty`, span
         // directives in the filter, a user's own) get them as `tracing` fields.
-        let own = self.state.own_json_subscriber();
-        let handed = own.then(|| HandedFields {
-            correlation_id: correlation_id.0.clone(),
-            fields: info.clone(),
-        });
-        let lean = handed.is_some();
-        let open_span = || {
+        let open_span = |lean: bool| {
             if lean {
                 let span = tracing::info_span!(
                     target: REQUEST_TARGET,
@@ -219,16 +213,25 @@ where
             }
             span
         };
-        let open = || match &trace_input {
+        let open = |lean: bool| match &trace_input {
             Some(input) => {
-                let span = with_request_trace(input.clone(), open_span);
+                let span = with_request_trace(input.clone(), || open_span(lean));
                 (span, take_opened())
             }
-            None => (open_span(), None),
+            None => (open_span(lean), None),
         };
-        let (span, opened) = self.state.in_scope(|| match handed {
-            Some(fields) => with_request_fields(fields, open),
-            None => open(),
+        let (span, opened, own) = self.state.in_scope(|| {
+            let own = self.state.current_is_own_json();
+            let (span, opened) = if own {
+                let handed = HandedFields {
+                    correlation_id: correlation_id.0.clone(),
+                    fields: info.clone(),
+                };
+                with_request_fields(handed, || open(true))
+            } else {
+                open(false)
+            };
+            (span, opened, own)
         });
         // The sampled flag a caller sees in `traceresponse`: what is known at the start
         // (an error at the end sets it too).

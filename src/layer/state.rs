@@ -112,16 +112,16 @@ impl RequestState {
     /// its filter. Then the request span is opened without its own fields (handed to the span
     /// context layer instead) and the INFO access line is written directly; a subscriber of
     /// anyone else's gets the fields and the event.
+    ///
+    /// Called with the instance's subscriber current (inside [`RequestState::in_scope`]).
     #[inline]
-    pub(crate) fn own_json_subscriber(&self) -> bool {
+    pub(crate) fn current_is_own_json(&self) -> bool {
         let (Some(_), Some(render)) = (&self.access, &self.render) else {
             return false;
         };
-        self.in_scope(|| {
-            tracing_core::dispatcher::get_default(|d| {
-                d.downcast_ref::<crate::context::layer::ContextLayer>()
-                    .is_some_and(|c| c.takes_request_fields && Arc::ptr_eq(&c.settings, render))
-            })
+        tracing_core::dispatcher::get_default(|d| {
+            d.downcast_ref::<crate::context::layer::ContextLayer>()
+                .is_some_and(|c| c.takes_request_fields && Arc::ptr_eq(&c.settings, render))
         })
     }
 

@@ -230,37 +230,22 @@ pub(crate) fn end_request<R>(
     f: impl FnOnce(&SpanContext, bool) -> Option<R>,
 ) -> (bool, Option<R>) {
     with_registry_span(span, |s| {
-        let mut keeps = None;
-        {
-            let mut ext = s.extensions_mut();
-            let c = ext.get_mut::<SpanContext>()?;
-            if exemplar.is_some() && exemplar.span_id == 0 {
-                exemplar.span_id = c.span_id;
-            }
-            if let Some(root) = c.root.as_mut() {
-                if exemplar.is_some() {
-                    root.exemplars.push(exemplar);
-                }
-                keeps = Some(root.downstream || root.error_seen);
-            }
-        }
-        let keeps = keeps.unwrap_or_else(|| {
-            let mut keeps = false;
-            for a in s.scope().skip(1) {
-                let mut ext = a.extensions_mut();
-                if let Some(root) = ext.get_mut::<SpanContext>().and_then(|c| c.root.as_mut()) {
-                    if exemplar.is_some() {
-                        root.exemplars.push(exemplar);
-                    }
-                    keeps = root.downstream || root.error_seen;
-                    break;
-                }
-            }
-            keeps
-        });
         let has_parent = s.parent().is_some();
-        let ext = s.extensions();
-        let out = ext.get::<SpanContext>().and_then(|c| f(c, has_parent));
+        let (span_id, out) = {
+            let ext = s.extensions();
+            let c = ext.get::<SpanContext>()?;
+            (c.span_id, f(c, has_parent))
+        };
+        if exemplar.span_id == 0 {
+            exemplar.span_id = span_id;
+        }
+        let mut keeps = false;
+        mark_root(&s, |root| {
+            if exemplar.is_some() {
+                root.exemplars.push(exemplar);
+            }
+            keeps = root.downstream || root.error_seen;
+        });
         Some((keeps, out))
     })
     .unwrap_or((false, None))

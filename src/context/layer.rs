@@ -71,6 +71,23 @@ pub(crate) struct ContextLayer {
     /// [`crate::traces::record::RequestFields`]): when nothing in this subscriber reads span
     /// fields but this layer (JSON lines, no span directives in the filter).
     pub(crate) takes_request_fields: bool,
+    /// Which of the request span's own fields the settings redact (decided once).
+    request_redacted: [bool; 4],
+}
+
+impl ContextLayer {
+    pub(crate) fn new(
+        settings: Arc<RenderSettings>,
+        sampler: Option<Arc<TailSampler>>,
+        takes_request_fields: bool,
+    ) -> Self {
+        Self {
+            request_redacted: RequestAttrs::redacted_under(&settings),
+            settings,
+            sampler,
+            takes_request_fields,
+        }
+    }
 }
 
 impl<S> tracing_subscriber::Layer<S> for ContextLayer
@@ -103,9 +120,14 @@ where
         } else {
             None
         };
-        let request_attrs = handed_fields
-            .as_ref()
-            .map(|h| RequestAttrs::new(h.correlation_id.clone(), h.fields.clone(), &self.settings));
+        let request_attrs = handed_fields.as_ref().map(|h| {
+            RequestAttrs::new(
+                h.correlation_id.clone(),
+                h.fields.clone(),
+                self.request_redacted,
+                &self.settings,
+            )
+        });
         if let Some(attrs) = &request_attrs
             && self.settings.json
             && !lazy

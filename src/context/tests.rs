@@ -51,11 +51,7 @@ fn sampler() -> Arc<TailSampler> {
 
 /// Runs `f` with a subscriber made of the context layer alone.
 fn with_layer<R>(json: bool, sampler: Option<Arc<TailSampler>>, f: impl FnOnce() -> R) -> R {
-    let layer = ContextLayer {
-        settings: settings(json),
-        sampler,
-        takes_request_fields: json,
-    };
+    let layer = ContextLayer::new(settings(json), sampler, json);
     let subscriber = tracing_subscriber::registry().with(layer);
     tracing::subscriber::with_default(subscriber, f)
 }

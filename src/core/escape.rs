@@ -175,25 +175,10 @@ pub(crate) fn push_f64(out: &mut String, v: f64) {
         let milli = (v * 1000.0).round();
         if milli / 1000.0 == v {
             let neg = milli < 0.0;
-            let m = milli.abs() as u64;
             if neg {
                 out.push('-');
             }
-            push_u64(out, m / 1000);
-            let frac = m % 1000;
-            if frac != 0 {
-                let digits = [
-                    b'.',
-                    b'0' + (frac / 100) as u8,
-                    b'0' + (frac / 10 % 10) as u8,
-                    b'0' + (frac % 10) as u8,
-                ];
-                let mut len = 4;
-                while digits[len - 1] == b'0' {
-                    len -= 1;
-                }
-                out.push_str(std::str::from_utf8(&digits[..len]).unwrap_or(""));
-            }
+            push_thousandths(out, milli.abs() as u64);
             return;
         }
     }
@@ -208,8 +193,13 @@ pub(crate) fn push_millis(out: &mut String, micros: u64) {
         push_f64(out, micros as f64 / 1000.0);
         return;
     }
-    push_u64(out, micros / 1000);
-    let frac = micros % 1000;
+    push_thousandths(out, micros);
+}
+
+/// Appends `m / 1000` with up to three decimals, trailing zeros left out.
+fn push_thousandths(out: &mut String, m: u64) {
+    push_u64(out, m / 1000);
+    let frac = m % 1000;
     if frac != 0 {
         let digits = [
             b'.',
@@ -221,9 +211,7 @@ pub(crate) fn push_millis(out: &mut String, micros: u64) {
         while digits[len - 1] == b'0' {
             len -= 1;
         }
-        for &d in &digits[..len] {
-            out.push(char::from(d));
-        }
+        out.push_str(std::str::from_utf8(&digits[..len]).unwrap_or(""));
     }
 }
 

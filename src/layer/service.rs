@@ -174,8 +174,8 @@ where
         // they are (see `traces::record::RequestFields`); other subscribers (`pretty`, span
         // directives in the filter, a user's own) get them as `tracing` fields.
         let open_span = |lean: bool| {
-            if lean {
-                let span = tracing::info_span!(
+            let span = if lean {
+                tracing::info_span!(
                     target: REQUEST_TARGET,
                     "request",
                     "http.response.status_code" = tracing::field::Empty,
@@ -185,27 +185,24 @@ where
                     "rpc.system.name" = tracing::field::Empty,
                     "rpc.method" = tracing::field::Empty,
                     "rpc.response.status_code" = tracing::field::Empty,
-                );
-                if grpc {
-                    span.record("rpc.system.name", "grpc");
-                }
-                return span;
-            }
-            let span = tracing::info_span!(
-                target: REQUEST_TARGET,
-                "request",
-                correlation_id = correlation_id.as_str(),
-                "http.request.method" = method,
-                "http.route" = info.route.as_str(),
-                "url.path" = info.uri.path(),
-                "http.response.status_code" = tracing::field::Empty,
-                "error.type" = tracing::field::Empty,
-                "otel.status_code" = tracing::field::Empty,
-                "otel.status_message" = tracing::field::Empty,
-                "rpc.system.name" = tracing::field::Empty,
-                "rpc.method" = tracing::field::Empty,
-                "rpc.response.status_code" = tracing::field::Empty,
-            );
+                )
+            } else {
+                tracing::info_span!(
+                    target: REQUEST_TARGET,
+                    "request",
+                    correlation_id = correlation_id.as_str(),
+                    "http.request.method" = method,
+                    "http.route" = info.route.as_str(),
+                    "url.path" = info.uri.path(),
+                    "http.response.status_code" = tracing::field::Empty,
+                    "error.type" = tracing::field::Empty,
+                    "otel.status_code" = tracing::field::Empty,
+                    "otel.status_message" = tracing::field::Empty,
+                    "rpc.system.name" = tracing::field::Empty,
+                    "rpc.method" = tracing::field::Empty,
+                    "rpc.response.status_code" = tracing::field::Empty,
+                )
+            };
             if grpc {
                 // `rpc.method` is recorded when the call ends (an unimplemented method is
                 // `_OTHER`); the span is then named by it when kept.

@@ -89,11 +89,11 @@ pub(crate) fn from_config(config: Config, global: bool) -> Result<Obs, Error> {
     )
     .map_err(Error::WriterThread)?;
     crate::context::current::install_exemplar_hook();
-    let context = ContextLayer {
-        settings: logs.settings.clone(),
-        sampler: traces.as_ref().map(|t| t.sampler.clone()),
-        takes_request_fields: logs.access_lines_enabled(),
-    };
+    let context = ContextLayer::new(
+        logs.settings.clone(),
+        traces.as_ref().map(|t| t.sampler.clone()),
+        logs.access_lines_enabled(),
+    );
     #[cfg(feature = "sentry")]
     let with_sentry = sentry.is_some();
     #[cfg(not(feature = "sentry"))]

@@ -53,17 +53,24 @@ pub(crate) struct RequestAttrs {
 }
 
 impl RequestAttrs {
+    /// `redacted`: [`RequestAttrs::redacted_under`] the instance's settings, decided once.
     pub(crate) fn new(
         correlation_id: std::sync::Arc<str>,
         fields: std::sync::Arc<dyn RequestFields>,
+        redacted: [bool; 4],
         settings: &RenderSettings,
     ) -> Self {
         Self {
             correlation_id,
             fields,
-            redacted: REQUEST_FIELD_NAMES.map(|n| settings.redactor.is_sensitive_static(n)),
+            redacted,
             cap: settings.value_cap,
         }
+    }
+
+    /// Whether each of [`REQUEST_FIELD_NAMES`] is redacted under `settings`.
+    pub(crate) fn redacted_under(settings: &RenderSettings) -> [bool; 4] {
+        REQUEST_FIELD_NAMES.map(|n| settings.redactor.is_sensitive(n))
     }
 
     /// (name, value, redacted) of the fields a log line shows (the correlation ID is among the

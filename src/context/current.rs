@@ -10,6 +10,7 @@ use tracing_subscriber::registry::LookupSpan;
 use super::layer::SpanContext;
 use crate::core::exemplar::{self, PendingExemplar};
 use crate::core::ids::CorrelationId;
+use crate::traces::record::RequestEnd;
 use crate::traces::sampler::RootInfo;
 
 /// The correlation ID of the request being handled on this task, if any.
@@ -224,12 +225,27 @@ pub(crate) fn root_keeps(span: &tracing::Span) -> bool {
 /// The end of a request, in one look at its span: attaches the request's exemplar to its local
 /// root (see [`add_exemplar`]), tells whether that root already keeps its trace (see
 /// [`root_keeps`]), and runs `f` with the span's own context and whether it has a parent.
+///
+/// `end`: how the request ended, taken by the span's record as it is when it can
+/// ([`SpanRecord::end_request`](crate::traces::record::SpanRecord::end_request)); the last
+/// value returned is `false` when the caller has to record it as the span's fields instead.
 pub(crate) fn end_request<R>(
     span: &tracing::Span,
     mut exemplar: PendingExemplar,
+    end: Option<RequestEnd<'_>>,
     f: impl FnOnce(&SpanContext, bool) -> Option<R>,
-) -> (bool, Option<R>) {
+) -> (bool, Option<R>, bool) {
     with_registry_span(span, |s| {
+        let ended = end.is_some_and(|end| {
+            let mut ext = s.extensions_mut();
+            ext.get_mut::<SpanContext>()
+                .is_some_and(|c| match c.record.as_mut() {
+                    Some(record) => record.end_request(end),
+                    // Nothing records the span's fields: the JSON lines take the status from
+                    // the request, not from its span.
+                    None => true,
+                })
+        });
         let has_parent = s.parent().is_some();
         let (span_id, out) = {
             let ext = s.extensions();
@@ -246,7 +262,7 @@ pub(crate) fn end_request<R>(
             }
             keeps = root.downstream || root.error_seen;
         });
-        Some((keeps, out))
+        Some((keeps, out, ended))
     })
-    .unwrap_or((false, None))
+    .unwrap_or((false, None, false))
 }

@@ -10,7 +10,7 @@ use tracing_subscriber::registry::LookupSpan;
 
 use super::entries::JsonEntries;
 use super::layer::SpanContext;
-use crate::core::escape::{push_f64, push_hex, push_i64, push_json_str};
+use crate::core::escape::{push_f64, push_hex_u64, push_i64, push_json_str};
 use crate::core::names::{CORRELATION_FIELD, REDACTED};
 use crate::core::render::RenderSettings;
 use crate::traces::record::RequestAttrs;
@@ -162,6 +162,16 @@ pub(crate) const REQUEST_FIELD_PREFIXES: [&str; 3] = [
     ",\"url.path\":",
 ];
 
+/// About how long [`render_request_fields`] makes `attrs` (exact unless escaped or capped).
+pub(crate) fn rendered_len(attrs: &RequestAttrs) -> usize {
+    attrs
+        .line_entries()
+        .iter()
+        .zip(REQUEST_FIELD_PREFIXES)
+        .map(|((_, value, _), prefix)| prefix.len() + value.len() + 2)
+        .sum()
+}
+
 /// Renders a request span's own fields as the entry writer renders them as `tracing` fields.
 #[inline]
 pub(crate) fn render_request_fields(
@@ -231,9 +241,10 @@ pub(crate) fn render_ids(data: &mut SpanContext, cap: usize) {
         push_json_str(s, cid, cap);
     }
     s.push_str(",\"trace_id\":\"");
-    push_hex(s, &data.trace_id.to_be_bytes());
+    push_hex_u64(s, (data.trace_id >> 64) as u64);
+    push_hex_u64(s, data.trace_id as u64);
     s.push_str("\",\"span_id\":\"");
-    push_hex(s, &data.span_id.to_be_bytes());
+    push_hex_u64(s, data.span_id);
     s.push('"');
 }
 

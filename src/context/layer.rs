@@ -19,11 +19,11 @@ use tracing_subscriber::registry::LookupSpan;
 
 use super::current::ForeignCode;
 use super::fields::{
-    FieldRenderer, SPAN_ID_SUFFIX, inherit_fields, render_ids, render_request_fields,
+    FieldRenderer, SPAN_ID_SUFFIX, inherit_fields, render_ids, render_request_fields, rendered_len,
     same_ids_prefix,
 };
 use super::handoff::{set_opened, take_request_fields, take_request_trace};
-use crate::core::escape::push_hex;
+use crate::core::escape::push_hex_u64;
 use crate::core::ids::{new_span_id, new_trace_id};
 use crate::core::names::{CORRELATION_FIELD, REQUEST_TARGET};
 use crate::core::render::RenderSettings;
@@ -72,7 +72,7 @@ pub(crate) struct ContextLayer {
     /// fields but this layer (JSON lines, no span directives in the filter).
     pub(crate) takes_request_fields: bool,
     /// Which of the request span's own fields the settings redact (decided once).
-    request_redacted: [bool; 4],
+    request_redacted: crate::traces::record::RequestRedaction,
 }
 
 impl ContextLayer {
@@ -139,6 +139,9 @@ where
                 self.settings.value_cap,
             );
         }
+        // A lean request span's declared fields are recorded only by a user (its own and how
+        // it ended are kept as they are): no room reserved for them.
+        let capacity = if handed_fields.is_some() { 0 } else { declared };
         let mut record = self.sampler.as_ref().map(|_| SpanRecord {
             request: None,
             name: meta.name(),
@@ -147,8 +150,8 @@ where
                 REQUEST_TARGET => SpanKind::Server,
                 _ => SpanKind::Internal,
             },
-            attributes: Vec::with_capacity(declared),
-            names: Vec::with_capacity(declared),
+            attributes: Vec::with_capacity(capacity),
+            names: Vec::with_capacity(capacity),
             events: Vec::new(),
             error: false,
             error_event: false,
@@ -166,6 +169,8 @@ where
             }),
         });
         drop(foreign);
+        // What a line inside a lazily rendered request span will put in front of its IDs.
+        let request_fields_len = request_attrs.as_ref().map_or(0, rendered_len);
         if let (Some(attrs), Some(record)) = (request_attrs, record.as_mut()) {
             if parent_ctx.is_none() {
                 // A local root: its fields stay as they are until its trace is decided.
@@ -227,7 +232,9 @@ where
             // (queries, outgoing calls) never log.
         } else if self.settings.json {
             if lazy {
-                ctx_data.fields_json.reserve(112);
+                // One allocation for the IDs and the request fields rendered later.
+                let ids = 75 + ctx_data.correlation_id.as_ref().map_or(0, |c| 20 + c.len());
+                ctx_data.fields_json.reserve(ids + request_fields_len);
             } else {
                 ctx_data.rendered = true;
                 if let Some(parent) = parent_ctx {
@@ -243,7 +250,7 @@ where
                         .fields_json
                         .push_str(&ids[..ids.len() - SPAN_ID_SUFFIX]);
                     ctx_data.fields_json.push_str(",\"span_id\":\"");
-                    push_hex(&mut ctx_data.fields_json, &ctx_data.span_id.to_be_bytes());
+                    push_hex_u64(&mut ctx_data.fields_json, ctx_data.span_id);
                     ctx_data.fields_json.push('"');
                 }
                 _ => render_ids(&mut ctx_data, self.settings.value_cap),

@@ -215,17 +215,35 @@ fn push_thousandths(out: &mut String, m: u64) {
     }
 }
 
-/// Appends an unsigned integer.
+/// `"00010203…99"`: the two digits of every number below 100.
+const DEC_PAIRS: [u8; 200] = {
+    let mut t = [0u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        t[2 * i] = b'0' + (i / 10) as u8;
+        t[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Appends an unsigned integer (two digits per division).
 pub(crate) fn push_u64(out: &mut String, mut v: u64) {
     let mut buf = [0u8; 20];
     let mut i = buf.len();
-    loop {
+    while v >= 100 {
+        let pair = (v % 100) as usize * 2;
+        v /= 100;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&DEC_PAIRS[pair..pair + 2]);
+    }
+    if v >= 10 {
+        let pair = v as usize * 2;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&DEC_PAIRS[pair..pair + 2]);
+    } else {
         i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
+        buf[i] = b'0' + v as u8;
     }
     out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
 }
@@ -263,14 +281,46 @@ pub(crate) fn push_json_debug(out: &mut String, value: &dyn fmt::Debug, cap: usi
 
 /// Appends lower-case hex.
 pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
-    for chunk in bytes.chunks(16) {
-        let mut buf = [0u8; 32];
-        for (i, b) in chunk.iter().enumerate() {
-            buf[2 * i] = HEX[(b >> 4) as usize];
-            buf[2 * i + 1] = HEX[(b & 0xf) as usize];
-        }
-        out.push_str(std::str::from_utf8(&buf[..2 * chunk.len()]).unwrap_or(""));
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(word);
+        push_hex_u64(out, u64::from_be_bytes(w));
     }
+    for b in words.remainder() {
+        out.push(HEX[(b >> 4) as usize] as char);
+        out.push(HEX[(b & 0xf) as usize] as char);
+    }
+}
+
+/// Appends the 16 lower-case hex digits of `v`.
+#[inline]
+pub(crate) fn push_hex_u64(out: &mut String, v: u64) {
+    let digits = hex_u64(v);
+    out.push_str(std::str::from_utf8(&digits).unwrap_or("0000000000000000"));
+}
+
+/// The 16 lower-case hex digits of `v`, most significant first, computed a word at a time.
+#[inline]
+pub(crate) fn hex_u64(v: u64) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&hex_word((v >> 32) as u32).to_be_bytes());
+    out[8..].copy_from_slice(&hex_word(v as u32).to_be_bytes());
+    out
+}
+
+/// The 8 hex digits of `x` as the bytes of a word, most significant digit in the top byte.
+#[inline]
+fn hex_word(x: u32) -> u64 {
+    // Each nibble spread into a byte of its own, in order.
+    let x = u64::from(x);
+    let x = (x | (x << 16)) & 0x0000_ffff_0000_ffff;
+    let x = (x | (x << 8)) & 0x00ff_00ff_00ff_00ff;
+    let n = (x | (x << 4)) & 0x0f0f_0f0f_0f0f_0f0f;
+    // 1 in the bytes holding 10..=15 (adding 6 carries into bit 4), which become letters:
+    // '0' + n, plus 'a' - '0' - 10 = 0x27 for a letter. No byte carries into the next.
+    let letters = ((n + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+    n + 0x3030_3030_3030_3030 + letters * 0x27
 }
 
 #[cfg(test)]
@@ -326,6 +376,52 @@ mod tests {
                 assert!(!esc(&s).contains('\n') && !esc(&s).contains('\u{1b}'));
             }
         }
+    }
+
+    #[test]
+    fn integers_and_hex_read_as_std_formats_them() {
+        let mut values = vec![
+            0u64,
+            1,
+            9,
+            10,
+            11,
+            99,
+            100,
+            101,
+            999,
+            1000,
+            u64::MAX,
+            u64::MAX - 1,
+        ];
+        values.extend((0..64).map(|b| 1u64 << b));
+        values.extend((0..64).map(|b| (1u64 << b) - 1));
+        // Deterministic spread: every nibble value at every position.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..5000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            values.push(x);
+            values.push(x % 1_000_000);
+        }
+        for v in values {
+            let mut s = String::new();
+            push_u64(&mut s, v);
+            assert_eq!(s, v.to_string());
+            let mut h = String::new();
+            push_hex_u64(&mut h, v);
+            assert_eq!(h, format!("{v:016x}"));
+            let mut b = String::new();
+            push_hex(&mut b, &[&v.to_be_bytes()[..], &[0xab, 0x0f]].concat());
+            assert_eq!(b, format!("{v:016x}ab0f"));
+        }
+        let mut wide = String::new();
+        push_hex(
+            &mut wide,
+            &0x0123_4567_89ab_cdef_fedc_ba98_7654_3210u128.to_be_bytes(),
+        );
+        assert_eq!(wide, "0123456789abcdeffedcba9876543210");
     }
 
     #[test]

@@ -24,14 +24,16 @@ pub(crate) fn push_timestamp(out: &mut String, secs: u64, micros: u32) {
         text = format_seconds(secs);
         let _ = LAST.try_with(|c| c.set((secs, text)));
     }
-    out.push_str(std::str::from_utf8(&text).unwrap_or("0000-00-00T00:00:00"));
-    let mut frac = [b'.', 0, 0, 0, 0, 0, 0, b'Z'];
+    let mut line = [0u8; 27];
+    line[..19].copy_from_slice(&text);
+    line[19] = b'.';
     let mut m = micros.min(999_999);
-    for i in (1..7).rev() {
-        frac[i] = b'0' + (m % 10) as u8;
+    for slot in line[20..26].iter_mut().rev() {
+        *slot = b'0' + (m % 10) as u8;
         m /= 10;
     }
-    out.push_str(std::str::from_utf8(&frac).unwrap_or(".000000Z"));
+    line[26] = b'Z';
+    out.push_str(std::str::from_utf8(&line).unwrap_or("0000-00-00T00:00:00.000000Z"));
 }
 
 fn format_seconds(secs: u64) -> [u8; 19] {

@@ -21,6 +21,7 @@ use crate::core::http::status_str;
 use crate::core::names::{ACCESS_TARGET, CORRELATION_FIELD, SECURITY_TARGET};
 use crate::core::outcome::{Outcome, Severity};
 use crate::logging::access::{ACCESS_KEYS, AccessFields, AccessLines};
+use crate::traces::record::{REQUEST_END_NAMES, RequestEnd};
 
 /// How a request's access line is written (see [`RequestRecord::finish`]).
 #[derive(Clone, Copy)]
@@ -163,12 +164,14 @@ impl RequestRecord {
     /// With `headers` (the response's), it also writes the response headers (see
     /// [`RequestRecord::decorate`]), from the same look at the request span.
     pub(super) fn finish(
-        self,
+        mut self,
         outcome: Outcome,
         panic_message: Option<&str>,
         headers: Option<&mut http::HeaderMap>,
     ) -> InFlight {
         let elapsed = self.start.elapsed();
+        // Moved to the response, not cloned: a clone of a value built from a slice allocates.
+        let correlation = std::mem::replace(&mut self.header_value, HeaderValue::from_static(""));
         let status = outcome.status();
         let status_label = status.map_or("", status_str);
         let error_type = outcome.error_type();
@@ -193,26 +196,26 @@ impl RequestRecord {
                 self.state.traces.is_some(),
             ),
         };
-        if let Some(status) = status {
-            self.span
-                .record("http.response.status_code", status.as_u16());
-        }
-        if !error_type.is_empty() {
-            self.span.record("error.type", error_type);
-        }
-        if outcome.is_error() {
-            self.span.record("otel.status_code", "ERROR");
-            if let Some(message) = panic_message {
-                self.span.record("otel.status_message", message);
-            }
+        let end = RequestEnd {
+            status: status.map(|s| s.as_u16()),
+            error_type,
+            error: outcome.is_error(),
+            message: panic_message,
+        };
+        // A lean request span (the instance's own subscriber, HTTP) hands how it ended to its
+        // record as it is, like its other fields; the others record it as `tracing` fields.
+        let direct_end = self.own && rpc.is_none();
+        if !direct_end {
+            self.record_end(end);
         }
         // One look at the request span: the exemplar goes to its local root (published with
         // the trace if it is kept and exported), the root says whether it keeps the trace
         // already (for `traceresponse`), and an INFO access line is written from its context.
         let access = self.access_path(outcome, rpc.is_some());
-        let (keeps, written) = crate::context::current::end_request(
+        let (keeps, written, ended) = crate::context::current::end_request(
             &self.span,
             exemplar,
+            direct_end.then_some(end),
             |sc, has_parent| match access {
                 Access::Direct(lines) => {
                     self.write_access_line(lines, outcome, elapsed, sc, has_parent)
@@ -220,8 +223,11 @@ impl RequestRecord {
                 Access::Event | Access::Filtered => None,
             },
         );
+        if direct_end && !ended {
+            self.record_end(end);
+        }
         if let Some(headers) = headers {
-            self.decorate_headers(headers, outcome, keeps);
+            self.decorate_headers(headers, correlation, outcome, keeps);
         }
         if written.is_none() && !matches!(access, Access::Filtered) {
             self.in_span(|| self.log_access(outcome, elapsed, panic_message, rpc));
@@ -254,6 +260,22 @@ impl RequestRecord {
         // The request span ends at the response head, like the duration.
         drop(span);
         in_flight
+    }
+
+    /// Records how the request ended as the request span's fields.
+    fn record_end(&self, end: RequestEnd<'_>) {
+        if let Some(status) = end.status {
+            self.span.record(REQUEST_END_NAMES[0], status);
+        }
+        if !end.error_type.is_empty() {
+            self.span.record(REQUEST_END_NAMES[1], end.error_type);
+        }
+        if end.error {
+            self.span.record("otel.status_code", "ERROR");
+            if let Some(message) = end.message {
+                self.span.record("otel.status_message", message);
+            }
+        }
     }
 
     /// The `rpc_method` label and the gRPC code of a gRPC call's outcome: the code the client
@@ -472,16 +494,20 @@ impl RequestRecord {
     /// trailers); the others get theirs from [`RequestRecord::finish`].
     fn decorate<B>(&self, response: &mut Response<B>, outcome: Outcome) {
         let keeps = crate::context::current::root_keeps(&self.span);
-        self.decorate_headers(response.headers_mut(), outcome, keeps);
+        let correlation = self.header_value.clone();
+        self.decorate_headers(response.headers_mut(), correlation, outcome, keeps);
     }
 
     /// The correlation ID echoed, and `traceresponse`; `root_keeps`: what the local root learnt
     /// while it ran keeps its trace.
-    fn decorate_headers(&self, headers: &mut http::HeaderMap, outcome: Outcome, root_keeps: bool) {
-        headers.insert(
-            self.state.request_id_header.clone(),
-            self.header_value.clone(),
-        );
+    fn decorate_headers(
+        &self,
+        headers: &mut http::HeaderMap,
+        correlation: HeaderValue,
+        outcome: Outcome,
+        root_keeps: bool,
+    ) {
+        headers.insert(self.state.request_id_header.clone(), correlation);
         if let Some(t) = self.trace {
             // Kept for sure: decided up front, failed, or learnt while running (a downstream
             // kept the trace, an ERROR was logged); only a slow request is not known yet.

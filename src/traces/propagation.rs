@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::core::escape::hex_u64;
 use http::HeaderValue;
 use http::header::GetAll;
 
@@ -136,16 +137,10 @@ fn valid_value(value: &str) -> bool {
 
 /// `00-<trace id>-<span id>-<flags>`, the form of `traceparent` and `traceresponse`.
 pub(crate) fn format_context(trace_id: u128, span_id: u64, sampled: bool) -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut buf = *b"00-00000000000000000000000000000000-0000000000000000-00";
-    for (i, b) in trace_id.to_be_bytes().iter().enumerate() {
-        buf[3 + 2 * i] = HEX[(b >> 4) as usize];
-        buf[4 + 2 * i] = HEX[(b & 0xf) as usize];
-    }
-    for (i, b) in span_id.to_be_bytes().iter().enumerate() {
-        buf[36 + 2 * i] = HEX[(b >> 4) as usize];
-        buf[37 + 2 * i] = HEX[(b & 0xf) as usize];
-    }
+    buf[3..19].copy_from_slice(&hex_u64((trace_id >> 64) as u64));
+    buf[19..35].copy_from_slice(&hex_u64(trace_id as u64));
+    buf[36..52].copy_from_slice(&hex_u64(span_id));
     if sampled {
         buf[54] = b'1';
     }

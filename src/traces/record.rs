@@ -41,15 +41,40 @@ pub(crate) const REQUEST_FIELD_NAMES: [&str; 4] = [
     "url.path",
 ];
 
-/// A request span's own fields (its correlation ID and [`RequestFields`]), with what the
-/// instance's settings say of them.
+/// The fields a request span records when it ends, in the order the layer records them.
+pub(crate) const REQUEST_END_NAMES: [&str; 2] = ["http.response.status_code", "error.type"];
+
+/// How a request ended, as the layer would record it on its span: `http.response.status_code`,
+/// `error.type`, and `otel.status_code = "ERROR"` with `otel.status_message` (see
+/// [`SpanRecord::end_request`]).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct RequestEnd<'a> {
+    pub(crate) status: Option<u16>,
+    /// Empty when there is none.
+    pub(crate) error_type: &'static str,
+    pub(crate) error: bool,
+    pub(crate) message: Option<&'a str>,
+}
+
+/// Whether each of a request span's own fields, and each of its [`REQUEST_END_NAMES`], is
+/// redacted under an instance's settings (decided once per instance).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct RequestRedaction {
+    fields: [bool; 4],
+    end: [bool; 2],
+}
+
+/// A request span's own fields (its correlation ID and [`RequestFields`]) and, once it ended,
+/// its status and error type, with what the instance's settings say of them.
 #[derive(Clone)]
 pub(crate) struct RequestAttrs {
     correlation_id: std::sync::Arc<str>,
     fields: std::sync::Arc<dyn RequestFields>,
-    /// Whether each of [`REQUEST_FIELD_NAMES`] is redacted.
-    redacted: [bool; 4],
+    /// Whether each of [`REQUEST_FIELD_NAMES`] and [`REQUEST_END_NAMES`] is redacted.
+    redacted: RequestRedaction,
     cap: usize,
+    status: Option<u16>,
+    error_type: &'static str,
 }
 
 impl RequestAttrs {
@@ -57,7 +82,7 @@ impl RequestAttrs {
     pub(crate) fn new(
         correlation_id: std::sync::Arc<str>,
         fields: std::sync::Arc<dyn RequestFields>,
-        redacted: [bool; 4],
+        redacted: RequestRedaction,
         settings: &RenderSettings,
     ) -> Self {
         Self {
@@ -65,12 +90,22 @@ impl RequestAttrs {
             fields,
             redacted,
             cap: settings.value_cap,
+            status: None,
+            error_type: "",
         }
     }
 
-    /// Whether each of [`REQUEST_FIELD_NAMES`] is redacted under `settings`.
-    pub(crate) fn redacted_under(settings: &RenderSettings) -> [bool; 4] {
-        REQUEST_FIELD_NAMES.map(|n| settings.redactor.is_sensitive(n))
+    /// What `settings` redact of a request span's fields.
+    pub(crate) fn redacted_under(settings: &RenderSettings) -> RequestRedaction {
+        RequestRedaction {
+            fields: REQUEST_FIELD_NAMES.map(|n| settings.redactor.is_sensitive(n)),
+            end: REQUEST_END_NAMES.map(|n| settings.redactor.is_sensitive(n)),
+        }
+    }
+
+    /// `http.response.status_code`, once the request ended with one.
+    pub(crate) fn status(&self) -> Option<i64> {
+        self.status.map(i64::from)
     }
 
     /// (name, value, redacted) of the fields a log line shows (the correlation ID is among the
@@ -80,14 +115,18 @@ impl RequestAttrs {
             (
                 REQUEST_FIELD_NAMES[1],
                 self.fields.method(),
-                self.redacted[1],
+                self.redacted.fields[1],
             ),
             (
                 REQUEST_FIELD_NAMES[2],
                 self.fields.route(),
-                self.redacted[2],
+                self.redacted.fields[2],
             ),
-            (REQUEST_FIELD_NAMES[3], self.fields.path(), self.redacted[3]),
+            (
+                REQUEST_FIELD_NAMES[3],
+                self.fields.path(),
+                self.redacted.fields[3],
+            ),
         ]
     }
 
@@ -103,7 +142,7 @@ impl RequestAttrs {
         let mut i = 0;
         values.map(|value| {
             let name = REQUEST_FIELD_NAMES[i];
-            let redacted = self.redacted[i];
+            let redacted = self.redacted.fields[i];
             i += 1;
             if redacted {
                 KeyValue::new(name, REDACTED)
@@ -120,9 +159,24 @@ impl RequestAttrs {
         record.names.splice(0..0, REQUEST_FIELD_NAMES);
     }
 
-    /// Adds the fields in front of a kept root's attributes.
+    /// Adds the fields in front of a kept root's attributes, and the status and error type
+    /// after them (where the layer would have recorded them last).
     pub(crate) fn finish_into(&self, span: &mut FinishedSpan) {
         span.attributes.splice(0..0, self.key_values());
+        let end = |i: usize, value: Value| {
+            if self.redacted.end[i] {
+                KeyValue::new(REQUEST_END_NAMES[i], REDACTED)
+            } else {
+                KeyValue::new(REQUEST_END_NAMES[i], value)
+            }
+        };
+        if let Some(status) = self.status {
+            span.attributes.push(end(0, Value::I64(status.into())));
+        }
+        if !self.error_type.is_empty() {
+            let error_type = cap_to(self.cap, self.error_type);
+            span.attributes.push(end(1, Value::from(error_type)));
+        }
     }
 }
 
@@ -147,6 +201,24 @@ pub(crate) struct SpanRecord {
 }
 
 impl SpanRecord {
+    /// Takes how a request ended as the layer's `Span::record` calls would, without them: kept
+    /// as it is for a request span whose fields are (see [`RequestAttrs`]); `false` when the
+    /// span has to record them as fields (a request span that is not a local root).
+    pub(crate) fn end_request(&mut self, end: RequestEnd<'_>) -> bool {
+        let Some(request) = self.request.as_mut() else {
+            return false;
+        };
+        request.status = end.status;
+        request.error_type = end.error_type;
+        if end.error {
+            self.error = true;
+            if let Some(message) = end.message {
+                self.status_message = Some(cap_to(request.cap, message));
+            }
+        }
+        true
+    }
+
     /// The names of the span's fields: the request fields (if kept as they are), then the
     /// recorded ones.
     pub(crate) fn field_names(&self) -> impl Iterator<Item = &'static str> + '_ {

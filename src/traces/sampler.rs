@@ -406,7 +406,7 @@ impl TailSampler {
                 }
             } else if root.is_some() && !state.pending.contains_key(&key) {
                 // A root without buffered children (the common request): decide at once.
-                let error = self.is_error(&span);
+                let error = self.is_error(&span, request.as_ref());
                 let decision = self.decide(trace_id, error, root);
                 Self::remember(&mut state, key, decision);
                 // A dropped root's span is dropped here: no emission to make.
@@ -436,7 +436,7 @@ impl TailSampler {
                     spans: Vec::with_capacity(2),
                     error: false,
                 });
-                entry.error |= self.is_error(&span);
+                entry.error |= self.is_error(&span, request.as_ref());
                 if entry.spans.len() < self.config.max_spans_per_trace {
                     entry.spans.push(span);
                     state.spans += 1;
@@ -480,8 +480,11 @@ impl TailSampler {
 
     /// Whether a span makes its trace an error trace: error status, an ERROR event, a 5xx
     /// response (and a 4xx one when client errors count).
-    fn is_error(&self, span: &FinishedSpan) -> bool {
-        let status = span.http_status();
+    /// `request`: the fields of a request span kept as they are (its status among them).
+    fn is_error(&self, span: &FinishedSpan, request: Option<&RequestAttrs>) -> bool {
+        let status = span
+            .http_status()
+            .or_else(|| request.and_then(RequestAttrs::status));
         span.error
             || span.error_event
             || status.is_some_and(|s| s >= 500)

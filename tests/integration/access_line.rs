@@ -18,6 +18,8 @@ const EVENT_PATH_FILTER: &str = "info,[never_opened]=trace";
 
 struct Setup {
     traces: bool,
+    /// 4xx traces kept as errors (`ObsBuilder::sample_client_errors`).
+    client_errors: bool,
     redact: &'static [&'static str],
     value_cap: Option<usize>,
     /// A span (from tower-http's `TraceLayer`) around the request span.
@@ -26,6 +28,7 @@ struct Setup {
 
 const PLAIN: Setup = Setup {
     traces: true,
+    client_errors: false,
     redact: &[],
     value_cap: None,
     outer_span: false,
@@ -41,7 +44,8 @@ fn instance(setup: &Setup, filter: &str) -> (Obs, Capture) {
         .process_metrics(false)
         .traces(setup.traces)
         // Every trace kept, to compare what is exported (an outer span's too).
-        .success_ratio(1.0);
+        .success_ratio(1.0)
+        .sample_client_errors(setup.client_errors);
     if !setup.redact.is_empty() {
         builder = builder.redact_fields(setup.redact.iter().copied());
     }
@@ -61,6 +65,23 @@ fn app(obs: &Obs, outer_span: bool) -> Router {
             }),
         )
         .route("/quiet/{id}", get(|| async { "ok" }))
+        .route(
+            "/missing/{id}",
+            get(|| async { (axum::http::StatusCode::NOT_FOUND, "no such thing") }),
+        )
+        .route(
+            "/fail/{id}",
+            get(|| async { (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down") }),
+        )
+        .route(
+            "/panic/{id}",
+            get(|| async {
+                if true {
+                    panic!("the handler gave up on this request");
+                }
+                "unreachable"
+            }),
+        )
         .layer(obs.layer());
     if outer_span {
         // At INFO, so that `RUST_LOG=info` keeps it.
@@ -103,15 +124,28 @@ struct Seen {
     span: String,
 }
 
-/// The request span's name and attributes in a `recent_traces_json` answer.
+/// The request span's name, status and attributes in a `recent_traces_json` answer.
 fn server_span(traces: &str) -> String {
     let at = traces
         .find(r#""kind":"Server""#)
         .unwrap_or_else(|| panic!("a SERVER span: {traces}"));
     let name = traces[..at].rfind(r#""name":"#).unwrap();
-    let attrs = at + traces[at..].find(r#""attributes":{"#).unwrap();
-    let end = attrs + traces[attrs..].find(r#"},"events""#).unwrap();
-    format!("{} {}", &traces[name..at], &traces[attrs..=end])
+    let status = at + traces[at..].find(r#""status":"#).unwrap();
+    let end = status + traces[status..].find(r#"},"events""#).unwrap();
+    format!("{} {}", &traces[name..at], &traces[status..=end])
+}
+
+/// The status a test route answers with.
+fn expected_status(path: &str) -> u16 {
+    if path.starts_with("/fail/") {
+        503
+    } else if path.starts_with("/missing/") {
+        404
+    } else if path.starts_with("/panic/") {
+        500
+    } else {
+        200
+    }
 }
 
 /// What each instance (fast path, then event path) writes and keeps for `path`.
@@ -139,7 +173,7 @@ async fn access_lines(setup: &Setup, path: &str) -> (Seen, Seen) {
                 .with_subscriber(dispatch.clone())
                 .await
                 .unwrap();
-            assert_eq!(response.status(), 200);
+            assert_eq!(response.status(), expected_status(path));
             let body = axum::body::to_bytes(response.into_body(), 1024)
                 .with_subscriber(dispatch)
                 .await
@@ -150,7 +184,7 @@ async fn access_lines(setup: &Setup, path: &str) -> (Seen, Seen) {
             let lines: Vec<String> = headers.iter().map(|(n, v)| format!("{n}: {v}")).collect();
             let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
             let resp = http_get(addr, path, &lines).await;
-            assert_eq!(resp.status, 200);
+            assert_eq!(resp.status, expected_status(path));
         }
         assert!(obs.flush());
         let text = logs.text();
@@ -178,7 +212,36 @@ async fn access_lines(setup: &Setup, path: &str) -> (Seen, Seen) {
 
 #[tokio::test]
 async fn the_written_line_is_the_line_of_the_tracing_event() {
-    let cases: [(&str, Setup, &str); 6] = [
+    let cases: [(&str, Setup, &str); 11] = [
+        // Kept as an error for its status alone (its sampling reason says so).
+        (
+            "a client error, kept as an error",
+            Setup {
+                client_errors: true,
+                ..PLAIN
+            },
+            "/missing/11",
+        ),
+        // How the request ended: the status, `error.type`, the span's error status and the
+        // panic's message.
+        ("traces, a failed request", PLAIN, "/fail/7"),
+        ("traces, a panicking handler", PLAIN, "/panic/8"),
+        (
+            "redacted status and error type",
+            Setup {
+                redact: &["status_code", "error.type", "authorization"],
+                ..PLAIN
+            },
+            "/fail/9",
+        ),
+        (
+            "a panic message over the cap",
+            Setup {
+                value_cap: Some(16),
+                ..PLAIN
+            },
+            "/panic/10",
+        ),
         // The request span's fields were rendered for the handler's line.
         ("traces, handler logs", PLAIN, "/logs/1"),
         // Not rendered: the line shadows every field of the request span.

@@ -375,7 +375,9 @@ impl TailSampler {
         let trace_id = span.trace_id;
         let key = buffer_key(trace_id, local_root);
         let mut emit: Vec<(Option<&'static str>, Vec<FinishedSpan>)> = Vec::new();
-        let now = Instant::now();
+        // Read only when a trace is buffered: the common request (a root without buffered
+        // children, nothing else waiting) needs no clock.
+        let now = std::cell::OnceCell::new();
         // The root's exemplars go with the emission of the root span, if its trace is kept.
         let mut root_emission = None;
         let exemplars = root
@@ -392,7 +394,7 @@ impl TailSampler {
             });
         {
             let mut state = lock(&self.state);
-            self.sweep_timeouts(&mut state, &mut emit, now);
+            self.sweep_timeouts(&mut state, &mut emit, &now);
             if let Some(decision) = Self::recall(&state, key) {
                 // A late span follows its trace's decision.
                 if decision.is_some() {
@@ -425,7 +427,7 @@ impl TailSampler {
                             None => break,
                         }
                     }
-                    state.order.push_back((key, now));
+                    state.order.push_back((key, *now.get_or_init(Instant::now)));
                     if state.order.len() > 4 * self.config.max_traces.max(1024) {
                         // Entries of decided traces wait behind a long-running one: compact.
                         let State { order, pending, .. } = &mut *state;
@@ -496,13 +498,14 @@ impl TailSampler {
         &self,
         state: &mut State,
         emit: &mut Vec<(Option<&'static str>, Vec<FinishedSpan>)>,
-        now: Instant,
+        now: &std::cell::OnceCell<Instant>,
     ) {
         while let Some(&(id, at)) = state.order.front() {
             if !state.pending.contains_key(&id) {
                 state.order.pop_front();
                 continue;
             }
+            let now = *now.get_or_init(Instant::now);
             if now.saturating_duration_since(at) < self.config.root_timeout {
                 break;
             }

@@ -38,6 +38,23 @@ RECEIVER=$!
 trap 'kill $RECEIVER 2>/dev/null || true' EXIT
 export OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$RECEIVER_PORT"
 
+# CPU time (clock ticks) used so far by the process's tokio worker threads, and by all of its
+# threads: "worker total". Read from /proc/PID/task/*/stat (utime + stime).
+cpu_ticks() {
+    local pid="$1" worker=0 total=0 t comm fields
+    for t in /proc/"$pid"/task/*; do
+        comm=$(cat "$t/comm" 2>/dev/null) || continue
+        # Fields after the command name: state is field 3, utime 14, stime 15.
+        fields=$(sed 's/^.*) //' "$t/stat" 2>/dev/null) || continue
+        # shellcheck disable=SC2086
+        set -- $fields
+        total=$((total + ${12} + ${13}))
+        case "$comm" in tokio-rt-worker*) worker=$((worker + ${12} + ${13})) ;; esac
+    done
+    echo "$worker $total"
+}
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+
 run_one() {
     local stack="$1"
     # The JSON lines go to a file, as a log shipper tailing a container's output would read them.
@@ -49,21 +66,33 @@ run_one() {
     done
     # Warm-up, then the measured run.
     wrk -t"$WORKERS" -c32 -d2s "http://127.0.0.1:$PORT/users/42" >/dev/null
-    local rps
-    rps=$(wrk -t"$WORKERS" -c32 -d"$DURATION" "http://127.0.0.1:$PORT/users/42" | awk '/Requests\/sec/ {print $2}')
+    local before after out
+    before=$(cpu_ticks "$pid")
+    out=$(wrk -t"$WORKERS" -c32 -d"$DURATION" "http://127.0.0.1:$PORT/users/42")
+    after=$(cpu_ticks "$pid")
     kill "$pid"
     wait "$pid" 2>/dev/null || true
     rm -f "$OUT/$stack.log"
-    echo "$rps"
+    # "req/s worker-µs-per-request process-µs-per-request": the CPU a request costs the
+    # workers (which a one-worker server is bound by) and the whole process, which the
+    # neighbours' load changes far less than the rate.
+    echo "$out" | awk -v b="$before" -v a="$after" -v tick="$TICK_US" '
+        /requests in/ { n = $1 }
+        /Requests\/sec/ { rps = $2 }
+        END {
+            split(b, x, " "); split(a, y, " ");
+            printf "%s %.2f %.2f\n", rps, (y[1] - x[1]) * tick / n, (y[2] - x[2]) * tick / n
+        }'
 }
 
-declare -A results
+declare -A results cpu
 ratios=""
 for round in $(seq 1 "$ROUNDS"); do
     for stack in bare mercenary off-the-shelf; do
-        rps=$(run_one "$stack")
-        echo "round $round: $stack $rps req/s"
+        read -r rps worker_us process_us <<<"$(run_one "$stack")"
+        echo "round $round: $stack $rps req/s, CPU per request: workers $worker_us µs, process $process_us µs"
         results[$stack]="${results[$stack]:-} $rps"
+        cpu[$stack]="${cpu[$stack]:-} $worker_us"
         eval "last_${stack//-/_}=$rps"
     done
     # The round's own ratio: the three runs of a round are seconds apart, so a neighbour's
@@ -81,3 +110,11 @@ awk -v b="$bare" -v o="$ours" -v t="$ots" 'BEGIN {
     printf "mercenary_obs keeps %.0f%% of bare (budget >= 60%%, aim 75%%); off-the-shelf keeps %.0f%%\n", 100*o/b, 100*t/b
 }'
 echo "mercenary_obs / bare per round:$ratios (median $(echo "$ratios" | median))"
+# The rate a worker-bound server reaches is the inverse of the worker CPU a request costs: the
+# ratio of the medians is the share of bare axum's capacity kept, read off CPU time.
+cpu_bare=$(echo "${cpu[bare]}" | median)
+cpu_ours=$(echo "${cpu[mercenary]}" | median)
+cpu_ots=$(echo "${cpu[off-the-shelf]}" | median)
+awk -v b="$cpu_bare" -v o="$cpu_ours" -v t="$cpu_ots" 'BEGIN {
+    printf "worker CPU per request (medians): bare %.2f µs, mercenary_obs %.2f µs, off-the-shelf %.2f µs: mercenary_obs keeps %.0f%% of bare'"'"'s capacity, off-the-shelf %.0f%%\n", b, o, t, 100*b/o, 100*b/t
+}'

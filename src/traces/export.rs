@@ -18,7 +18,7 @@
 //!
 //! How it works:
 //!
-//! - The queue is a `VecDeque<SpanData>` under a mutex, at most `max_queue_size` spans. `push`
+//! - The queue is a `VecDeque<QueuedSpan>` under a mutex, at most `max_queue_size` spans. `push`
 //!   appends under that lock and notifies the thread only when the queue crosses
 //!   `max_export_batch_size` (a full batch is waiting); spans that do not fit are dropped after
 //!   the lock is released. Memory is bounded by the queue plus the one batch in flight.
@@ -50,6 +50,7 @@ use opentelemetry_sdk::trace::SpanData;
 use prometheus::IntCounter;
 
 use super::options::TlsFiles;
+use super::record::QueuedSpan;
 use super::sampler::{TraceExemplars, publish_exemplars};
 use super::target::Target;
 use super::transport::LastError;
@@ -121,7 +122,7 @@ pub(crate) struct ExportCounters {
 }
 
 struct State {
-    queue: VecDeque<SpanData>,
+    queue: VecDeque<QueuedSpan>,
     /// Spans accepted into the queue so far.
     accepted: u64,
     /// Spans taken out of the queue into batches so far.
@@ -244,7 +245,7 @@ impl SpanExportQueue {
     /// Queues spans for export. Never blocks on I/O; spans past the queue's bound are dropped
     /// and counted in `queue_full`. `exemplars` are published once the last of these spans is
     /// exported (never when any of them was dropped).
-    pub(crate) fn push_with(&self, spans: Vec<SpanData>, exemplars: Option<TraceExemplars>) {
+    pub(crate) fn push_with(&self, spans: Vec<QueuedSpan>, exemplars: Option<TraceExemplars>) {
         if spans.is_empty() {
             return;
         }
@@ -280,7 +281,7 @@ impl SpanExportQueue {
     /// [`Self::push_with`] without exemplars.
     #[cfg(test)]
     pub(crate) fn push(&self, spans: Vec<SpanData>) {
-        self.push_with(spans, None);
+        self.push_with(spans.into_iter().map(QueuedSpan::from).collect(), None);
     }
 
     /// Exports every span queued before the call; returns whether all of them were handled
@@ -460,6 +461,8 @@ impl Worker {
         let mut next_export = Instant::now() + self.schedule_delay;
         while let Some((batch, exemplars)) = self.next_batch(&mut next_export) {
             let spans = batch.len() as u64;
+            // Made the SDK's form here, off the request path and outside the queue's lock.
+            let batch = batch.into_iter().map(QueuedSpan::into_span_data).collect();
             let outcome = self.export(runtime, batch);
             next_export = Instant::now() + self.schedule_delay;
             let counters = &self.shared.counters;
@@ -514,7 +517,7 @@ impl Worker {
     fn next_batch(
         &self,
         next_export: &mut Instant,
-    ) -> Option<(Vec<SpanData>, Vec<TraceExemplars>)> {
+    ) -> Option<(Vec<QueuedSpan>, Vec<TraceExemplars>)> {
         let shared = &self.shared;
         let mut state = lock(&shared.state);
         loop {
@@ -1301,7 +1304,7 @@ mod tests {
             timestamp: 1_700_000_000.25,
             exemplars: root,
         };
-        queue.push_with(vec![span(trace_id(1), 7, "root")], Some(trace));
+        queue.push_with(vec![span(trace_id(1), 7, "root").into()], Some(trace));
         assert!(queue.flush(Duration::from_secs(10)));
         assert!(queue.shutdown(Duration::from_secs(5)));
         table.get(series, 1)

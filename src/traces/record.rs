@@ -250,6 +250,45 @@ pub(crate) struct FinishedSpan {
     pub(crate) lazy_name: LazyName,
 }
 
+/// A kept span on its way to an exporter, made the SDK's [`SpanData`] where it is consumed (on
+/// the export thread), not on the request path.
+pub(crate) enum QueuedSpan {
+    /// Already in the SDK's form.
+    Data(SpanData),
+    /// As the sampler holds it, with its trace's sampling reason and, for a request span whose
+    /// own fields were kept as they are, those fields.
+    Finished {
+        span: FinishedSpan,
+        reason: &'static str,
+        request: Option<RequestAttrs>,
+    },
+}
+
+impl QueuedSpan {
+    /// The SDK form (see [`FinishedSpan::into_span_data`]).
+    pub(crate) fn into_span_data(self) -> SpanData {
+        match self {
+            QueuedSpan::Data(data) => data,
+            QueuedSpan::Finished {
+                mut span,
+                reason,
+                request,
+            } => {
+                if let Some(request) = request {
+                    request.finish_into(&mut span);
+                }
+                span.into_span_data(reason)
+            }
+        }
+    }
+}
+
+impl From<SpanData> for QueuedSpan {
+    fn from(data: SpanData) -> Self {
+        QueuedSpan::Data(data)
+    }
+}
+
 /// A span name built from the span's attributes only when its trace is kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum LazyName {

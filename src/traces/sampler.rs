@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
-use super::record::{FinishedSpan, RequestAttrs};
+use super::record::{FinishedSpan, QueuedSpan, RequestAttrs};
 use super::ring::TraceRing;
 use crate::core::error::Error;
 use crate::core::exemplar::{Exemplars, RootExemplars};
@@ -367,7 +367,7 @@ impl TailSampler {
     /// as they are, which become its first attributes if its trace is kept.
     pub(crate) fn on_span_end(
         &self,
-        mut span: FinishedSpan,
+        span: FinishedSpan,
         local_root: u64,
         root: Option<(RootInfo, Duration)>,
         request: Option<RequestAttrs>,
@@ -398,9 +398,6 @@ impl TailSampler {
             if let Some(decision) = Self::recall(&state, key) {
                 // A late span follows its trace's decision.
                 if decision.is_some() {
-                    if let Some(r) = &request {
-                        r.finish_into(&mut span);
-                    }
                     if root.is_some() {
                         root_emission = Some(emit.len());
                     }
@@ -413,9 +410,6 @@ impl TailSampler {
                 Self::remember(&mut state, key, decision);
                 // A dropped root's span is dropped here: no emission to make.
                 if decision.is_some() {
-                    if let Some(r) = &request {
-                        r.finish_into(&mut span);
-                    }
                     root_emission = Some(emit.len());
                     emit.push((decision, vec![span]));
                 }
@@ -453,15 +447,9 @@ impl TailSampler {
                     state.spans = state
                         .spans
                         .saturating_sub(pending.as_ref().map_or(0, |p| p.spans.len()));
-                    let (error, mut spans) =
+                    let (error, spans) =
                         pending.map_or((false, Vec::new()), |p| (p.error, p.spans));
                     let decision = self.decide(trace_id, error, Some((info, duration)));
-                    if decision.is_some()
-                        && let Some(r) = &request
-                        && let Some(root_span) = spans.iter_mut().find(|s| s.span_id == local_root)
-                    {
-                        r.finish_into(root_span);
-                    }
                     Self::remember(&mut state, key, decision);
                     root_emission = Some(emit.len());
                     emit.push((decision, spans));
@@ -470,13 +458,16 @@ impl TailSampler {
             self.metrics.buffered_traces.set(state.pending.len() as i64);
             self.metrics.buffered_spans.set(state.spans as i64);
         }
+        // The request span's own fields go with the root's emission, to become attributes
+        // where the spans become the SDK's form.
+        let mut request = request.map(|r| (local_root, r));
         for (i, (decision, spans)) in emit.into_iter().enumerate() {
-            let exemplars = if root_emission == Some(i) {
-                exemplars
+            let (exemplars, request) = if root_emission == Some(i) {
+                (exemplars, request.take())
             } else {
-                None
+                (None, None)
             };
-            self.emit(decision, spans, exemplars);
+            self.emit(decision, spans, exemplars, request);
         }
     }
 
@@ -606,22 +597,32 @@ impl TailSampler {
         decision: Option<&'static str>,
         spans: Vec<FinishedSpan>,
         exemplars: Option<TraceExemplars>,
+        mut request: Option<(u64, RequestAttrs)>,
     ) {
         let Some(reason) = decision else { return };
         if spans.is_empty() {
             return;
         }
-        let data: Vec<_> = spans
-            .into_iter()
-            .map(|s| s.into_span_data(reason))
-            .collect();
-        // The ring is used only when there is no exporter: each gets the spans it needs.
+        let queued = spans.into_iter().map(|span| {
+            let request = match &request {
+                Some((id, _)) if *id == span.span_id => request.take().map(|(_, r)| r),
+                _ => None,
+            };
+            QueuedSpan::Finished {
+                span,
+                reason,
+                request,
+            }
+        });
+        // The ring is used only when there is no exporter: each gets the spans it needs. The
+        // export thread makes them the SDK's form; the ring, here.
         #[cfg(feature = "otlp")]
         if let Some(export) = &self.sinks.export {
-            export.push_with(data, exemplars);
+            export.push_with(queued.collect(), exemplars);
             return;
         }
         if let Some(ring) = &self.sinks.ring {
+            let data = queued.map(QueuedSpan::into_span_data).collect();
             ring.push(reason, data);
             if let Some(exemplars) = exemplars {
                 publish_exemplars(&self.sinks.exemplars, &exemplars);
@@ -641,7 +642,7 @@ impl TailSampler {
         };
         for (id, p) in drained {
             let decision = self.decide(id, p.error, None);
-            self.emit(decision, p.spans, None);
+            self.emit(decision, p.spans, None, None);
         }
     }
 }

@@ -58,7 +58,17 @@ pub(crate) fn ensure_rendered<S>(
         }
     }
     if span.parent().is_none() {
-        // A local root (the request span): no ancestor to render first.
+        // A local root (the request span): no ancestor to render first. A lean request span
+        // with no other field is not rendered at all: its line writes its fields itself
+        // (`line_request_fields`), which is cheaper than keeping them for a next line that
+        // most requests do not log.
+        if span
+            .extensions()
+            .get::<SpanContext>()
+            .is_some_and(|d| line_request_fields(d).is_some())
+        {
+            return;
+        }
         let mut ext = span.extensions_mut();
         if let Some(data) = ext.get_mut::<SpanContext>() {
             render_from_record(settings, data, None);
@@ -172,6 +182,17 @@ pub(crate) fn rendered_len(attrs: &RequestAttrs) -> usize {
         .sum()
 }
 
+/// The fields a line logged in `data` writes itself: those of a lean request span that is a
+/// local root, not rendered, and has no other field (see [`ensure_rendered`]).
+#[inline]
+pub(crate) fn line_request_fields(data: &SpanContext) -> Option<&RequestAttrs> {
+    let record = data.record.as_ref()?;
+    if data.rendered || data.local_root != data.span_id || !record.names.is_empty() {
+        return None;
+    }
+    record.request.as_ref()
+}
+
 /// Renders a request span's own fields as the entry writer renders them as `tracing` fields.
 #[inline]
 pub(crate) fn render_request_fields(
@@ -180,9 +201,31 @@ pub(crate) fn render_request_fields(
     attrs: &RequestAttrs,
     cap: usize,
 ) {
+    render_request_entries(
+        out,
+        attrs,
+        cap,
+        |_| false,
+        |name, start, end| keys.push((name, start, end)),
+    );
+}
+
+/// Appends a request span's own fields but those `skip` names; `wrote(name, start, end)` is
+/// told where each entry went.
+#[inline]
+pub(crate) fn render_request_entries(
+    out: &mut String,
+    attrs: &RequestAttrs,
+    cap: usize,
+    skip: impl Fn(&str) -> bool,
+    mut wrote: impl FnMut(&'static str, u32, u32),
+) {
     for ((name, value, redacted), prefix) in
         attrs.line_entries().into_iter().zip(REQUEST_FIELD_PREFIXES)
     {
+        if skip(name) {
+            continue;
+        }
         let start = out.len() as u32;
         if name.len() <= cap {
             out.push_str(prefix);
@@ -198,7 +241,7 @@ pub(crate) fn render_request_fields(
         } else {
             push_json_str(out, value, cap);
         }
-        keys.push((name, start, out.len() as u32));
+        wrote(name, start, out.len() as u32);
     }
 }
 

@@ -15,6 +15,7 @@ use tracing_subscriber::registry::LookupSpan;
 
 use super::writer::LineWriter;
 use crate::context::entries::JsonEntries;
+use crate::context::fields::{line_request_fields, render_request_entries};
 use crate::context::handoff::push_access_extra;
 use crate::context::layer::SpanContext;
 use crate::core::escape::{JsonStr, push_json_str};
@@ -129,7 +130,17 @@ impl JsonLayer {
             push_access_extra(line);
         }
         if let Some(sc) = span_ctx {
-            if b.keys.is_empty() {
+            if let Some(attrs) = line_request_fields(sc) {
+                // A lean request span's fields, written here rather than kept in the span.
+                let keys = &b.keys;
+                render_request_entries(
+                    line,
+                    attrs,
+                    self.settings.value_cap,
+                    |name| keys.iter().any(|(k, _, _)| *k == name),
+                    |_, _, _| {},
+                );
+            } else if b.keys.is_empty() {
                 line.push_str(sc.fields());
             } else {
                 for &(key, start, end) in &sc.keys {

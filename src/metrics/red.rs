@@ -8,13 +8,18 @@ use prometheus::{
 use std::sync::Arc;
 
 use crate::core::error::Error;
-use crate::core::exemplar::{ExemplarTable, PendingExemplar, series_key};
+use crate::core::exemplar::{ExemplarTable, PendingExemplar, label_name_hash, series_key_hashed};
 use crate::core::http::METHODS;
 use crate::core::names::{
     ACTIVE_REQUESTS, AUDIT_LINES_FAILED, ERROR_TYPE_LABEL, LOG_LINES_DROPPED, METHOD_LABEL,
     REQUEST_DURATION, ROUTE_LABEL, STATUS_LABEL, TARGET_INFO,
 };
 use crate::core::resource::Resource;
+
+/// The duration histogram's label names, hashed once for the exemplars' series keys.
+static NAME_HASHES: std::sync::LazyLock<[u64; 4]> = std::sync::LazyLock::new(|| {
+    [METHOD_LABEL, ROUTE_LABEL, STATUS_LABEL, ERROR_TYPE_LABEL].map(label_name_hash)
+});
 
 /// The request metrics of one instance.
 #[derive(Clone)]
@@ -43,8 +48,8 @@ impl RedMetrics {
         self.duration.with_label_values(&labels).observe(seconds);
         match &self.exemplars {
             Some(table) if traced => {
-                let names = [METHOD_LABEL, ROUTE_LABEL, STATUS_LABEL, ERROR_TYPE_LABEL];
-                table.pending(series_key(names.into_iter().zip(labels)), seconds, 0)
+                let series = series_key_hashed(NAME_HASHES.iter().copied().zip(labels));
+                table.pending(series, seconds, 0)
             }
             _ => PendingExemplar::default(),
         }

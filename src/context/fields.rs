@@ -172,16 +172,6 @@ pub(crate) const REQUEST_FIELD_PREFIXES: [&str; 3] = [
     ",\"url.path\":",
 ];
 
-/// About how long [`render_request_fields`] makes `attrs` (exact unless escaped or capped).
-pub(crate) fn rendered_len(attrs: &RequestAttrs) -> usize {
-    attrs
-        .line_entries()
-        .iter()
-        .zip(REQUEST_FIELD_PREFIXES)
-        .map(|((_, value, _), prefix)| prefix.len() + value.len() + 2)
-        .sum()
-}
-
 /// The fields a line logged in `data` writes itself: those of a lean request span that is a
 /// local root, not rendered, and has no other field (see [`ensure_rendered`]).
 #[inline]

@@ -19,7 +19,7 @@ use tracing_subscriber::registry::LookupSpan;
 
 use super::current::ForeignCode;
 use super::fields::{
-    FieldRenderer, SPAN_ID_SUFFIX, inherit_fields, render_ids, render_request_fields, rendered_len,
+    FieldRenderer, SPAN_ID_SUFFIX, inherit_fields, render_ids, render_request_fields,
     same_ids_prefix,
 };
 use super::handoff::{set_opened, take_request_fields, take_request_trace};
@@ -169,8 +169,6 @@ where
             }),
         });
         drop(foreign);
-        // What a line inside a lazily rendered request span will put in front of its IDs.
-        let request_fields_len = request_attrs.as_ref().map_or(0, rendered_len);
         if let (Some(attrs), Some(record)) = (request_attrs, record.as_mut()) {
             if parent_ctx.is_none() {
                 // A local root: its fields stay as they are until its trace is decided.
@@ -232,9 +230,9 @@ where
             // (queries, outgoing calls) never log.
         } else if self.settings.json {
             if lazy {
-                // One allocation for the IDs and the request fields rendered later.
+                // One allocation for the IDs (`,"correlation_id":"…"` and the two hex IDs).
                 let ids = 75 + ctx_data.correlation_id.as_ref().map_or(0, |c| 20 + c.len());
-                ctx_data.fields_json.reserve(ids + request_fields_len);
+                ctx_data.fields_json.reserve(ids);
             } else {
                 ctx_data.rendered = true;
                 if let Some(parent) = parent_ctx {

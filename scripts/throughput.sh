@@ -74,8 +74,8 @@ run_one() {
     wait "$pid" 2>/dev/null || true
     rm -f "$OUT/$stack.log"
     # "req/s worker-µs-per-request process-µs-per-request": the CPU a request costs the
-    # workers (which a one-worker server is bound by) and the whole process, which the
-    # neighbours' load changes far less than the rate.
+    # workers (which a one-worker server is bound by, so it mirrors the rate) and the whole
+    # process (the writer and export threads besides).
     echo "$out" | awk -v b="$before" -v a="$after" -v tick="$TICK_US" '
         /requests in/ { n = $1 }
         /Requests\/sec/ { rps = $2 }

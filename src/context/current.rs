@@ -236,21 +236,17 @@ pub(crate) fn end_request<R>(
     f: impl FnOnce(&SpanContext, bool) -> Option<R>,
 ) -> (bool, Option<R>, bool) {
     with_registry_span(span, |s| {
-        let ended = end.is_some_and(|end| {
-            let mut ext = s.extensions_mut();
-            ext.get_mut::<SpanContext>()
-                .is_some_and(|c| match c.record.as_mut() {
-                    Some(record) => record.end_request(end),
-                    // Nothing records the span's fields: the JSON lines take the status from
-                    // the request, not from its span.
-                    None => true,
-                })
-        });
         let has_parent = s.parent().is_some();
-        let (span_id, out) = {
-            let ext = s.extensions();
-            let c = ext.get::<SpanContext>()?;
-            (c.span_id, f(c, has_parent))
+        let (span_id, out, ended) = {
+            let mut ext = s.extensions_mut();
+            let c = ext.get_mut::<SpanContext>()?;
+            let ended = end.is_some_and(|end| match c.record.as_mut() {
+                Some(record) => record.end_request(end),
+                // Nothing records the span's fields: the JSON lines take the status from the
+                // request, not from its span.
+                None => true,
+            });
+            (c.span_id, f(c, has_parent), ended)
         };
         if exemplar.span_id == 0 {
             exemplar.span_id = span_id;

@@ -47,7 +47,7 @@ pub(crate) const REQUEST_END_NAMES: [&str; 2] = ["http.response.status_code", "e
 /// How a request ended, as the layer would record it on its span: `http.response.status_code`,
 /// `error.type`, and `otel.status_code = "ERROR"` with `otel.status_message` (see
 /// [`SpanRecord::end_request`]).
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 pub(crate) struct RequestEnd<'a> {
     pub(crate) status: Option<u16>,
     /// Empty when there is none.
@@ -58,7 +58,7 @@ pub(crate) struct RequestEnd<'a> {
 
 /// Whether each of a request span's own fields, and each of its [`REQUEST_END_NAMES`], is
 /// redacted under an instance's settings (decided once per instance).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy)]
 pub(crate) struct RequestRedaction {
     fields: [bool; 4],
     end: [bool; 2],
@@ -253,7 +253,8 @@ pub(crate) struct FinishedSpan {
 /// A kept span on its way to an exporter, made the SDK's [`SpanData`] where it is consumed (on
 /// the export thread), not on the request path.
 pub(crate) enum QueuedSpan {
-    /// Already in the SDK's form.
+    /// Already in the SDK's form (the export queue's own tests).
+    #[cfg(test)]
     Data(SpanData),
     /// As the sampler holds it, with its trace's sampling reason and, for a request span whose
     /// own fields were kept as they are, those fields.
@@ -268,6 +269,7 @@ impl QueuedSpan {
     /// The SDK form (see [`FinishedSpan::into_span_data`]).
     pub(crate) fn into_span_data(self) -> SpanData {
         match self {
+            #[cfg(test)]
             QueuedSpan::Data(data) => data,
             QueuedSpan::Finished {
                 mut span,
@@ -283,6 +285,7 @@ impl QueuedSpan {
     }
 }
 
+#[cfg(test)]
 impl From<SpanData> for QueuedSpan {
     fn from(data: SpanData) -> Self {
         QueuedSpan::Data(data)

@@ -148,7 +148,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         eprintln!("{mode} listening on {}", listener.local_addr()?);
-        axum::serve(listener, app).await
+        // Ctrl-C ends the server cleanly, so that profilers (valgrind's dhat) write their report.
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
     })?;
     Ok(())
 }

@@ -374,14 +374,21 @@ where
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
         let Some(sampler) = &self.sampler else { return };
         let Some(span) = ctx.span(&id) else { return };
-        let Some(data) = span.extensions_mut().remove::<SpanContext>() else {
+        // Only what the sampler keeps is moved out; the rest is dropped in place with the
+        // span's extensions.
+        let mut ext = span.extensions_mut();
+        let Some(data) = ext.get_mut::<SpanContext>() else {
             return;
         };
-        let Some(mut record) = data.record else {
+        let Some(mut record) = data.record.take() else {
             return;
         };
+        let root = data.root.take();
+        let (trace_id, span_id, local_root) = (data.trace_id, data.span_id, data.local_root);
+        let (parent_span_id, parent_is_remote) = (data.parent_span_id, data.parent_is_remote);
+        drop(ext);
         let request = record.request.take();
-        if record.error && data.root.is_none() {
+        if record.error && root.is_none() {
             // A child ended as an error (a failed query, say): its trace is kept, and the
             // local root's `traceresponse` should say so.
             super::current::mark_root(&span, |root| root.error_seen = true);
@@ -395,10 +402,10 @@ where
             None => Cow::Borrowed(record.name),
         };
         let finished = FinishedSpan {
-            trace_id: data.trace_id,
-            span_id: data.span_id,
-            parent_span_id: data.parent_span_id,
-            parent_is_remote: data.parent_is_remote,
+            trace_id,
+            span_id,
+            parent_span_id,
+            parent_is_remote,
             name,
             kind: record.kind,
             start: record.start,
@@ -414,12 +421,7 @@ where
             .end
             .duration_since(finished.start)
             .unwrap_or_default();
-        sampler.on_span_end(
-            finished,
-            data.local_root,
-            data.root.map(|r| (r, duration)),
-            request,
-        );
+        sampler.on_span_end(finished, local_root, root.map(|r| (r, duration)), request);
     }
 }
 

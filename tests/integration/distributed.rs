@@ -585,10 +585,10 @@ async fn both_services_keep_or_drop_each_call_alike_at_the_otel_ratio() {
         kept_by_caller, oracle,
         "the kept traces are those OpenTelemetry's TraceIdRatioBased(0.1) samples"
     );
-    // The oracle's own count is a sanity check of the test: about 10% of 1,000 (the 99.9%
-    // binomial interval is 69..131).
+    // The oracle's own count is a sanity check of the test: about 10% of 1,000 (within 4.5
+    // standard deviations, 58..142: a false failure about once in 150,000 runs).
     assert!(
-        (69..=131).contains(&oracle.len()),
+        (58..=142).contains(&oracle.len()),
         "{} of 1000 successful traces sampled",
         oracle.len()
     );

@@ -223,12 +223,12 @@ fn check_mix(obs: &Obs, sent: &[(Kind, String)], got: &[Got]) {
             }
         }
     }
-    // The ratio is exact per trace id (asserted above); the count is also within the binomial
-    // 99.9% interval of 10%.
+    // The ratio is exact per trace id (asserted above); the count is also within 4.5 standard
+    // deviations of 10% (a false failure about once in 150,000 runs).
     let mean = plain as f64 * 0.1;
     let sd = (plain as f64 * 0.1 * 0.9).sqrt();
     assert!(
-        (plain_kept as f64 - mean).abs() <= 3.3 * sd,
+        (plain_kept as f64 - mean).abs() <= 4.5 * sd,
         "{plain_kept} of {plain} successes kept"
     );
     assert_eq!(

@@ -146,9 +146,11 @@ async fn errors_always_successes_at_the_ratio() {
     assert!(logged.iter().all(|t| t["reason"] == "error"));
 
     let oks = by_route("/ok");
-    // 10% of 2000, within the binomial 99.9% interval (mean 200, sd 13.4, z 3.29).
+    // 10% of 2000 (mean 200, sd 13.4), within 4.5 standard deviations: a correct sampler
+    // fails this about once in 150,000 runs (at z 3.29, once in a thousand: too often for a
+    // suite run this often). A sampler keeping 5% or 20% is far outside.
     assert!(
-        (156..=244).contains(&oks.len()),
+        (140..=260).contains(&oks.len()),
         "kept {} of 2000 successes",
         oks.len()
     );

@@ -146,6 +146,7 @@ where
             request: None,
             name: meta.name(),
             start: SystemTime::now(),
+            end: None,
             kind: match meta.target() {
                 REQUEST_TARGET => SpanKind::Server,
                 _ => SpanKind::Internal,
@@ -409,7 +410,7 @@ where
             name,
             kind: record.kind,
             start: record.start,
-            end: SystemTime::now(),
+            end: record.end.unwrap_or_else(SystemTime::now),
             attributes: record.attributes,
             events: record.events,
             error: record.error,

@@ -1,39 +1,74 @@
 //! RFC 3339 UTC timestamps with microseconds, without a date-time dependency.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 thread_local! {
     /// The last second formatted on this thread and its `YYYY-MM-DDTHH:MM:SS` text.
-    static LAST: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
+    static LAST: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
 }
+
+/// `"00"`, `"01"`, … `"99"`: two digits of the microseconds at a time, already text.
+const PAIRS: &str = {
+    const BYTES: [u8; 200] = {
+        let mut b = [0u8; 200];
+        let mut i = 0;
+        while i < 100 {
+            b[2 * i] = b'0' + (i / 10) as u8;
+            b[2 * i + 1] = b'0' + (i % 10) as u8;
+            i += 1;
+        }
+        b
+    };
+    match std::str::from_utf8(&BYTES) {
+        Ok(s) => s,
+        Err(_) => panic!("digits are ASCII"),
+    }
+};
 
 /// Appends the current time as `2026-11-27T15:17:33.123456Z`.
 pub(crate) fn push_now(out: &mut String) {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    push_timestamp(out, now.as_secs(), now.subsec_micros());
+    push_time(out, SystemTime::now());
+}
+
+/// Appends `at` as `2026-11-27T15:17:33.123456Z`.
+pub(crate) fn push_time(out: &mut String, at: SystemTime) {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    push_timestamp(out, since.as_secs(), since.subsec_micros());
 }
 
 pub(crate) fn push_timestamp(out: &mut String, secs: u64, micros: u32) {
     // `try_with`: the panic hook formats a timestamp too, possibly while this thread's locals
     // are being destroyed; the cache is then skipped rather than the access panicking.
-    let (last_secs, mut text) = LAST.try_with(Cell::get).unwrap_or((u64::MAX, [0; 19]));
-    if last_secs != secs {
-        text = format_seconds(secs);
-        let _ = LAST.try_with(|c| c.set((secs, text)));
+    let cached = LAST
+        .try_with(|last| {
+            let Ok(mut last) = last.try_borrow_mut() else {
+                return false;
+            };
+            if last.0 != secs {
+                last.1.clear();
+                push_seconds(&mut last.1, secs);
+                last.0 = secs;
+            }
+            out.push_str(&last.1);
+            true
+        })
+        .unwrap_or(false);
+    if !cached {
+        push_seconds(out, secs);
     }
-    let mut line = [0u8; 27];
-    line[..19].copy_from_slice(&text);
-    line[19] = b'.';
-    let mut m = micros.min(999_999);
-    for slot in line[20..26].iter_mut().rev() {
-        *slot = b'0' + (m % 10) as u8;
-        m /= 10;
-    }
-    line[26] = b'Z';
-    out.push_str(std::str::from_utf8(&line).unwrap_or("0000-00-00T00:00:00.000000Z"));
+    let m = micros.min(999_999) as usize;
+    let pair = |n: usize| &PAIRS[2 * n..2 * n + 2];
+    out.push('.');
+    out.push_str(pair(m / 10_000));
+    out.push_str(pair(m / 100 % 100));
+    out.push_str(pair(m % 100));
+    out.push('Z');
+}
+
+fn push_seconds(out: &mut String, secs: u64) {
+    let text = format_seconds(secs);
+    out.push_str(std::str::from_utf8(&text).unwrap_or("0000-00-00T00:00:00"));
 }
 
 fn format_seconds(secs: u64) -> [u8; 19] {
@@ -94,5 +129,29 @@ mod tests {
         assert_eq!(ts(951_782_400, 7), "2000-02-29T00:00:00.000007Z");
         assert_eq!(ts(1_795_792_653, 123_456), "2026-11-27T15:17:33.123456Z");
         assert_eq!(ts(4_102_444_799, 999_999), "2099-12-31T23:59:59.999999Z");
+    }
+
+    /// The per-second cache never shows a stale second, whatever the order of the calls.
+    #[test]
+    fn cached_seconds_follow_the_calls() {
+        let fresh = |secs: u64, micros: u32| {
+            let mut s = String::new();
+            push_seconds(&mut s, secs);
+            s.push_str(&format!(".{micros:06}Z"));
+            s
+        };
+        let calls = [
+            (1_795_792_653, 1),
+            (1_795_792_653, 999_999),
+            (1_795_792_654, 0),
+            (1_795_792_653, 10),
+            (0, 100_000),
+            (0, 99),
+            (4_102_444_799, 123_456),
+        ];
+        for (secs, micros) in calls {
+            assert_eq!(ts(secs, micros), fresh(secs, micros));
+        }
+        assert_eq!(ts(5, 2_000_000), "1970-01-01T00:00:05.999999Z");
     }
 }

@@ -201,6 +201,7 @@ impl RequestRecord {
             error_type,
             error: outcome.is_error(),
             message: panic_message,
+            elapsed,
         };
         // A lean request span (the instance's own subscriber, HTTP) hands how it ended to its
         // record as it is, like its other fields; the others record it as `tracing` fields.
@@ -389,6 +390,7 @@ impl RequestRecord {
             status,
             duration_micros: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             headers: &self.header_entries,
+            at: sc.record.as_ref().and_then(|r| r.end),
         };
         // The keys the line writes: span fields under the same keys are left out.
         let in_line =

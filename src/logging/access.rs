@@ -15,7 +15,7 @@ use super::writer::LineWriter;
 use crate::core::escape::{push_json_str, push_millis, push_u64};
 use crate::core::names::{ACCESS_TARGET, REDACTED};
 use crate::core::render::RenderSettings;
-use crate::core::time::push_now;
+use crate::core::time::{push_now, push_time};
 
 /// The keys of an INFO access line, in the order the `tracing` event records them.
 pub(crate) const ACCESS_KEYS: [&str; 5] = [
@@ -36,6 +36,8 @@ pub(crate) struct AccessFields<'a> {
     pub(crate) duration_micros: u64,
     /// The logged request headers, pre-rendered (`,"http.request.header.…":"…"`).
     pub(crate) headers: &'a str,
+    /// When the request ended, if its span knows (else the clock is read).
+    pub(crate) at: Option<std::time::SystemTime>,
 }
 
 /// Writes INFO access lines of one instance (JSON format only).
@@ -92,7 +94,10 @@ impl AccessLines {
             };
             line.clear();
             line.push_str("{\"timestamp\":\"");
-            push_now(line);
+            match fields.at {
+                Some(at) => push_time(line, at),
+                None => push_now(line),
+            }
             line.push_str(&self.head);
             line.push_str(ids);
             let cap = self.settings.value_cap;

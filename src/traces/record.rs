@@ -54,6 +54,8 @@ pub(crate) struct RequestEnd<'a> {
     pub(crate) error_type: &'static str,
     pub(crate) error: bool,
     pub(crate) message: Option<&'a str>,
+    /// How long the request took (monotonic): the span ends that long after it started.
+    pub(crate) elapsed: std::time::Duration,
 }
 
 /// Whether each of a request span's own fields, and each of its [`REQUEST_END_NAMES`], is
@@ -186,6 +188,9 @@ pub(crate) struct SpanRecord {
     pub(crate) request: Option<RequestAttrs>,
     pub(crate) name: &'static str,
     pub(crate) start: SystemTime,
+    /// When a request span's request ended: its start plus the request's monotonic duration,
+    /// the time its access line shows (the clock is not read again when it closes).
+    pub(crate) end: Option<SystemTime>,
     pub(crate) kind: SpanKind,
     pub(crate) attributes: Vec<KeyValue>,
     /// The field name of each attribute (the same order), for rendering them as JSON later.
@@ -205,6 +210,7 @@ impl SpanRecord {
     /// as it is for a request span whose fields are (see [`RequestAttrs`]); `false` when the
     /// span has to record them as fields (a request span that is not a local root).
     pub(crate) fn end_request(&mut self, end: RequestEnd<'_>) -> bool {
+        self.end = self.start.checked_add(end.elapsed);
         let Some(request) = self.request.as_mut() else {
             return false;
         };

@@ -447,3 +447,46 @@ async fn without_the_otlp_feature_kept_traces_stay_in_the_ring() {
     );
     assert!(err.to_string().contains("otlp"), "{err}");
 }
+
+/// A request's span ends when its access line says the request ended: the kept trace and the
+/// line agree to the microsecond, so a trace found from a log line (or the other way round)
+/// shows the same end. The oracle is plain arithmetic on the ring's numbers: the time of day of
+/// the span's start plus its duration, against the line's `HH:MM:SS.ffffff`.
+#[tokio::test]
+async fn a_request_span_ends_when_its_access_line_says_it_ended() {
+    const DAY_MICROS: i64 = 86_400_000_000;
+    let (obs, logs) = instance(|b| b.success_ratio(1.0));
+    let addr = serve(app(&obs)).await;
+    for _ in 0..20 {
+        assert_eq!(http_get(addr, "/ok", &[]).await.status, 200);
+    }
+    assert!(obs.flush());
+    let lines = logs.json_lines();
+    let kept = traces(&obs);
+    assert_eq!(kept.len(), 20);
+    for t in &kept {
+        let root = t["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["kind"] == "Server")
+            .unwrap();
+        let start_micros = (root["start_unix_nanos"].as_u64().unwrap() / 1000) as i64;
+        let duration_micros = (root["duration_ms"].as_f64().unwrap() * 1000.0).round() as i64;
+        let end_of_day = (start_micros + duration_micros).rem_euclid(DAY_MICROS);
+        let line = lines
+            .iter()
+            .find(|l| l["trace_id"] == t["trace_id"] && l["message"] == "request completed")
+            .unwrap_or_else(|| panic!("no access line for {t:#}"));
+        let ts = line["timestamp"].as_str().unwrap();
+        let field = |range: std::ops::Range<usize>| ts[range].parse::<i64>().unwrap();
+        let line_of_day =
+            ((field(11..13) * 60 + field(14..16)) * 60 + field(17..19)) * 1_000_000 + field(20..26);
+        // Both are truncated to whole microseconds, from the same instant.
+        let apart = (end_of_day - line_of_day).rem_euclid(DAY_MICROS);
+        assert!(
+            apart <= 1 || apart >= DAY_MICROS - 1,
+            "span ends {end_of_day} µs into the day, the line says {ts} ({line_of_day}): {apart} µs apart"
+        );
+    }
+}

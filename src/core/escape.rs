@@ -227,6 +227,18 @@ const DEC_PAIRS: [u8; 200] = {
     t
 };
 
+/// [`DEC_PAIRS`] as text, for appending two digits without a UTF-8 check.
+const DEC_PAIRS_TEXT: &str = match std::str::from_utf8(&DEC_PAIRS) {
+    Ok(s) => s,
+    Err(_) => panic!("digits are ASCII"),
+};
+
+/// Appends `n` (below 100) as two digits, `07` for 7.
+pub(crate) fn push_two_digits(out: &mut String, n: usize) {
+    let n = n.min(99);
+    out.push_str(&DEC_PAIRS_TEXT[2 * n..2 * n + 2]);
+}
+
 /// Appends an unsigned integer (two digits per division).
 pub(crate) fn push_u64(out: &mut String, mut v: u64) {
     let mut buf = [0u8; 20];

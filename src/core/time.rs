@@ -3,28 +3,12 @@
 use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::escape::push_two_digits;
+
 thread_local! {
     /// The last second formatted on this thread and its `YYYY-MM-DDTHH:MM:SS` text.
     static LAST: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
 }
-
-/// `"00"`, `"01"`, … `"99"`: two digits of the microseconds at a time, already text.
-const PAIRS: &str = {
-    const BYTES: [u8; 200] = {
-        let mut b = [0u8; 200];
-        let mut i = 0;
-        while i < 100 {
-            b[2 * i] = b'0' + (i / 10) as u8;
-            b[2 * i + 1] = b'0' + (i % 10) as u8;
-            i += 1;
-        }
-        b
-    };
-    match std::str::from_utf8(&BYTES) {
-        Ok(s) => s,
-        Err(_) => panic!("digits are ASCII"),
-    }
-};
 
 /// Appends the current time as `2026-11-27T15:17:33.123456Z`.
 pub(crate) fn push_now(out: &mut String) {
@@ -58,11 +42,10 @@ pub(crate) fn push_timestamp(out: &mut String, secs: u64, micros: u32) {
         push_seconds(out, secs);
     }
     let m = micros.min(999_999) as usize;
-    let pair = |n: usize| &PAIRS[2 * n..2 * n + 2];
     out.push('.');
-    out.push_str(pair(m / 10_000));
-    out.push_str(pair(m / 100 % 100));
-    out.push_str(pair(m % 100));
+    push_two_digits(out, m / 10_000);
+    push_two_digits(out, m / 100 % 100);
+    push_two_digits(out, m % 100);
     out.push('Z');
 }
 

@@ -56,6 +56,16 @@ fn kept_counter(exposition: &str) -> HashMap<String, f64> {
         .collect()
 }
 
+/// The trace's SERVER span: the request's own.
+fn server_span(trace: &Value) -> &Value {
+    trace["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "Server")
+        .unwrap_or_else(|| panic!("no server span in {trace:#}"))
+}
+
 /// Root + the two children, one trace id, correct parent links.
 fn assert_complete(trace: &Value) {
     let spans = trace["spans"].as_array().unwrap();
@@ -114,12 +124,7 @@ async fn errors_always_successes_at_the_ratio() {
     for t in &fails {
         assert_eq!(t["reason"], "error");
         assert_complete(t);
-        let root = t["spans"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["kind"] == "Server")
-            .unwrap();
+        let root = server_span(t);
         assert_eq!(root["name"], "GET /fail");
         assert_eq!(root["status"], "error");
         assert_eq!(root["attributes"]["http.response.status_code"], 500);
@@ -128,12 +133,7 @@ async fn errors_always_successes_at_the_ratio() {
     assert_eq!(panics.len(), 20);
     for t in &panics {
         assert_eq!(t["reason"], "error");
-        let root = t["spans"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["kind"] == "Server")
-            .unwrap();
+        let root = server_span(t);
         assert_eq!(root["attributes"]["error.type"], "panic");
         assert_eq!(root["status_message"], "boom");
     }
@@ -465,12 +465,7 @@ async fn a_request_span_ends_when_its_access_line_says_it_ended() {
     let kept = traces(&obs);
     assert_eq!(kept.len(), 20);
     for t in &kept {
-        let root = t["spans"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["kind"] == "Server")
-            .unwrap();
+        let root = server_span(t);
         let start_micros = (root["start_unix_nanos"].as_u64().unwrap() / 1000) as i64;
         let duration_micros = (root["duration_ms"].as_f64().unwrap() * 1000.0).round() as i64;
         let end_of_day = (start_micros + duration_micros).rem_euclid(DAY_MICROS);
